@@ -1,0 +1,192 @@
+"""The domain model every stage shares: the 17 lymph node stations, the N-stage rule sets and the stager.
+
+The catalogue and the rule sets are data in `configs/` (`stations.toml`, `rule_sets/*.toml`); this is the one
+module that reads and applies them. Stations are named as in the IASLC map ("4R", "7"); per-station arrays
+(cache labels, model outputs) are in catalogue order, which is label-code order (index = code - 1).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from cache.settings import read_toml
+from configs import CONFIG_DIR
+
+SIDES = ("R", "L")
+N_GROUPS = 3
+
+
+class StationError(ValueError):
+    """A station name, tumour side, N-stage or rule set that the catalogue does not know."""
+
+
+class UnknownTumorSideError(StationError):
+    """The N-stage depends on the tumour side, and the side is unknown."""
+
+
+@dataclass(frozen=True)
+class Station:
+    code: int
+    name: str
+    zone: str
+    description: str
+
+    @property
+    def index(self) -> int:
+        """Position in every per-station array."""
+        return self.code - 1
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Station groups 1-3 per tumour side; the N-stage is the highest group with a positive station."""
+
+    name: str
+    description: str
+    groups: dict[str, tuple[frozenset[str], ...]]
+
+
+@functools.cache
+def _catalogue() -> tuple[tuple[Station, ...], dict[str, str]]:
+    data = read_toml(CONFIG_DIR / "stations.toml")
+    stations = tuple(Station(**entry) for entry in data["station"])
+    assert [s.code for s in stations] == list(range(1, len(stations) + 1)), "codes must be 1..17 in order"
+    return stations, dict(data["sub_labels"])
+
+
+def stations() -> tuple[Station, ...]:
+    """The 17 stations in catalogue (= label code) order."""
+    return _catalogue()[0]
+
+
+def station_names() -> tuple[str, ...]:
+    return tuple(s.name for s in stations())
+
+
+def station(name: str) -> Station:
+    """The station called `name` ("4R"); raises StationError naming the unknown value."""
+    for s in stations():
+        if s.name == name:
+            return s
+    raise StationError(f"unknown station {name!r}; known stations: {', '.join(station_names())}")
+
+
+def station_by_code(code: int) -> Station:
+    if not 1 <= code <= len(stations()):
+        raise StationError(f"unknown station code {code!r}; codes are 1..{len(stations())}")
+    return stations()[code - 1]
+
+
+def sub_label_parents() -> dict[str, str]:
+    """Atlas sub-label -> parent station ("7L" -> "7"), merged when an atlas is imported."""
+    return dict(_catalogue()[1])
+
+
+def parse_station_list(text: str) -> tuple[str, ...]:
+    """Parse a manifest station list such as "4R;7" (empty -> ()); every name is checked."""
+    names = tuple(part.strip() for part in text.replace(",", ";").split(";") if part.strip())
+    for name in names:
+        station(name)
+    return names
+
+
+def rule_set_names() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in (CONFIG_DIR / "rule_sets").glob("*.toml")))
+
+
+@functools.cache
+def load_rule_set(name: str = "paper") -> RuleSet:
+    """The rule set `name` from `configs/rule_sets/<name>.toml`, checked against the catalogue."""
+    path = CONFIG_DIR / "rule_sets" / f"{name}.toml"
+    if not path.is_file():
+        raise StationError(f"unknown rule set {name!r}; available: {', '.join(rule_set_names())}")
+    data = read_toml(path)
+    groups = {}
+    for side in SIDES:
+        table = data["side"][side]
+        groups[side] = tuple(frozenset(table[f"group_{g}"]) for g in range(1, N_GROUPS + 1))
+        for group in groups[side]:
+            for name_ in group:
+                station(name_)
+    return RuleSet(name=name, description=data.get("description", ""), groups=groups)
+
+
+def _check_side(tumor_side: str | None) -> None:
+    if tumor_side is not None and tumor_side not in SIDES:
+        raise StationError(f"tumour side must be 'R' or 'L' (or unknown), got {tumor_side!r}")
+
+
+def _stage_for_side(positive: frozenset[str], side: str, rules: RuleSet) -> int:
+    stage = 0
+    for g, group in enumerate(rules.groups[side], start=1):
+        if positive & group:
+            stage = g
+    return stage
+
+
+def n_stage(positive_stations: Iterable[str], tumor_side: str | None, rule_set: str = "paper") -> int:
+    """N-stage (0-3) from the positive stations (by name) and the tumour side ("R" or "L").
+
+    With an unknown side (None) the stage is returned only when both sides give the same answer (e.g. no
+    positive station, or only station 7); otherwise UnknownTumorSideError is raised so the caller can report
+    the patient separately instead of dropping it.
+    """
+    positive = frozenset(positive_stations)
+    for name in positive:
+        station(name)
+    _check_side(tumor_side)
+    rules = load_rule_set(rule_set)
+    if tumor_side is not None:
+        return _stage_for_side(positive, tumor_side, rules)
+    by_side = {side: _stage_for_side(positive, side, rules) for side in SIDES}
+    if by_side["R"] != by_side["L"]:
+        raise UnknownTumorSideError(
+            f"tumour side unknown and positive stations {sorted(positive)} give N{by_side['R']} for side R "
+            f"but N{by_side['L']} for side L under rule set {rule_set!r}"
+        )
+    return by_side["R"]
+
+
+def check_n_stage(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= 3:
+        raise StationError(f"N-stage must be an integer 0-3, got {n!r}")
+    return int(n)
+
+
+def pseudo_labels(n_stage: int) -> tuple[int | None, int | None, int | None]:
+    """The three station-group targets of the paper's Table 3 for a known N-stage (None = unknown).
+
+    N0 -> (0, 0, 0); N1 -> (1, 0, 0); N2 -> (None, 1, 0); N3 -> (None, None, 1), in group order 1, 2, 3.
+    """
+    n = check_n_stage(n_stage)
+    if n == 0:
+        return (0, 0, 0)
+    return tuple(None if g < n else (1 if g == n else 0) for g in range(1, N_GROUPS + 1))
+
+
+def group_mask(tumor_side: str, rule_set: str = "paper") -> np.ndarray:
+    """Boolean (3, 17) matrix: entry [g, i] is True when station index i belongs to group g + 1.
+
+    The trainer max-pools station probabilities over each row to get the group probabilities of §3.3.
+    """
+    _check_side(tumor_side)
+    if tumor_side is None:
+        raise UnknownTumorSideError("the station groups depend on the tumour side, which is unknown")
+    groups = load_rule_set(rule_set).groups[tumor_side]
+    mask = np.zeros((N_GROUPS, len(stations())), dtype=bool)
+    for g, group in enumerate(groups):
+        for name in group:
+            mask[g, station(name).index] = True
+    return mask
+
+
+def status_vector(positive: Iterable[str], known: bool = True) -> np.ndarray:
+    """int8[17] station status in catalogue order: 1 malignant, 0 benign, -1 unknown (known=False)."""
+    vector = np.full(len(stations()), 0 if known else -1, dtype=np.int8)
+    for name in positive:
+        vector[station(name).index] = 1
+    return vector

@@ -1,0 +1,1 @@
+"""Metrics, statistical tests, baselines, reports and single-scan prediction."""
