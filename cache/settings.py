@@ -95,7 +95,20 @@ def settings_parents(*classes: type) -> list[argparse.ArgumentParser]:
 
     Flags default to "not given", so a preset value is only overridden by a flag the user typed.
     """
+    for cls in classes:
+        _resolve_field_types(cls)
     return [argparse_dataclass.ArgumentParser(cls, add_help=False) for cls in classes]
+
+
+def _resolve_field_types(cls: type) -> None:
+    """Give argparse-dataclass real types: it reads `Field.type`, which is a string under
+    `from __future__ import annotations`, and it knows `Optional[X]` but not `X | None`."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if typing.get_origin(hint) is types.UnionType:
+            hint = typing.Union[typing.get_args(hint)]  # noqa: UP007 -- argparse-dataclass needs typing.Union
+        f.type = hint
 
 
 def settings_from_namespace(
