@@ -1,0 +1,42 @@
+import torch
+
+from train.model import N_STAGES, N_STATIONS, NStageModel, StationClassifier, encode_side
+
+
+def test_six_blocks_reduce_64_patch_to_one_logit_per_sample():
+    model = StationClassifier(channels=(8, 16, 32, 64, 128, 256), patch_size_vox=64)
+    logits = model(torch.rand(2, 2, 64, 64, 64), torch.tensor([0, 16]))
+    assert logits.shape == (2,)
+    assert model.classifier.in_features == 256 + 8
+    assert all(not block[0].bias for block in model.features)  # Conv3d without bias
+    assert [block[2].p for block in model.features] == [0.05, 0.1, 0.2, 0.2, 0.2, 0.2]
+
+
+def test_five_block_variant_for_32_patches_with_scalar_station_index_and_mask_channel():
+    model = StationClassifier(in_channels=3, channels=(8, 16, 32, 64, 128), dropout=(0.05, 0.1, 0.2, 0.2, 0.2),
+                              patch_size_vox=32, station_encoding="index")
+    assert model(torch.rand(3, 3, 32, 32, 32), torch.tensor([0, 5, 16])).shape == (3,)
+    assert model.classifier.in_features == 128 + 1
+
+
+def test_station_identity_changes_the_logit():
+    torch.manual_seed(0)
+    model = StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4).eval()
+    patch = torch.rand(1, 2, 4, 4, 4).repeat(2, 1, 1, 1, 1)
+    logits = model(patch, torch.tensor([0, 1]))
+    assert logits[0] != logits[1]
+
+
+def test_n_stage_model_shares_the_classifier_over_17_stations():
+    torch.manual_seed(0)
+    classifier = StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4).eval()
+    model = NStageModel(classifier, hidden=8).eval()
+    patches = torch.rand(2, N_STATIONS, 2, 4, 4, 4)
+    stage_logits, station_logits = model(patches, encode_side(["R", None]))
+    assert stage_logits.shape == (2, N_STAGES) and station_logits.shape == (2, N_STATIONS)
+    expected = classifier(patches[1, 5:6], torch.tensor([5]))
+    torch.testing.assert_close(station_logits[1, 5:6], expected)
+
+
+def test_side_encoding_marks_unknown_as_zeros():
+    assert encode_side(["R", "L", None]).tolist() == [[1, 0], [0, 1], [0, 0]]

@@ -1,0 +1,121 @@
+"""The station classifier of the paper's Fig. 3 and the TS2/TS3 N-stage head over all 17 stations.
+
+Patches are (batch, channels, z, y, x): CT and SUV windowed to [0, 1], optionally the binary station mask.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+N_STATIONS = 17
+N_STAGES = 4
+SIDE_CODES = {"R": 0, "L": 1}  # tumour side -> index of its one-hot entry; unknown side encodes as (0, 0)
+
+
+def conv_block(in_channels: int, out_channels: int, dropout: float) -> nn.Sequential:
+    """Conv3d k3 (no bias) -> InstanceNorm3d -> Dropout3d -> MaxPool3d(2) -> ReLU; halves each edge."""
+    return nn.Sequential(
+        nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.InstanceNorm3d(out_channels),
+        nn.Dropout3d(dropout),
+        nn.MaxPool3d(2),
+        nn.ReLU(inplace=True),
+    )
+
+
+class StationClassifier(nn.Module):
+    """Malignancy logit of one station patch; the station identity joins the image features at the end.
+
+    `station_encoding`: "embedding" (a learned vector per station) or "index" (the paper's scalar,
+    station index / 16 in [0, 1]).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 2,
+        channels: tuple[int, ...] = (8, 16, 32, 64, 128, 256),
+        dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.2, 0.2, 0.2),
+        patch_size_vox: int = 64,
+        station_encoding: str = "embedding",
+        embedding_dim: int = 8,
+    ):
+        super().__init__()
+        assert len(channels) == len(dropout)
+        blocks, previous = [], in_channels
+        for out, rate in zip(channels, dropout, strict=True):
+            blocks.append(conv_block(previous, out, rate))
+            previous = out
+        self.features = nn.Sequential(*blocks)
+        edge = patch_size_vox // 2 ** len(channels)
+        self.station_encoding = station_encoding
+        if station_encoding == "embedding":
+            self.embedding = nn.Embedding(N_STATIONS, embedding_dim)
+            station_dim = embedding_dim
+        elif station_encoding == "index":
+            self.embedding = None
+            station_dim = 1
+        else:
+            raise ValueError(f"station_encoding must be 'embedding' or 'index', got {station_encoding!r}")
+        self.classifier = nn.Linear(channels[-1] * edge**3 + station_dim, 1)
+
+    def encode_station(self, station_index: torch.Tensor) -> torch.Tensor:
+        if self.embedding is not None:
+            return self.embedding(station_index)
+        return (station_index.float() / (N_STATIONS - 1)).unsqueeze(1)
+
+    def forward(self, patch: torch.Tensor, station_index: torch.Tensor) -> torch.Tensor:
+        """Logits (batch,) of patches (batch, channels, z, y, x) of stations `station_index` (batch,) 0..16."""
+        features = self.features(patch).flatten(1)
+        station = self.encode_station(station_index).to(features.dtype)
+        return self.classifier(torch.cat([features, station], dim=1)).squeeze(1)
+
+
+def encode_side(tumor_sides: list[str | None], device: torch.device | str = "cpu") -> torch.Tensor:
+    """One-hot tumour side (batch, 2): R = (1, 0), L = (0, 1), unknown = (0, 0)."""
+    encoded = torch.zeros(len(tumor_sides), len(SIDE_CODES), device=device)
+    for row, side in enumerate(tumor_sides):
+        if side is not None:
+            encoded[row, SIDE_CODES[side]] = 1.0
+    return encoded
+
+
+class NStageModel(nn.Module):
+    """TS2/TS3: the shared classifier on all 17 station patches of a scan, then two linear layers -> N0-N3."""
+
+    def __init__(self, classifier: StationClassifier, hidden: int = 32):
+        super().__init__()
+        self.classifier = classifier
+        self.head = nn.Sequential(
+            nn.Linear(N_STATIONS + len(SIDE_CODES), hidden), nn.ReLU(inplace=True), nn.Linear(hidden, N_STAGES)
+        )
+
+    def station_logits(self, patches: torch.Tensor) -> torch.Tensor:
+        """Station logits (scans, 17) of patches (scans, 17, channels, z, y, x)."""
+        scans, n_stations = patches.shape[:2]
+        stations = torch.arange(n_stations, device=patches.device).repeat(scans)
+        return self.classifier(patches.flatten(0, 1), stations).view(scans, n_stations)
+
+    def forward(self, patches: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N-stage logits (scans, 4), station logits (scans, 17)); `side` is encode_side's (scans, 2)."""
+        station_logits = self.station_logits(patches)
+        stage_logits = self.head(torch.cat([station_logits, side.to(station_logits.dtype)], dim=1))
+        return stage_logits, station_logits
+
+
+def build_classifier(settings) -> StationClassifier:
+    """The station classifier described by TrainSettings."""
+    return StationClassifier(
+        in_channels=3 if settings.station_mask_channel else 2,
+        channels=tuple(settings.channels),
+        dropout=tuple(settings.dropout),
+        patch_size_vox=settings.patch_size_vox,
+        station_encoding=settings.station_encoding,
+        embedding_dim=settings.embedding_dim,
+    )
+
+
+def build_model(settings) -> nn.Module:
+    """StationClassifier for TS1, NStageModel for TS2/TS3."""
+    classifier = build_classifier(settings)
+    return classifier if settings.stage == "ts1" else NStageModel(classifier, settings.head_hidden)
