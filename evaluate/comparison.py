@@ -1,0 +1,145 @@
+"""Methods compared on the same cross-validation folds: metrics per fold, mean ± sd, pooled, and paired tests.
+
+Inputs are plain arrays over the cohort's scans (catalogue order for stations): the truth (`Cohort`) and one
+`MethodPredictions` per method, each covering every scan as a test scan of exactly one fold. Unknown labels
+(-1) are left out of the station metrics; scans without a known N-stage, or that a method cannot stage (tumour
+side unknown), are left out of its N-stage metrics and counted in `unstageable`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evaluate.metrics import (
+    MetricSummary,
+    NStageMetrics,
+    StationMetrics,
+    n_stage_confusion,
+    n_stage_metrics,
+    station_confusion,
+    station_metrics,
+    summarise_folds,
+)
+from evaluate.staging import UNSTAGEABLE
+from evaluate.statistics import McNemarResult, PermutationResult, mcnemar_exact, paired_permutation_test
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Truth of the evaluated scans: ids, tumour side, station labels (scans, 17) and N-stage (-1 unknown)."""
+
+    patient_ids: tuple[str, ...]
+    scan_ids: tuple[str, ...]
+    tumor_sides: tuple[str | None, ...]
+    station_true: np.ndarray
+    n_true: np.ndarray
+    fold: np.ndarray  # test fold of each scan
+
+    def __post_init__(self) -> None:
+        n = len(self.scan_ids)
+        assert self.station_true.shape == (n, 17) and self.n_true.shape == (n,) and self.fold.shape == (n,)
+
+    @property
+    def folds(self) -> tuple[int, ...]:
+        return tuple(int(f) for f in np.unique(self.fold))
+
+
+@dataclass(frozen=True)
+class MethodPredictions:
+    """One method's test predictions: station status and score (probability, or the baseline's score; NaN
+    where a method has none), N-stage (-1 unstageable), and notes such as the threshold chosen per fold."""
+
+    name: str
+    station_pred: np.ndarray  # (scans, 17) int8
+    station_score: np.ndarray  # (scans, 17) float64
+    n_pred: np.ndarray  # (scans,) int64
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    name: str
+    station_per_fold: dict[int, StationMetrics]
+    n_stage_per_fold: dict[int, NStageMetrics]
+    station_summary: MetricSummary
+    n_stage_summary: MetricSummary
+    station_pooled: StationMetrics
+    n_stage_pooled: NStageMetrics
+    station_confusion: np.ndarray  # pooled 2x2
+    n_stage_confusion: np.ndarray  # pooled 4x4
+    unstageable: tuple[str, ...]  # scan ids the method could not stage (tumour side unknown)
+    notes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PairedTests:
+    """Method A vs B: McNemar on pooled station predictions, permutation test on pooled N-stage accuracy."""
+
+    method_a: str
+    method_b: str
+    mcnemar: McNemarResult
+    n_stations: int
+    permutation: PermutationResult | None  # None when no scan is staged by both with a known N-stage
+    n_scans: int
+
+
+def _station_arrays(cohort: Cohort, method: MethodPredictions, scans: np.ndarray):
+    truth = cohort.station_true[scans]
+    known = truth >= 0
+    return truth[known], method.station_pred[scans][known], method.station_score[scans][known]
+
+
+def _staged(cohort: Cohort, method: MethodPredictions, scans: np.ndarray) -> np.ndarray:
+    """Scans (indices) with a known true N-stage that the method could stage."""
+    return scans[(cohort.n_true[scans] >= 0) & (method.n_pred[scans] != UNSTAGEABLE)]
+
+
+def _scores_or_none(scores: np.ndarray) -> np.ndarray | None:
+    return None if np.isnan(scores).any() else scores
+
+
+def evaluate_method(cohort: Cohort, method: MethodPredictions) -> MethodResult:
+    """Metrics of one method per fold, summarised over folds, and pooled over all test scans."""
+    if method.station_pred.shape != cohort.station_true.shape or method.n_pred.shape != cohort.n_true.shape:
+        raise ValueError(f"method {method.name!r}: predictions cover {method.station_pred.shape[0]} scans, "
+                         f"the cohort has {cohort.station_true.shape[0]}")
+    station_per_fold, n_per_fold = {}, {}
+    for fold in cohort.folds:
+        scans = np.flatnonzero(cohort.fold == fold)
+        y_true, y_pred, score = _station_arrays(cohort, method, scans)
+        station_per_fold[fold] = station_metrics(y_true, y_pred, _scores_or_none(score))
+        staged = _staged(cohort, method, scans)
+        n_per_fold[fold] = n_stage_metrics(cohort.n_true[staged], method.n_pred[staged])
+    every = np.arange(len(cohort.scan_ids))
+    y_true, y_pred, score = _station_arrays(cohort, method, every)
+    staged = _staged(cohort, method, every)
+    unstageable = tuple(cohort.scan_ids[i] for i in np.flatnonzero(method.n_pred == UNSTAGEABLE))
+    return MethodResult(
+        name=method.name,
+        station_per_fold=station_per_fold,
+        n_stage_per_fold=n_per_fold,
+        station_summary=summarise_folds(list(station_per_fold.values())),
+        n_stage_summary=summarise_folds(list(n_per_fold.values())),
+        station_pooled=station_metrics(y_true, y_pred, _scores_or_none(score)),
+        n_stage_pooled=n_stage_metrics(cohort.n_true[staged], method.n_pred[staged]),
+        station_confusion=station_confusion(y_true, y_pred),
+        n_stage_confusion=n_stage_confusion(cohort.n_true[staged], method.n_pred[staged]),
+        unstageable=unstageable,
+        notes=dict(method.notes),
+    )
+
+
+def compare_methods(cohort: Cohort, a: MethodPredictions, b: MethodPredictions, rng: np.random.Generator,
+                    n_permutations: int = 10_000) -> PairedTests:
+    """Exact McNemar on every station with a known label; permutation test on scans both methods staged."""
+    known = cohort.station_true >= 0
+    mcnemar = mcnemar_exact(cohort.station_true[known], a.station_pred[known], b.station_pred[known])
+    both = (cohort.n_true >= 0) & (a.n_pred != UNSTAGEABLE) & (b.n_pred != UNSTAGEABLE)
+    permutation = None
+    if both.any():
+        permutation = paired_permutation_test(cohort.n_true[both], a.n_pred[both], b.n_pred[both], rng,
+                                              n_permutations=n_permutations)
+    return PairedTests(method_a=a.name, method_b=b.name, mcnemar=mcnemar, n_stations=int(known.sum()),
+                       permutation=permutation, n_scans=int(both.sum()))

@@ -1,0 +1,125 @@
+"""Report tables shaped like the paper's Tables 4-6: Markdown for people, CSV for programs.
+
+One row per method; station columns (accuracy, balanced accuracy, sensitivity, specificity, AUC) then N-stage
+columns (accuracy, balanced accuracy, sensitivity, specificity; one-vs-rest, macro over the stages present).
+Cells are mean ± sd over folds; a second table gives the pooled values over all test scans.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from evaluate.comparison import MethodResult, PairedTests
+from evaluate.metrics import MetricSummary, NStageMetrics, StationMetrics, metric_names
+
+STATION_HEADERS = {"accuracy": "Acc.", "balanced_accuracy": "Bal. Acc.", "sensitivity": "Sens.",
+                   "specificity": "Spec.", "auc": "AUC"}
+
+
+def _columns() -> list[tuple[str, str]]:
+    """(level, metric) pairs in table order."""
+    return [("station", m) for m in metric_names(StationMetrics)] + [
+        ("n_stage", m) for m in metric_names(NStageMetrics)]
+
+
+def _header() -> list[str]:
+    return [f"{'LNS' if level == 'station' else 'N'} {STATION_HEADERS[m]}" for level, m in _columns()]
+
+
+def _format_value(value: float, digits: int = 2) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _summary_cells(result: MethodResult) -> list[str]:
+    summaries: dict[str, MetricSummary] = {"station": result.station_summary, "n_stage": result.n_stage_summary}
+    return [summaries[level].format(metric) for level, metric in _columns()]
+
+
+def _pooled_cells(result: MethodResult) -> list[str]:
+    pooled = {"station": result.station_pooled, "n_stage": result.n_stage_pooled}
+    return [_format_value(getattr(pooled[level], metric)) for level, metric in _columns()]
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def methods_table_markdown(results: Sequence[MethodResult], pooled: bool = False) -> str:
+    """The Table-4-shaped Markdown table: mean ± sd over folds, or pooled over all test scans."""
+    cells = _pooled_cells if pooled else _summary_cells
+    return _markdown_table(["Method", *_header()], [[r.name, *cells(r)] for r in results])
+
+
+def paired_tests_markdown(tests: Sequence[PairedTests]) -> str:
+    rows = []
+    for t in tests:
+        perm = t.permutation
+        rows.append([
+            f"{t.method_a} vs {t.method_b}",
+            f"{t.mcnemar.only_a} / {t.mcnemar.only_b}",
+            f"{t.mcnemar.p_value:.3g}",
+            "n/a" if perm is None else f"{perm.difference:+.3f}",
+            "n/a" if perm is None else f"{perm.p_value:.3g}" + (" (exact)" if perm.exact else ""),
+            str(t.n_scans),
+        ])
+    header = ["Comparison", "LNS right only A / only B", "McNemar p", "N-stage acc. A − B", "permutation p",
+              "scans"]
+    return _markdown_table(header, rows)
+
+
+def write_methods_csv(results: Sequence[MethodResult], path: Path) -> None:
+    """Long CSV: method, fold ('mean', 'sd', 'pooled' or the fold number), level, metric, value, n."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "fold", "level", "metric", "value", "n"])
+        for r in results:
+            for level, per_fold, summary, pooled in (
+                ("station", r.station_per_fold, r.station_summary, r.station_pooled),
+                ("n_stage", r.n_stage_per_fold, r.n_stage_summary, r.n_stage_pooled),
+            ):
+                for metric in metric_names(type(pooled)):
+                    for fold, m in per_fold.items():
+                        writer.writerow([r.name, fold, level, metric, getattr(m, metric), m.n])
+                    writer.writerow([r.name, "mean", level, metric, summary.mean[metric], summary.n_folds[metric]])
+                    writer.writerow([r.name, "sd", level, metric, summary.sd[metric], summary.n_folds[metric]])
+                    writer.writerow([r.name, "pooled", level, metric, getattr(pooled, metric), pooled.n])
+
+
+def write_paired_tests_csv(tests: Sequence[PairedTests], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method_a", "method_b", "mcnemar_only_a", "mcnemar_only_b", "mcnemar_p", "n_stations",
+                         "n_stage_accuracy_difference", "permutation_p", "permutation_exact", "n_permutations",
+                         "n_scans"])
+        for t in tests:
+            perm = t.permutation
+            perm_cells = ["", "", "", ""] if perm is None else [
+                perm.difference, perm.p_value, perm.exact, perm.n_permutations]
+            writer.writerow([t.method_a, t.method_b, t.mcnemar.only_a, t.mcnemar.only_b, t.mcnemar.p_value,
+                             t.n_stations, *perm_cells, t.n_scans])
+
+
+def per_fold_markdown(result: MethodResult) -> str:
+    """Per-fold station and N-stage metrics of one method, with the counts behind them."""
+    rows = []
+    for fold in result.station_per_fold:
+        s, n = result.station_per_fold[fold], result.n_stage_per_fold[fold]
+        rows.append([str(fold), *[_format_value(getattr(s, m)) for m in metric_names(StationMetrics)],
+                     f"{s.n_positive}/{s.n}", *[_format_value(getattr(n, m)) for m in metric_names(NStageMetrics)],
+                     str(n.n)])
+    header = ["Fold", *[f"LNS {STATION_HEADERS[m]}" for m in metric_names(StationMetrics)], "LNS pos./all",
+              *[f"N {STATION_HEADERS[m]}" for m in metric_names(NStageMetrics)], "scans"]
+    return _markdown_table(header, rows)
+
+
+def asdict_rows(results: Sequence[MethodResult]) -> list[dict]:
+    """Pooled metrics as plain dicts (for JSON)."""
+    return [{"method": r.name, "station": dataclasses.asdict(r.station_pooled),
+             "n_stage": dataclasses.asdict(r.n_stage_pooled), "unstageable": list(r.unstageable),
+             "notes": r.notes} for r in results]

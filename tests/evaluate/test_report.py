@@ -1,0 +1,73 @@
+"""Report tables and figures: the numbers written are the numbers computed."""
+
+import csv
+
+import numpy as np
+
+from cache.stations import station
+from evaluate.comparison import Cohort, MethodPredictions, compare_methods, evaluate_method
+from evaluate.figures import confusion_figure, qa_overlay_figure
+from evaluate.report import (
+    methods_table_markdown,
+    paired_tests_markdown,
+    per_fold_markdown,
+    write_methods_csv,
+    write_paired_tests_csv,
+)
+
+
+def _results():
+    rng = np.random.default_rng(0)
+    station_true = (rng.random((10, 17)) < 0.2).astype(np.int8)
+    cohort = Cohort(tuple(f"p{i}" for i in range(10)), tuple(f"s{i}" for i in range(10)), ("R",) * 10,
+                    station_true, rng.integers(0, 4, 10), np.repeat(np.arange(5), 2))
+    noisy = np.where(rng.random((10, 17)) < 0.1, 1 - station_true, station_true).astype(np.int8)
+    a = MethodPredictions("TS1", noisy, rng.random((10, 17)), cohort.n_true.copy())
+    b = MethodPredictions("Thresholding", np.ones((10, 17), np.int8), np.full((10, 17), np.nan), np.full(10, 3))
+    results = [evaluate_method(cohort, a), evaluate_method(cohort, b)]
+    return results, [compare_methods(cohort, a, b, rng)]
+
+
+def test_methods_table_has_one_row_per_method_with_mean_and_sd():
+    results, tests = _results()
+    table = methods_table_markdown(results)
+    lines = table.splitlines()
+    assert lines[0].startswith("| Method | LNS Acc. | LNS Bal. Acc. |") and len(lines) == 4
+    ts1 = results[0].station_summary
+    assert f"{ts1.mean['accuracy']:.2f} ± {ts1.sd['accuracy']:.2f}" in lines[2]
+    assert "| n/a |" in lines[3]  # thresholding has no probabilities: AUC n/a
+    pooled = methods_table_markdown(results, pooled=True)
+    assert f"{results[0].station_pooled.accuracy:.2f}" in pooled.splitlines()[2]
+    assert "TS1 vs Thresholding" in paired_tests_markdown(tests)
+    assert per_fold_markdown(results[0]).count("\n") == 6  # header, rule, 5 folds
+
+
+def test_csv_round_trips_the_values(tmp_path):
+    results, tests = _results()
+    write_methods_csv(results, tmp_path / "methods.csv")
+    rows = list(csv.DictReader(open(tmp_path / "methods.csv")))
+    pooled = [r for r in rows if r["method"] == "TS1" and r["fold"] == "pooled" and r["metric"] == "specificity"
+              and r["level"] == "station"]
+    assert float(pooled[0]["value"]) == results[0].station_pooled.specificity
+    fold3 = [r for r in rows if r["method"] == "TS1" and r["fold"] == "3" and r["metric"] == "accuracy"
+             and r["level"] == "n_stage"]
+    assert float(fold3[0]["value"]) == results[0].n_stage_per_fold[3].accuracy
+    write_paired_tests_csv(tests, tmp_path / "tests.csv")
+    row = next(csv.DictReader(open(tmp_path / "tests.csv")))
+    assert float(row["mcnemar_p"]) == tests[0].mcnemar.p_value
+
+
+def test_figures_are_written(tmp_path):
+    results, _ = _results()
+    path = confusion_figure([r.name for r in results], [r.station_confusion for r in results],
+                            [r.n_stage_confusion for r in results], tmp_path / "confusion.png")
+    assert path.stat().st_size > 1000
+    labels = np.zeros((6, 20, 20), dtype=np.uint8)
+    labels[1:4, 5:10, 5:10] = station("4R").code
+    labels[2:5, 12:16, 12:16] = station("7").code
+    status = np.zeros(17, dtype=np.int8)
+    status[station("7").index] = 1
+    ct = np.zeros(labels.shape, dtype=np.int16)
+    qa = qa_overlay_figure(ct, np.ones(labels.shape), labels, status, "p0 / s0", tmp_path / "qa.png",
+                           probability=np.full(17, 0.7))
+    assert qa.stat().st_size > 1000
