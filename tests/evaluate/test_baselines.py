@@ -6,7 +6,7 @@ import pytest
 from cache.stations import station
 from evaluate.baselines.cutoff import choose_cutoff, predict_above
 from evaluate.baselines.lesion_overlap import choose_overlap, label_lesions, overlap_stations, station_overlap
-from evaluate.baselines.pet_lesions import LesionSegmenterSettings, segment_pet_lesions
+from evaluate.baselines.pet_lesions import segment_pet_lesions
 from evaluate.baselines.thresholding import SUV_THRESHOLDS, choose_threshold, threshold_stations
 from evaluate.staging import UNSTAGEABLE, stage_scans
 
@@ -93,10 +93,10 @@ def test_segmenter_keeps_hot_components_above_the_minimum_volume():
     suv = np.ones((10, 10, 10), dtype=np.float32)
     suv[1:4, 1:4, 1:4] = 6.0  # 27 voxels of 2 mm = 0.216 ml
     suv[8, 8, 8] = 9.0  # one voxel, 0.008 ml: dropped
-    labels, count = segment_pet_lesions(suv, (2.0, 2.0, 2.0), LesionSegmenterSettings())
+    labels, count = segment_pet_lesions(suv, (2.0, 2.0, 2.0), 2.5, 0.2)
     assert count == 1
     assert np.count_nonzero(labels) == 27 and labels[2, 2, 2] == 1 and labels[8, 8, 8] == 0
-    _, none = segment_pet_lesions(suv, (2.0, 2.0, 2.0), LesionSegmenterSettings(lesion_suv_threshold=10.0))
+    _, none = segment_pet_lesions(suv, (2.0, 2.0, 2.0), 10.0, 0.2)
     assert none == 0
 
 

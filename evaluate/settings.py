@@ -1,0 +1,52 @@
+"""Settings of `python -m evaluate` (a cohort report) and `python -m evaluate predict` (one new scan).
+
+No `from __future__ import annotations`: argparse-dataclass reads the field types at run time. Defaults can be
+overridden per dataset in the dataset config's `[evaluate]` table, and by flags.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def _floats(help_text: str) -> dict:
+    return {"help": help_text, "nargs": "+", "type": float}
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """A cohort report: the trained run's test predictions and both baselines on the same folds."""
+
+    dataset: str = field(default="demo", metadata={"help": "dataset config name or TOML path"})
+    run: str = field(default="", metadata={"help": "run folder holding fold<K>/ (e.g. runs/demo/ts1)"})
+    folds: str = field(default="", metadata={"help": "folds to evaluate, e.g. '0-4' or '0,2' (empty: all)"})
+    out: str = field(default="", metadata={"help": "report folder (empty: <run>/report)"})
+    root: str = field(default="", metadata={"help": "dataset root (empty: from the dataset config/environment)"})
+    cache_root: str = field(default="", metadata={"help": "cache root (empty: from the dataset config/environment)"})
+    method_name: str = field(default="TS1", metadata={"help": "name of the trained method in the tables"})
+    suv_thresholds: tuple[float, ...] = field(
+        default=(2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5), metadata=_floats("SUVmax thresholds the baseline chooses from")
+    )
+    overlap_fractions: tuple[float, ...] = field(
+        default=(0.05, 0.1, 0.2), metadata=_floats("lesion-overlap fractions o the overlap baseline chooses from")
+    )
+    lesion_source: Literal["auto", "cache", "builtin"] = field(
+        default="auto",
+        metadata={"help": "lesion masks of the overlap baseline: the cache's /lesions (from the manifest), the "
+                          "built-in PET segmenter, or auto (cache when present, else built-in)"},
+    )
+    lesion_suv_threshold: float = field(
+        default=2.5, metadata={"help": "built-in lesion segmenter: voxels with SUV >= this are lesion candidates"}
+    )
+    lesion_min_volume_ml: float = field(
+        default=0.2, metadata={"help": "built-in lesion segmenter: smaller connected components are dropped"}
+    )
+    n_permutations: int = field(default=10_000, metadata={"help": "permutation test draws (when not exact)"})
+    seed: int = field(default=0, metadata={"help": "seed of the permutation tests"})
+    n_qa_scans: int = field(default=3, metadata={"help": "scans that get a QA overlay figure"})
+    truth_dir: str = field(
+        default="truth", metadata={"help": "ground-truth folder (relative to the dataset root) for atlas analyses"}
+    )
+    atlas_subsets: bool = field(
+        default=True, metadata={"help": "when truth exists: re-register with every 3-of-5 atlas subset"}
+    )
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto: CUDA when present"})
