@@ -1,0 +1,305 @@
+"""Reads cache files: metadata, and the volumes as memory maps at the offsets HDF5 reports.
+
+Contiguous datasets (what the writer makes) are mapped straight from the file, so a crop costs a page-cache
+copy and nothing else; a compressed copy (`python -m cache export --compress`) is read through h5py instead.
+Files are opened without HDF5 file locking: a cache file never changes once renamed into place, and locks fail
+on many network mounts and read-only folders.
+
+`CacheReader` keeps a bounded number of files open (least recently used closed first) and opens them lazily in
+each process, so a DataLoader worker never shares a handle opened before the fork.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from cache import schema
+from cache.build_settings import settings_differences
+from cache.grid import Grid
+from cache.writer import ScanLabels
+
+
+class CacheError(ValueError):
+    """A cache file that cannot be used; the message names the file and what to do."""
+
+
+class SchemaVersionError(CacheError):
+    """A cache file of another schema version."""
+
+
+class StaleCacheError(CacheError):
+    """A cache file built with other preprocessing settings than the current ones."""
+
+
+@dataclass(frozen=True)
+class StationInfo:
+    """Attributes of one fused station in a cache file (see cache/schema.py for units and axes)."""
+
+    name: str
+    code: int
+    centroid_vox: tuple[float, float, float]
+    centroid_mm: tuple[float, float, float]
+    bbox: tuple[int, int, int, int, int, int]
+    volume_ml: float
+    suv_max: float
+    suv_mean: float
+    vote_agreement: float
+    n_voxels: int  # length of the sampling table
+
+
+@dataclass(frozen=True)
+class ScanInfo:
+    """Metadata of one cache file, read without touching the volumes."""
+
+    path: Path
+    schema_version: int
+    dataset: str
+    patient_id: str
+    scan_id: str
+    created: str
+    package_version: str
+    settings_hash: str
+    inputs_hash: str
+    rule_set: str
+    settings: dict[str, Any]
+    inputs: dict[str, str]
+    grid: Grid
+    stations: dict[str, StationInfo]
+    labels: ScanLabels
+    compressed: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.patient_id}{schema.KEY_SEPARATOR}{self.scan_id}"
+
+
+def _open_h5(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r", locking=False)
+    except FileNotFoundError:
+        raise CacheError(f"cache file {path} not found") from None
+    except OSError as error:
+        raise CacheError(f"{path}: not a readable HDF5 file ({error}); delete it and rebuild the scan") from None
+
+
+def check_schema(f: h5py.File, path: Path) -> None:
+    """Refuse a file of another schema version, naming both versions and the rebuild command."""
+    version = f.attrs.get(schema.SCHEMA_VERSION_ATTR)
+    dataset = f.attrs.get(schema.DATASET_ATTR, "<dataset>")
+    if version is None:
+        raise SchemaVersionError(f"{path}: no {schema.SCHEMA_VERSION_ATTR!r} attribute, so not a cache file of this "
+                                 f"tool (or an unfinished one); rebuild with: {schema.rebuild_command(dataset)}")
+    if int(version) != schema.SCHEMA_VERSION:
+        raise SchemaVersionError(f"{path}: schema version {int(version)}, this tool reads version "
+                                 f"{schema.SCHEMA_VERSION}; rebuild with: {schema.rebuild_command(dataset)}")
+
+
+def check_settings(info: ScanInfo, expected: Mapping[str, Mapping]) -> None:
+    """Refuse a file whose stored settings differ from `expected` (`{class name: {field: value}}`)."""
+    differences = settings_differences(info.settings, expected)
+    if differences:
+        raise StaleCacheError(f"{info.path}: built with other settings than the current ones: "
+                              f"{'; '.join(differences)}; rebuild with: {schema.rebuild_command(info.dataset)}")
+
+
+def _station_info(group: h5py.Group) -> StationInfo:
+    a = group.attrs
+    return StationInfo(
+        name=group.name.rsplit("/", 1)[-1], code=int(a[schema.CODE_ATTR]),
+        centroid_vox=tuple(float(v) for v in a[schema.CENTROID_VOX_ATTR]),
+        centroid_mm=tuple(float(v) for v in a[schema.CENTROID_MM_ATTR]),
+        bbox=tuple(int(v) for v in a[schema.BBOX_ATTR]), volume_ml=float(a[schema.VOLUME_ML_ATTR]),
+        suv_max=float(a[schema.SUV_MAX_ATTR]), suv_mean=float(a[schema.SUV_MEAN_ATTR]),
+        vote_agreement=float(a[schema.VOTE_AGREEMENT_ATTR]), n_voxels=int(group[schema.STATION_INDEX].shape[0]),
+    )
+
+
+def _labels(f: h5py.File) -> ScanLabels:
+    a = f[schema.LABELS_GROUP].attrs
+
+    def n(value) -> int | None:
+        return None if int(value) == schema.UNKNOWN_N else int(value)
+
+    return ScanLabels(
+        tumor_side=str(a[schema.TUMOR_SIDE_ATTR]) or None, n_clinical=n(a[schema.N_CLINICAL_ATTR]),
+        n_pathological=n(a[schema.N_PATHOLOGICAL_ATTR]), station_clinical=f[schema.STATION_CLINICAL][()],
+        station_pathological=f[schema.STATION_PATHOLOGICAL][()],
+    )
+
+
+def _info_from_file(f: h5py.File, path: Path) -> ScanInfo:
+    check_schema(f, path)
+    try:
+        a = f.attrs
+        ct = f[schema.CT]
+        stations = {name: _station_info(group) for name, group in f[schema.STATIONS_GROUP].items()
+                    if isinstance(group, h5py.Group)}
+        stations = dict(sorted(stations.items(), key=lambda item: item[1].code))
+        return ScanInfo(
+            path=path, schema_version=int(a[schema.SCHEMA_VERSION_ATTR]), dataset=str(a[schema.DATASET_ATTR]),
+            patient_id=str(a[schema.PATIENT_ID_ATTR]), scan_id=str(a[schema.SCAN_ID_ATTR]),
+            created=str(a[schema.CREATED_ATTR]), package_version=str(a[schema.PACKAGE_VERSION_ATTR]),
+            settings_hash=str(a[schema.SETTINGS_HASH_ATTR]), inputs_hash=str(a[schema.INPUTS_HASH_ATTR]),
+            rule_set=str(a[schema.RULE_SET_ATTR]), settings=json.loads(a[schema.SETTINGS_ATTR]),
+            inputs=json.loads(a[schema.INPUTS_ATTR]), grid=Grid.from_attrs(ct.shape, ct.attrs),
+            stations=stations, labels=_labels(f), compressed=ct.compression is not None or ct.chunks is not None,
+        )
+    except KeyError as error:
+        dataset = f.attrs.get(schema.DATASET_ATTR, "<dataset>")
+        raise CacheError(f"{path}: schema version {schema.SCHEMA_VERSION} item missing ({error}); the file is "
+                         f"damaged: rebuild with: {schema.rebuild_command(dataset)}") from None
+
+
+def read_info(path: str | Path, expected_settings: Mapping[str, Mapping] | None = None) -> ScanInfo:
+    """Metadata of a cache file; refuses another schema version and, when given, other settings."""
+    path = Path(path)
+    with _open_h5(path) as f:
+        info = _info_from_file(f, path)
+    if expected_settings is not None:
+        check_settings(info, expected_settings)
+    return info
+
+
+def _mapped(dataset: h5py.Dataset, buffer: mmap.mmap) -> np.ndarray | None:
+    """The dataset as a read-only array over the file's memory map, or None if it is not stored contiguously."""
+    if dataset.chunks is not None or dataset.compression is not None:
+        return None
+    offset = dataset.id.get_offset()
+    if offset is None:  # never written (all fill value): no storage to map
+        return None
+    count = int(np.prod(dataset.shape, dtype=np.int64))
+    return np.frombuffer(buffer, dtype=dataset.dtype, count=count, offset=offset).reshape(dataset.shape)
+
+
+class CacheScan:
+    """One open cache file: `info`, and `ct`, `suv`, `station_labels` as (z, y, x) arrays that support slicing
+    (memory maps for contiguous files, h5py datasets for a compressed copy). Read-only."""
+
+    def __init__(self, path: str | Path, expected_settings: Mapping[str, Mapping] | None = None):
+        self.path = Path(path)
+        self._file = _open_h5(self.path)
+        try:
+            self.info = _info_from_file(self._file, self.path)
+            if expected_settings is not None:
+                check_settings(self.info, expected_settings)
+            self._tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            self._buffer = None
+            if not self.info.compressed:
+                with open(self.path, "rb") as raw:
+                    self._buffer = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
+            self.ct = self._array(schema.CT)
+            self.suv = self._array(schema.SUV)
+            self.station_labels = self._array(schema.STATION_LABELS)
+            if self._buffer is not None:  # everything needed later is mapped: the HDF5 handle can go
+                for name in self.info.stations:
+                    self.table(name)
+                self._file.close()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def memory_mapped(self) -> bool:
+        return self._buffer is not None
+
+    def _array(self, path: str):
+        dataset = self._file[path]
+        if self._buffer is not None:
+            array = _mapped(dataset, self._buffer)
+            if array is not None:
+                return array
+        return dataset
+
+    def table(self, station: str) -> tuple[np.ndarray, np.ndarray]:
+        """Sampling table of a station: (flat voxel indices int32, cdf float64 ending at 1.0)."""
+        if station not in self._tables:
+            if station not in self.info.stations:
+                raise KeyError(f"{self.path}: no station {station!r}; present: {', '.join(self.info.stations)}")
+            group = self._file[schema.station_group(station)]
+            index, cdf = self._array(group.name + "/" + schema.STATION_INDEX), self._array(
+                group.name + "/" + schema.STATION_CDF)
+            self._tables[station] = (np.asarray(index[()]) if isinstance(index, h5py.Dataset) else index,
+                                     np.asarray(cdf[()]) if isinstance(cdf, h5py.Dataset) else cdf)
+        return self._tables[station]
+
+    def close(self) -> None:
+        """Close the HDF5 handle; the memory map goes when the last array viewing it is gone."""
+        if getattr(self, "_file", None) is not None and self._file.id.valid:
+            self._file.close()
+
+    def __enter__(self) -> CacheScan:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_scan(path: str | Path, expected_settings: Mapping[str, Mapping] | None = None) -> CacheScan:
+    """Open one cache file for reading; refuses another schema version and, when given, other settings."""
+    return CacheScan(path, expected_settings)
+
+
+class CacheReader:
+    """Many cache files behind integer ids, opened lazily in the process that reads them, at most `max_open`
+    at a time (least recently used closed first).
+
+    Construct it in the main process (it reads only metadata: `infos`); each DataLoader worker opens its own
+    handles on first use after the fork. Pickles without open handles, for spawned workers.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], expected_settings: Mapping[str, Mapping] | None = None,
+                 max_open: int = 64):
+        if max_open < 1:
+            raise ValueError(f"max_open must be >= 1, got {max_open}")
+        self.paths = [Path(p) for p in paths]
+        self.expected_settings = expected_settings
+        self.max_open = max_open
+        self.infos = [read_info(p, expected_settings) for p in self.paths]
+        self._open: OrderedDict[int, CacheScan] = OrderedDict()
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def scan(self, i: int) -> CacheScan:
+        """The open file of scan `i`, opening it (and closing the least recently used) when needed."""
+        if self._pid != os.getpid():  # forked: handles of the parent are not ours to use
+            self._open = OrderedDict()
+            self._pid = os.getpid()
+        scan = self._open.get(i)
+        if scan is None:
+            scan = CacheScan(self.paths[i])
+            self._open[i] = scan
+            while len(self._open) > self.max_open:
+                self._open.popitem(last=False)[1].close()
+        else:
+            self._open.move_to_end(i)
+        return scan
+
+    @property
+    def n_open(self) -> int:
+        return len(self._open) if self._pid == os.getpid() else 0
+
+    def close(self) -> None:
+        while self._open:
+            self._open.popitem()[1].close()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_open"] = OrderedDict()
+        return state
+
+
+def cache_files(folder: str | Path) -> list[Path]:
+    """The cache files of a dataset folder, sorted (temporary files of running writers are not listed)."""
+    return sorted(p for p in Path(folder).glob(f"*{schema.FILE_SUFFIX}") if not p.name.startswith("."))

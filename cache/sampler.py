@@ -1,0 +1,195 @@
+"""Patch sampler over cache files: weighted station centres, windowed CT/SUV crops, optional station mask.
+
+A centre is drawn by binary search of a uniform number in a station's float64 cdf (`np.searchsorted`), so a
+draw costs O(log n) and nothing is rebuilt when the next patch comes from another scan or station. The crop is
+read from the memory-mapped volumes into a preallocated batch buffer and windowed on the way in (one pass):
+
+- channel 0, CT: [ct_window_low_hu, ct_window_high_hu] HU -> [0, 1], clipped;
+- channel 1, SUV: [0, suv_window_high] -> [0, 1], not clipped (high uptake stays visible above 1);
+- channel 2 (optional): 1 inside the patch's station, 0 elsewhere.
+
+Outside the volume the crop is padded with 0 in every channel (air below the CT window, no uptake, no station).
+The crop edge is `patch_size_vox + 2 * margin_vox`: the margin leaves room for rotation or elastic deformation
+before the trainer cuts the centre patch. For an even edge E the centre voxel sits at index E // 2 of the crop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import h5py
+import numba
+import numpy as np
+
+from cache.reader import CacheReader, CacheScan, StationInfo
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How patches are cut and windowed (the same in training and inference)."""
+
+    patch_size_vox: int = field(default=64, metadata={"help": "edge of the cubic patch, in voxels"})
+    margin_vox: int = field(default=0, metadata={"help": "extra voxels per side of the crop, for augmentation"})
+    ct_window_low_hu: float = field(default=-200.0, metadata={"help": "CT HU mapped to 0 (clipped below)"})
+    ct_window_high_hu: float = field(default=400.0, metadata={"help": "CT HU mapped to 1 (clipped above)"})
+    suv_window_high: float = field(default=4.0, metadata={"help": "SUV mapped to 1 (0 maps to 0; not clipped)"})
+    station_mask_channel: bool = field(default=False, metadata={"help": "add a binary station-mask channel"})
+
+    @property
+    def crop_edge_vox(self) -> int:
+        return self.patch_size_vox + 2 * self.margin_vox
+
+    @property
+    def n_channels(self) -> int:
+        return 3 if self.station_mask_channel else 2
+
+
+@dataclass(frozen=True)
+class PatchBatch:
+    """A batch of crops: `image` float32 (B, C, E, E, E) with C = CT, SUV[, station mask]; `centre_vox` int64
+    (B, 3) crop centres (z, y, x) in each scan's voxel grid; `scan` the reader's scan ids; `station_code`."""
+
+    image: np.ndarray
+    centre_vox: np.ndarray
+    scan: np.ndarray
+    station_code: np.ndarray
+
+
+def draw_centres(index: np.ndarray, cdf: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw n flat voxel indices of one station, with probability proportional to its weight map.
+
+    `cdf` is float64 and ends at exactly 1.0: a float32 running sum drifts over millions of voxels.
+    """
+    return np.asarray(index)[np.searchsorted(cdf, rng.random(n), side="right")]
+
+
+def centroid_centre(station: StationInfo) -> tuple[int, int, int]:
+    """The deterministic inference centre of a station: its centroid, rounded to a voxel (z, y, x)."""
+    return tuple(int(np.floor(v + 0.5)) for v in station.centroid_vox)
+
+
+@numba.njit(cache=True, nogil=True)
+def _window_into(volume, start_z, start_y, start_x, out, low, scale, clip):
+    """out[...] = (volume[crop] - low) * scale, optionally clipped to [0, 1]; 0 outside the volume."""
+    depth, height, width = volume.shape
+    for i in range(out.shape[0]):
+        z = start_z + i
+        for j in range(out.shape[1]):
+            y = start_y + j
+            if z < 0 or z >= depth or y < 0 or y >= height:
+                out[i, j, :] = 0.0
+                continue
+            for k in range(out.shape[2]):
+                x = start_x + k
+                if x < 0 or x >= width:
+                    out[i, j, k] = 0.0
+                    continue
+                value = (np.float32(volume[z, y, x]) - low) * scale
+                if clip:
+                    value = min(max(value, np.float32(0.0)), np.float32(1.0))
+                out[i, j, k] = value
+
+
+@numba.njit(cache=True, nogil=True)
+def _mask_into(labels, start_z, start_y, start_x, out, code):
+    depth, height, width = labels.shape
+    for i in range(out.shape[0]):
+        z = start_z + i
+        for j in range(out.shape[1]):
+            y = start_y + j
+            for k in range(out.shape[2]):
+                x = start_x + k
+                inside = 0 <= z < depth and 0 <= y < height and 0 <= x < width
+                out[i, j, k] = 1.0 if inside and labels[z, y, x] == code else 0.0
+
+
+def _source(volume, start: np.ndarray, edge: int) -> tuple[np.ndarray, np.ndarray]:
+    """An ndarray holding the crop and the crop start within it: the mapped volume itself, or (for a compressed
+    file) the part of the crop inside the volume, read through h5py."""
+    if not isinstance(volume, h5py.Dataset):
+        return volume, start
+    low = np.clip(start, 0, volume.shape)
+    high = np.clip(start + edge, 0, volume.shape)
+    if np.any(high <= low):
+        return np.zeros((1, 1, 1), dtype=volume.dtype), np.full(3, -edge - 1)
+    region = volume[low[0]:high[0], low[1]:high[1], low[2]:high[2]]
+    return region, start - low
+
+
+def read_crop(scan: CacheScan, centre_vox: Sequence[int], settings: SamplerSettings, out: np.ndarray,
+              station_code: int = 0) -> np.ndarray:
+    """Fill `out` (C, E, E, E) float32 with the windowed crop of `scan` centred on `centre_vox` (z, y, x)."""
+    edge = settings.crop_edge_vox
+    start = np.asarray(centre_vox, dtype=np.int64) - edge // 2
+    ct_low = np.float32(settings.ct_window_low_hu)
+    ct_scale = np.float32(1.0 / (settings.ct_window_high_hu - settings.ct_window_low_hu))
+    source, s = _source(scan.ct, start, edge)
+    _window_into(source, s[0], s[1], s[2], out[0], ct_low, ct_scale, True)
+    source, s = _source(scan.suv, start, edge)
+    _window_into(source, s[0], s[1], s[2], out[1], np.float32(0.0), np.float32(1.0 / settings.suv_window_high), False)
+    if settings.station_mask_channel:
+        source, s = _source(scan.station_labels, start, edge)
+        _mask_into(source, s[0], s[1], s[2], out[2], np.uint8(station_code))
+    return out
+
+
+class PatchSampler:
+    """Cuts batches of station patches from the files of a `CacheReader`.
+
+    `sample` draws each centre from its station's weight map (training); `centroid` takes the station
+    centroid (inference, deterministic). Both fill a preallocated (B, C, E, E, E) buffer when `out` is given.
+    """
+
+    def __init__(self, reader: CacheReader, settings: SamplerSettings | None = None):
+        settings = settings or SamplerSettings()
+        if settings.patch_size_vox < 1 or settings.margin_vox < 0:
+            raise ValueError(f"patch_size_vox must be >= 1 and margin_vox >= 0, got {settings}")
+        if settings.ct_window_high_hu <= settings.ct_window_low_hu or settings.suv_window_high <= 0:
+            raise ValueError(f"empty intensity window in {settings}")
+        self.reader = reader
+        self.settings = settings
+
+    def buffer(self, batch_size: int) -> np.ndarray:
+        """A batch buffer (B, C, E, E, E) float32 to reuse across calls."""
+        edge = self.settings.crop_edge_vox
+        return np.empty((batch_size, self.settings.n_channels, edge, edge, edge), dtype=np.float32)
+
+    def pairs(self) -> list[tuple[int, str]]:
+        """Every (scan id, station name) present in the reader's files."""
+        return [(i, name) for i, info in enumerate(self.reader.infos) for name in info.stations]
+
+    def _fill(self, scans: Sequence[int], stations: Sequence[str], centres: np.ndarray,
+              out: np.ndarray | None) -> PatchBatch:
+        out = self.buffer(len(scans)) if out is None else out
+        if out.shape[0] < len(scans) or out.shape[1:] != self.buffer(0).shape[1:] or out.dtype != np.float32:
+            raise ValueError(f"out buffer {out.shape} {out.dtype} does not fit {len(scans)} patches of "
+                             f"{self.buffer(0).shape[1:]} float32")
+        codes = np.array([self.reader.infos[i].stations[s].code for i, s in zip(scans, stations, strict=True)],
+                         dtype=np.int64)
+        for b, scan_id in enumerate(scans):
+            read_crop(self.reader.scan(scan_id), centres[b], self.settings, out[b], int(codes[b]))
+        return PatchBatch(out[: len(scans)], centres, np.asarray(scans, dtype=np.int64), codes)
+
+    def sample(self, scans: Sequence[int], stations: Sequence[str], rng: np.random.Generator,
+               out: np.ndarray | None = None) -> PatchBatch:
+        """Patches of (scans[b], stations[b]), centres drawn from the stations' weight maps."""
+        if len(scans) != len(stations):
+            raise ValueError(f"{len(scans)} scans but {len(stations)} stations")
+        uniforms = rng.random(len(scans))
+        centres = np.empty((len(scans), 3), dtype=np.int64)
+        for b, (scan_id, name) in enumerate(zip(scans, stations, strict=True)):
+            scan = self.reader.scan(scan_id)
+            index, cdf = scan.table(name)
+            flat = index[np.searchsorted(cdf, uniforms[b], side="right")]
+            centres[b] = np.unravel_index(flat, scan.info.grid.shape_zyx)
+        return self._fill(scans, stations, centres, out)
+
+    def centroid(self, scans: Sequence[int], stations: Sequence[str], out: np.ndarray | None = None) -> PatchBatch:
+        """Patches centred on the stations' centroids (the deterministic inference patch)."""
+        if len(scans) != len(stations):
+            raise ValueError(f"{len(scans)} scans but {len(stations)} stations")
+        infos = self.reader.infos
+        centres = np.array([centroid_centre(infos[i].stations[s]) for i, s in zip(scans, stations, strict=True)],
+                           dtype=np.int64).reshape(-1, 3)
+        return self._fill(scans, stations, centres, out)
