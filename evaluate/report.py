@@ -123,3 +123,38 @@ def asdict_rows(results: Sequence[MethodResult]) -> list[dict]:
     return [{"method": r.name, "station": dataclasses.asdict(r.station_pooled),
              "n_stage": dataclasses.asdict(r.n_stage_pooled), "unstageable": list(r.unstageable),
              "notes": r.notes} for r in results]
+
+
+def unstageable_markdown(results: Sequence[MethodResult]) -> str:
+    """Scans each method could not stage (tumour side unknown and the sides disagree), listed, not dropped."""
+    lines = [f"- {r.name}: {len(r.unstageable)} scan(s)" + (f": {', '.join(r.unstageable)}" if r.unstageable else "")
+             for r in results]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, header_lines: Sequence[str], results: Sequence[MethodResult],
+                 tests: Sequence[PairedTests], extra_sections: Sequence[tuple[str, str]] = ()) -> Path:
+    """Write report.md, methods.csv and paired_tests.csv to `out`; returns the Markdown path.
+
+    `extra_sections` are (title, Markdown body) pairs appended after the main tables (figures, atlas analyses).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    write_methods_csv(results, out / "methods.csv")
+    write_paired_tests_csv(tests, out / "paired_tests.csv")
+    parts = ["# Evaluation report", "", *header_lines, "",
+             "## Methods (mean ± sd over folds; paper Table 4 shape)", "", methods_table_markdown(results), "",
+             "## Methods, pooled over all test scans", "", methods_table_markdown(results, pooled=True), "",
+             "## Paired tests", "",
+             "McNemar: exact binomial test on stations one method classifies correctly and the other not. "
+             "Permutation test: N-stage accuracy, each scan's two predictions swapped at random.", "",
+             paired_tests_markdown(tests), "", "## Unstageable scans (tumour side unknown)", "",
+             unstageable_markdown(results), ""]
+    for r in results:
+        parts += [f"## {r.name}: per fold", ""]
+        parts += [f"- {key}: {value}" for key, value in r.notes.items()]
+        parts += ["", per_fold_markdown(r), ""]
+    for title, body in extra_sections:
+        parts += [f"## {title}", "", body, ""]
+    path = out / "report.md"
+    path.write_text("\n".join(parts))
+    return path

@@ -73,3 +73,24 @@ def test_overlap_method_applies_o_per_fold():
     method = overlap_method(cohort, overlap, (0.05, 0.1, 0.2), "paper", "builtin")
     assert method.name == "Lesion overlap, builtin lesions (o = 0.1)"
     assert method.station_pred.tolist() == np.clip(cohort.station_true, 0, 1).tolist()
+
+
+def test_load_cohort_reads_truth_and_features_of_test_patients(tmp_path):
+    from cache.reader import CacheError, cache_files
+    from evaluate.cohort import load_cohort
+    from evaluate.settings import EvaluateSettings
+
+    write_tiny_scan(tmp_path, "p0", {"7": 6.0}, ("7",), tumor_side="R", n_clinical=2)
+    write_tiny_scan(tmp_path, "p1", {}, (), tumor_side=None, n_clinical=0)
+    write_tiny_scan(tmp_path, "p2", {}, (), n_clinical=0)  # not a test patient of the chosen folds
+    data = load_cohort(cache_files(tmp_path), {"p0": 0, "p1": 1}, "cN", EvaluateSettings())
+    assert data.cohort.patient_ids == ("p0", "p1")
+    assert data.cohort.fold.tolist() == [0, 1] and data.cohort.n_true.tolist() == [2, 0]
+    assert data.cohort.tumor_sides == ("R", None)
+    assert data.cohort.station_true[0, station("7").index] == 1
+    assert data.suv_max[0, station("7").index] == pytest.approx(6.0)
+    assert data.lesion_sources == ("builtin", "builtin")
+    pathological = load_cohort(cache_files(tmp_path), {"p0": 0}, "pN", EvaluateSettings())
+    assert pathological.cohort.n_true.tolist() == [-1] and (pathological.cohort.station_true == -1).all()
+    with pytest.raises(CacheError, match="no cache file for test patient.*p9"):
+        load_cohort(cache_files(tmp_path), {"p9": 0}, "cN", EvaluateSettings())

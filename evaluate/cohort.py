@@ -1,0 +1,70 @@
+"""The evaluated cohort read from a dataset's cache files: truth per scan, test fold per scan, and the
+baselines' features, in one pass over the files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cache.reader import CacheError, open_scan, read_info
+from cache.stations import station_names
+from evaluate.baselines.features import BaselineFeatures, scan_features
+from evaluate.comparison import Cohort
+from evaluate.settings import EvaluateSettings
+
+
+@dataclass(frozen=True)
+class CohortData:
+    """Truth and baseline features of the scans of the evaluated folds, and their cache files (same order)."""
+
+    cohort: Cohort
+    paths: tuple[Path, ...]
+    suv_max: np.ndarray  # (scans, 17), NaN where the station is absent
+    lesion_overlap: np.ndarray  # (scans, 17)
+    lesion_sources: tuple[str, ...]
+
+
+def scan_truth(labels, label_column: str) -> tuple[np.ndarray, int]:
+    """(station status int8[17], N-stage or -1) of a cache file's labels for the label column (cN or pN)."""
+    status, n = ((labels.station_clinical, labels.n_clinical) if label_column == "cN"
+                 else (labels.station_pathological, labels.n_pathological))
+    return np.asarray(status, dtype=np.int8), -1 if n is None else int(n)
+
+
+def load_cohort(paths: list[Path], test_fold: Mapping[str, int], label_column: str,
+                settings: EvaluateSettings) -> CohortData:
+    """Read every cache file whose patient is a test patient of an evaluated fold (`test_fold`: patient -> fold).
+
+    A patient of the folds without a cache file is an error naming the patient: the report would otherwise
+    silently cover fewer scans than the trained model was tested on.
+    """
+    infos = [read_info(p) for p in paths]
+    chosen = [(p, i) for p, i in zip(paths, infos, strict=True) if i.patient_id in test_fold]
+    missing = sorted(set(test_fold) - {i.patient_id for _, i in chosen})
+    if missing:
+        raise CacheError(f"no cache file for test patient(s) {', '.join(missing[:10])}; run "
+                         f"python -m preprocess --dataset {settings.dataset} first")
+    n = len(chosen)
+    station_true = np.zeros((n, len(station_names())), dtype=np.int8)
+    n_true = np.zeros(n, dtype=np.int64)
+    suv_max = np.zeros((n, len(station_names())))
+    overlap = np.zeros_like(suv_max)
+    sources = []
+    for k, (path, info) in enumerate(tqdm(chosen, desc="baseline features", unit="scan")):
+        station_true[k], n_true[k] = scan_truth(info.labels, label_column)
+        with open_scan(path) as scan:
+            features: BaselineFeatures = scan_features(scan, settings.lesion_source, settings.lesion_suv_threshold,
+                                                       settings.lesion_min_volume_ml)
+        suv_max[k], overlap[k] = features.suv_max, features.lesion_overlap
+        sources.append(features.lesion_source)
+    cohort = Cohort(
+        patient_ids=tuple(i.patient_id for _, i in chosen), scan_ids=tuple(i.scan_id for _, i in chosen),
+        tumor_sides=tuple(i.labels.tumor_side for _, i in chosen), station_true=station_true, n_true=n_true,
+        fold=np.array([test_fold[i.patient_id] for _, i in chosen], dtype=np.int64),
+    )
+    return CohortData(cohort=cohort, paths=tuple(p for p, _ in chosen), suv_max=suv_max, lesion_overlap=overlap,
+                      lesion_sources=tuple(sources))
