@@ -35,14 +35,15 @@ def scan_truth(labels, label_column: str) -> tuple[np.ndarray, int]:
     return np.asarray(status, dtype=np.int8), -1 if n is None else int(n)
 
 
-def load_cohort(paths: list[Path], test_fold: Mapping[str, int], label_column: str,
-                settings: EvaluateSettings) -> CohortData:
+def load_cohort(paths: list[Path], test_fold: Mapping[str, int], label_column: str, settings: EvaluateSettings,
+                expected_settings: Mapping[str, Mapping] | None = None) -> CohortData:
     """Read every cache file whose patient is a test patient of an evaluated fold (`test_fold`: patient -> fold).
 
     A patient of the folds without a cache file is an error naming the patient: the report would otherwise
-    silently cover fewer scans than the trained model was tested on.
+    silently cover fewer scans than the trained model was tested on. Files built with other preprocessing
+    settings than `expected_settings` are refused (cache.reader.StaleCacheError).
     """
-    infos = [read_info(p) for p in paths]
+    infos = [read_info(p, expected_settings) for p in paths]
     chosen = [(p, i) for p, i in zip(paths, infos, strict=True) if i.patient_id in test_fold]
     missing = sorted(set(test_fold) - {i.patient_id for _, i in chosen})
     if missing:

@@ -22,7 +22,9 @@ class EvaluateSettings:
     out: str = field(default="", metadata={"help": "report folder (empty: <run>/report)"})
     root: str = field(default="", metadata={"help": "dataset root (empty: from the dataset config/environment)"})
     cache_root: str = field(default="", metadata={"help": "cache root (empty: from the dataset config/environment)"})
-    method_name: str = field(default="TS1", metadata={"help": "name of the trained method in the tables"})
+    method_name: str = field(
+        default="", metadata={"help": "name of the trained method in the tables (empty: its stage, e.g. TS1)"}
+    )
     suv_thresholds: tuple[float, ...] = field(
         default=(2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5), metadata=_floats("SUVmax thresholds the baseline chooses from")
     )
@@ -49,4 +51,25 @@ class EvaluateSettings:
     atlas_subsets: bool = field(
         default=True, metadata={"help": "when truth exists: re-register with every 3-of-5 atlas subset"}
     )
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto: CUDA when present"})
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """One new scan through the whole chain, with a trained fold's model."""
+
+    ct: str = field(default="", metadata={"help": "CT: NIfTI/NRRD/MHA file or DICOM series folder"})
+    pet: str = field(default="", metadata={"help": "PET: DICOM series folder (Bq/ml, converted to SUV) or SUV NIfTI"})
+    totalseg: str = field(default="", metadata={"help": "TotalSegmentator masks: multilabel file or folder"})
+    model: str = field(default="", metadata={"help": "trained fold folder, e.g. runs/demo/ts1/fold0"})
+    atlas_bank: str = field(default="", metadata={"help": "atlas bank folder (empty: the model's dataset's bank)"})
+    dataset: str = field(
+        default="", metadata={"help": "dataset config whose preprocessing settings apply (empty: the model's)"}
+    )
+    tumor_side: Literal["R", "L", "unknown"] = field(
+        default="unknown", metadata={"help": "side of the primary tumour, for the N-stage rules"}
+    )
+    pet_is_suv: bool = field(default=True, metadata={"help": "a NIfTI/NRRD/MHA PET holds SUV already"})
+    probability_cutoff: float = field(default=0.5, metadata={"help": "a station is malignant at p >= this"})
+    out: str = field(default="", metadata={"help": "output folder (empty: predict_<CT name>/ here)"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto: CUDA when present"})

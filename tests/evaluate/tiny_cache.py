@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cache.build_settings import BuildSettings
 from cache.grid import Grid
 from cache.schema import cache_file_name
 from cache.stations import station, status_vector
@@ -14,11 +14,6 @@ from cache.writer import ScanLabels, ScanRecord, StationTable, write_scan
 
 SHAPE = (8, 8, 8)
 GRID = Grid(SHAPE, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
-
-
-@dataclass(frozen=True)
-class TinySettings:
-    spacing_mm: float = 2.0
 
 
 def _table(name: str, labels: np.ndarray, suv: np.ndarray) -> StationTable:
@@ -53,6 +48,6 @@ def write_tiny_scan(folder: Path, patient_id: str, hot: dict[str, float], positi
         ct_hu=np.zeros(SHAPE, dtype=np.int16), suv=suv, station_labels=labels,
         stations=(_table("4R", labels, suv), _table("7", labels, suv)),
         labels=ScanLabels(tumor_side, n_clinical, None, status, np.full(17, -1, dtype=np.int8)),
-        settings=(TinySettings(),), inputs={"ct": "0"}, rule_set="paper", lesions=lesions,
+        settings=(BuildSettings(),), inputs={"ct": "0"}, rule_set="paper", lesions=lesions,
     )
     return write_scan(folder / cache_file_name(patient_id, "s0"), record)

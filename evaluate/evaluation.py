@@ -1,0 +1,132 @@
+"""`python -m evaluate --dataset NAME --run RUN_DIR`: the trained method and both baselines on the same folds,
+with paired tests, figures and (when ground truth exists) the atlas analyses, written as one report folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from cache.build_settings import build_settings_for, expected_settings
+from cache.dataset import load_dataset
+from cache.reader import cache_files, open_scan
+from cache.settings import format_settings
+from evaluate.baselines.cohort import overlap_method, thresholding_method
+from evaluate.cohort import CohortData, load_cohort
+from evaluate.comparison import Cohort, MethodPredictions, compare_methods, evaluate_method
+from evaluate.figures import confusion_figure, qa_overlay_figure
+from evaluate.model_predictions import model_method, run_folds
+from evaluate.report import methods_table_markdown, write_report
+from evaluate.settings import EvaluateSettings
+
+
+class EvaluationError(ValueError):
+    """Settings or inputs that cannot make a report; the message says what to pass."""
+
+
+def parse_folds(text: str, available: tuple[int, ...]) -> tuple[int, ...]:
+    """'0-4', '0,2,3' or '' (all available) -> sorted fold indices, each checked against `available`."""
+    if not text.strip():
+        return tuple(sorted(available))
+    folds: set[int] = set()
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if match is None:
+            raise EvaluationError(f"--folds {text!r}: expected e.g. '0-4' or '0,2'")
+        low, high = int(match[1]), int(match[2] or match[1])
+        folds.update(range(low, high + 1))
+    unknown = sorted(folds - set(available))
+    if unknown:
+        raise EvaluationError(f"--folds {text!r}: fold(s) {unknown} have no trained run; "
+                              f"available: {sorted(available)}")
+    return tuple(sorted(folds))
+
+
+def _code_version() -> str:
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _qa_figures(data: CohortData, method: MethodPredictions, out: Path, n_scans: int) -> list[Path]:
+    """QA overlays for the first `n_scans` scans with a positive prediction or truth, else the first scans."""
+    interesting = [i for i in range(len(data.paths)) if method.station_pred[i].any() or (
+        data.cohort.station_true[i] == 1).any()]
+    chosen = (interesting + [i for i in range(len(data.paths)) if i not in interesting])[:n_scans]
+    paths = []
+    for i in chosen:
+        with open_scan(data.paths[i]) as scan:
+            title = f"{data.cohort.patient_ids[i]} / {data.cohort.scan_ids[i]}: {method.name}, predicted N" \
+                    f"{method.n_pred[i] if method.n_pred[i] >= 0 else '?'}, true N{data.cohort.n_true[i]}"
+            paths.append(qa_overlay_figure(np.asarray(scan.ct), np.asarray(scan.suv), np.asarray(scan.station_labels),
+                                           method.station_pred[i], title, out / f"qa_{scan.info.key}.png",
+                                           probability=method.station_score[i]))
+    return paths
+
+
+def _subset(cohort: Cohort, keep: np.ndarray) -> Cohort:
+    return dataclasses.replace(cohort, patient_ids=tuple(np.array(cohort.patient_ids)[keep]),
+                               scan_ids=tuple(np.array(cohort.scan_ids)[keep]),
+                               tumor_sides=tuple(s for s, k in zip(cohort.tumor_sides, keep, strict=True) if k),
+                               station_true=cohort.station_true[keep], n_true=cohort.n_true[keep],
+                               fold=cohort.fold[keep])
+
+
+def run_evaluation(settings: EvaluateSettings) -> int:
+    """Write the report folder; returns the exit status (0)."""
+    if not settings.run:
+        raise EvaluationError("--run is required: the run folder holding fold<K>/ (e.g. runs/demo/ts1)")
+    print(format_settings(settings))
+    config = load_dataset(settings.dataset, root=settings.root or None, cache_root=settings.cache_root or None)
+    run = Path(settings.run)
+    folds_available = run_folds(run)
+    folds = parse_folds(settings.folds, tuple(folds_available))
+    all_test_fold = {p: k for k, patients in folds_available.items() for p in patients}
+    out = Path(settings.out) if settings.out else run / "report"
+    out.mkdir(parents=True, exist_ok=True)
+
+    # The baselines choose their cutoffs on each fold's training scans, so they see every fold's scans.
+    data = load_cohort(cache_files(config.cache_dir), all_test_fold, config.label_column, settings,
+                       expected_settings(build_settings_for(settings.dataset)))
+    model = model_method(run, data, folds, config, settings)
+    keep = np.isin(data.cohort.fold, folds)
+    cohort = _subset(data.cohort, keep)
+    sources = sorted(set(data.lesion_sources))
+    methods = [
+        model,
+        thresholding_method(data.cohort, data.suv_max, settings.suv_thresholds, config.rule_set),
+        overlap_method(data.cohort, data.lesion_overlap, settings.overlap_fractions, config.rule_set,
+                       "+".join(sources)),
+    ]
+    methods = [m if m is model else _restrict(m, keep) for m in methods]
+    results = [evaluate_method(cohort, m) for m in methods]
+    rng = np.random.default_rng(settings.seed)
+    tests = [compare_methods(cohort, methods[0], m, rng, settings.n_permutations) for m in methods[1:]]
+
+    figure = confusion_figure([r.name for r in results], [r.station_confusion for r in results],
+                              [r.n_stage_confusion for r in results], out / "confusion.png")
+    model_data = dataclasses.replace(data, cohort=cohort, paths=tuple(np.array(data.paths)[keep]))
+    qa = _qa_figures(model_data, model, out, settings.n_qa_scans)
+    header = [f"- dataset: {config.name} (label column {config.label_column}, rule set {config.rule_set})",
+              f"- run: {run} (folds {', '.join(map(str, folds))}), code version {_code_version()}",
+              f"- scans: {len(cohort.scan_ids)}; stations with known labels: {int((cohort.station_true >= 0).sum())}",
+              f"- lesions for the overlap baseline: {', '.join(sources)}"]
+    figures = "\n".join([f"![confusion matrices]({figure.name})", ""] + [f"![QA]({p.name})" for p in qa])
+    extra = [("Figures", figures)]
+    path = write_report(out, header, results, tests, extra)
+    (out / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=1, default=str))
+    print(methods_table_markdown(results))
+    print(f"\nreport: {path}")
+    return 0
+
+
+def _restrict(method: MethodPredictions, keep: np.ndarray) -> MethodPredictions:
+    return dataclasses.replace(method, station_pred=method.station_pred[keep],
+                               station_score=method.station_score[keep], n_pred=method.n_pred[keep])
+
