@@ -1,0 +1,81 @@
+"""Atlas analyses when ground truth exists (the demo cohort): how well the fused station mask places the true
+lymph nodes (per station and per IASLC zone, paper §4.1 and Fig. 8), and how much the station predictions
+depend on which atlases were fused (every 3-of-5 subset, McNemar against all five).
+
+A node is mapped to the fused station at its centre voxel; as the weight map (Eq. 1) is positive only inside
+a station, this is the station of highest weight-map value. A centre outside every station is unmapped and
+counts as wrong.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cache.grid import Grid
+from cache.stations import station, station_by_code, station_names, stations
+
+
+@dataclass(frozen=True)
+class MappingAccuracy:
+    """Correct and total nodes per true station and per true zone; overall fractions; unmapped count."""
+
+    per_station: dict[str, tuple[int, int]]
+    per_zone: dict[str, tuple[int, int]]
+    station_accuracy: float
+    zone_accuracy: float
+    n_nodes: int
+    n_unmapped: int
+
+
+def mapped_codes(station_labels: np.ndarray, grid: Grid, centres_mm: np.ndarray) -> np.ndarray:
+    """Fused station code (0: none) at each physical point (n, 3) in mm, (x, y, z); 0 outside the volume."""
+    index = np.rint(grid.physical_to_index(np.asarray(centres_mm, dtype=np.float64).reshape(-1, 3))).astype(int)
+    inside = np.all((index >= 0) & (index < np.asarray(station_labels.shape)), axis=1)
+    codes = np.zeros(len(index), dtype=np.int64)
+    z, y, x = index[inside].T
+    codes[inside] = np.asarray(station_labels)[z, y, x]
+    return codes
+
+
+def mapping_accuracy(true_stations: Sequence[str], codes: np.ndarray) -> MappingAccuracy:
+    """Station- and zone-level mapping accuracy of nodes with known true stations and mapped codes."""
+    true_codes = np.array([station(name).code for name in true_stations], dtype=np.int64)
+    codes = np.asarray(codes, dtype=np.int64)
+    zone_of = {s.code: s.zone for s in stations()}
+    right_station = codes == true_codes
+    right_zone = np.array([c > 0 and zone_of[c] == zone_of[t] for c, t in zip(codes, true_codes, strict=True)],
+                          dtype=bool)
+    per_station = {name: (int(right_station[true_codes == station(name).code].sum()),
+                          int((true_codes == station(name).code).sum())) for name in station_names()}
+    zones = Counter(zone_of[t] for t in true_codes)
+    per_zone = {zone: (int(sum(right_zone[i] for i in range(len(codes)) if zone_of[true_codes[i]] == zone)), total)
+                for zone, total in zones.items()}
+    n = len(codes)
+    return MappingAccuracy(
+        per_station={k: v for k, v in per_station.items() if v[1]}, per_zone=per_zone,
+        station_accuracy=float(right_station.mean()) if n else float("nan"),
+        zone_accuracy=float(right_zone.mean()) if n else float("nan"),
+        n_nodes=n, n_unmapped=int((codes == 0).sum()),
+    )
+
+
+def mapping_markdown(result: MappingAccuracy) -> str:
+    """Tables of node-to-station and node-to-zone mapping accuracy."""
+    lines = [f"{result.n_nodes} nodes; station accuracy {result.station_accuracy:.3f}, zone accuracy "
+             f"{result.zone_accuracy:.3f}; {result.n_unmapped} node centre(s) outside every fused station.", "",
+             "| Station | correct / nodes | accuracy |", "|---|---|---|"]
+    lines += [f"| {name} | {c} / {t} | {c / t:.2f} |" for name, (c, t) in result.per_station.items()]
+    lines += ["", "| Zone | correct / nodes | accuracy |", "|---|---|---|"]
+    zone_order = list(dict.fromkeys(s.zone for s in stations()))
+    lines += [f"| {zone} | {result.per_zone[zone][0]} / {result.per_zone[zone][1]} | "
+              f"{result.per_zone[zone][0] / result.per_zone[zone][1]:.2f} |" for zone in zone_order
+              if zone in result.per_zone]
+    return "\n".join(lines)
+
+
+def code_name(code: int) -> str:
+    return "none" if code == 0 else station_by_code(int(code)).name

@@ -1,0 +1,31 @@
+"""Node-to-station mapping accuracy on hand-made label volumes."""
+
+import numpy as np
+import pytest
+
+from cache.grid import Grid
+from cache.stations import station
+from evaluate.atlas_analysis import mapped_codes, mapping_accuracy, mapping_markdown
+
+
+def test_mapped_codes_follow_physical_geometry():
+    labels = np.zeros((4, 4, 4), dtype=np.uint8)
+    labels[1, 2, 3] = station("7").code
+    grid = Grid((4, 4, 4), (2.0, 2.0, 2.0), (10.0, 0.0, 0.0))
+    # voxel (z, y, x) = (1, 2, 3) sits at x = 10 + 3 * 2, y = 4, z = 2; points outside the volume map to 0
+    codes = mapped_codes(labels, grid, np.array([[16.0, 4.0, 2.0], [16.4, 4.3, 2.2], [0.0, 0.0, 0.0]]))
+    assert codes.tolist() == [station("7").code, station("7").code, 0]
+
+
+def test_mapping_accuracy_per_station_and_zone():
+    true = ["4R", "4R", "7", "10L", "2R"]
+    mapped = np.array([station("4R").code, station("2R").code, 0, station("11L").code, station("2R").code])
+    result = mapping_accuracy(true, mapped)
+    assert result.per_station["4R"] == (1, 2) and result.per_station["7"] == (0, 1)
+    assert result.station_accuracy == pytest.approx(2 / 5)
+    # zones: 4R->2R both "upper" (right), 7 unmapped (wrong), 10L->11L both "hilar" (right), 2R right
+    assert result.per_zone["upper"] == (3, 3) and result.per_zone["subcarinal"] == (0, 1)
+    assert result.zone_accuracy == pytest.approx(4 / 5)
+    assert result.n_unmapped == 1
+    text = mapping_markdown(result)
+    assert "| 4R | 1 / 2 | 0.50 |" in text and "| hilar | 1 / 1 | 1.00 |" in text
