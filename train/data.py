@@ -1,0 +1,222 @@
+"""Training data over the cache: the scans of a fold part, epoch plans with oversampling, and batch datasets.
+
+An epoch plan is made in the main process from the run's saved numpy Generator: a list of `BatchRequest`s, each
+the items of one batch plus its own seed. A DataLoader worker turns a request into tensors with
+`cache.sampler.PatchSampler` (weight-map centres drawn from `default_rng(request.seed)`), so the batches do not
+depend on the number of workers, and a resumed run draws exactly what an uninterrupted one would.
+Workers open cache files lazily (`cache.reader.CacheReader`).
+
+TS1 items are (scan, station) pairs with a known station status (stations absent from a scan's cache file are
+left out); positives are oversampled to half of each epoch. TS2/TS3 items are scans, each with all 17 station
+patches (a station absent from the cache file gives a zero patch and an unknown status); N-stage classes are
+oversampled to equal shares. A scan whose tumour side is unknown keeps its N-stage terms and station BCE; only
+its pseudo-loss is undefined (counted in `CohortPart.unknown_side`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cache.dataset import DatasetConfig
+from cache.manifest import ManifestRow
+from cache.reader import CacheReader
+from cache.sampler import PatchSampler, SamplerSettings
+from cache.schema import cache_file_name, rebuild_command
+from cache.stations import station_names
+from train.losses import group_masks, pseudo_targets
+from train.model import encode_side
+
+N_STATIONS = len(station_names())
+
+
+class MissingCacheError(FileNotFoundError):
+    """Scans of the manifest without a cache file."""
+
+
+@dataclass(frozen=True)
+class CohortPart:
+    """Scans of one part of a fold (train, val or test): cache files and manifest labels, aligned by position.
+
+    `n_stage` is -1 where unknown; `station_status` (scans, 17) is 1/0/-1 (unknown); `present` (scans, 17) says
+    which stations the scan's cache file holds.
+    """
+
+    reader: CacheReader
+    patient_ids: tuple[str, ...]
+    scan_ids: tuple[str, ...]
+    tumor_sides: tuple[str | None, ...]
+    n_stage: np.ndarray
+    station_status: np.ndarray
+    present: np.ndarray
+    rule_set: str
+
+    def __len__(self) -> int:
+        return len(self.scan_ids)
+
+    @property
+    def unknown_side(self) -> int:
+        return sum(side is None for side in self.tumor_sides)
+
+
+def open_part(config: DatasetConfig, rows: list[ManifestRow], patients: tuple[str, ...],
+              expected: dict[str, dict]) -> CohortPart:
+    """The cache files of `patients`' scans, refusing missing files and files built with other settings
+    (`expected`: cache.build_settings.expected_settings of the dataset's current build settings)."""
+    wanted = set(patients)
+    rows = sorted((r for r in rows if r.patient_id in wanted), key=lambda r: r.key)
+    paths = [config.cache_dir / cache_file_name(r.patient_id, r.scan_id) for r in rows]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise MissingCacheError(
+            f"{len(missing)} scan(s) of the manifest have no cache file, e.g. {', '.join(missing[:5])}; build them "
+            f"with: python -m preprocess --dataset {config.name} (or {rebuild_command(config.name)})"
+        )
+    reader = CacheReader(paths, expected)
+    present = np.array([[name in info.stations for name in station_names()] for info in reader.infos], dtype=bool)
+    return CohortPart(
+        reader=reader,
+        patient_ids=tuple(r.patient_id for r in rows),
+        scan_ids=tuple(r.scan_id for r in rows),
+        tumor_sides=tuple(r.tumor_side for r in rows),
+        n_stage=np.array([-1 if r.n_stage(config.label_column) is None else r.n_stage(config.label_column)
+                          for r in rows], dtype=np.int64),
+        station_status=np.stack([r.station_status(config.label_column) for r in rows]).astype(np.int8)
+        if rows else np.zeros((0, N_STATIONS), dtype=np.int8),
+        present=present.reshape(len(rows), N_STATIONS),
+        rule_set=config.rule_set,
+    )
+
+
+def station_pairs(part: CohortPart) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TS1 items: (scan positions, station indices, labels) of every present station with a known status."""
+    usable = part.present & (part.station_status >= 0)
+    scans, stations = np.nonzero(usable)
+    return scans, stations, part.station_status[scans, stations].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One batch to assemble: item positions (pairs for TS1, scans for TS2/TS3) and the seed of its draws."""
+
+    seed: int
+    items: tuple[int, ...]
+
+
+def balanced_weights(classes: np.ndarray) -> np.ndarray:
+    """Sampling probabilities giving every class present the same total share (minority oversampled)."""
+    values, inverse, counts = np.unique(classes, return_inverse=True, return_counts=True)
+    weights = 1.0 / (len(values) * counts[inverse])
+    return weights / weights.sum()
+
+
+def epoch_plan(classes: np.ndarray, samples: int, batch_size: int, rng: np.random.Generator,
+               world_size: int = 1) -> list[BatchRequest]:
+    """Full batches of items drawn with class-balanced probabilities (with replacement), >= `samples` items.
+
+    The number of batches is a multiple of `world_size`, so every rank takes the same number of steps.
+    """
+    if len(classes) == 0:
+        raise ValueError("no training items: no scan of the training part has a usable label")
+    n_batches = -(-max(1, -(-samples // batch_size)) // world_size) * world_size
+    drawn = rng.choice(len(classes), size=n_batches * batch_size, replace=True, p=balanced_weights(classes))
+    seeds = rng.integers(0, 2**63 - 1, size=n_batches)
+    return [BatchRequest(int(seeds[b]), tuple(int(i) for i in drawn[b * batch_size:(b + 1) * batch_size]))
+            for b in range(n_batches)]
+
+
+def sampler_settings(settings, margin_vox: int) -> SamplerSettings:
+    """Crop settings of TrainSettings; `margin_vox` extra voxels per side (0 for inference patches)."""
+    return SamplerSettings(
+        patch_size_vox=settings.patch_size_vox, margin_vox=margin_vox, ct_window_low_hu=settings.ct_window_low_hu,
+        ct_window_high_hu=settings.ct_window_high_hu, suv_window_high=settings.suv_window_high,
+        station_mask_channel=settings.station_mask_channel,
+    )
+
+
+@dataclass(frozen=True)
+class StationBatch:
+    """TS1 batch: `crops` (B, C, E, E, E), `station` (B,) indices 0..16, `label` (B,) 0/1."""
+
+    crops: torch.Tensor
+    station: torch.Tensor
+    label: torch.Tensor
+
+    def pin_memory(self) -> StationBatch:
+        return StationBatch(self.crops.pin_memory(), self.station.pin_memory(), self.label.pin_memory())
+
+
+@dataclass(frozen=True)
+class ScanBatch:
+    """TS2/TS3 batch: `crops` (B, 17, C, E, E, E); `side` (B, 2) one-hot; `n_stage` (B,) -1 unknown;
+    `station_status` (B, 17) 1/0/-1; `masks` (B, 3, 17) station groups of the side; `targets` (B, 3) pseudo-labels."""
+
+    crops: torch.Tensor
+    side: torch.Tensor
+    n_stage: torch.Tensor
+    station_status: torch.Tensor
+    masks: torch.Tensor
+    targets: torch.Tensor
+
+    def pin_memory(self) -> ScanBatch:
+        return ScanBatch(*(getattr(self, f).pin_memory() for f in self.__dataclass_fields__))
+
+
+class StationBatches(torch.utils.data.Dataset):
+    """TS1: a BatchRequest over `station_pairs` -> StationBatch of weight-map-sampled crops."""
+
+    def __init__(self, part: CohortPart, crop: SamplerSettings):
+        self.sampler = PatchSampler(part.reader, crop)
+        self.scans, self.stations, self.labels = station_pairs(part)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, request: BatchRequest) -> StationBatch:
+        items = np.asarray(request.items)
+        names = station_names()
+        batch = self.sampler.sample(self.scans[items], [names[s] for s in self.stations[items]],
+                                    np.random.default_rng(request.seed))
+        return StationBatch(torch.from_numpy(batch.image), torch.from_numpy(self.stations[items].astype(np.int64)),
+                            torch.from_numpy(self.labels[items]))
+
+
+def scan_targets(part: CohortPart, scans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group masks (B, 3, 17) and pseudo-label targets (B, 3) of scans; empty/unknown for an unknown side."""
+    masks = np.stack([group_masks(part.tumor_sides[i], part.rule_set) for i in scans])
+    targets = np.stack([pseudo_targets(int(part.n_stage[i]), part.tumor_sides[i]) for i in scans])
+    return masks, targets
+
+
+class ScanBatches(torch.utils.data.Dataset):
+    """TS2/TS3: a BatchRequest over scans -> ScanBatch with all 17 station crops per scan."""
+
+    def __init__(self, part: CohortPart, crop: SamplerSettings):
+        self.part = part
+        self.sampler = PatchSampler(part.reader, crop)
+
+    def __len__(self) -> int:
+        return len(self.part)
+
+    def __getitem__(self, request: BatchRequest) -> ScanBatch:
+        scans = np.asarray(request.items)
+        part, names = self.part, station_names()
+        crops = np.zeros((len(scans), N_STATIONS, *self.sampler.buffer(0).shape[1:]), dtype=np.float32)
+        rows, columns = np.nonzero(part.present[scans])
+        if len(rows):
+            batch = self.sampler.sample(scans[rows], [names[c] for c in columns], np.random.default_rng(request.seed))
+            crops[rows, columns] = batch.image
+        status = np.where(part.present[scans], part.station_status[scans], -1).astype(np.int64)
+        masks, targets = scan_targets(part, scans)
+        return ScanBatch(torch.from_numpy(crops), encode_side([part.tumor_sides[i] for i in scans]),
+                         torch.from_numpy(part.n_stage[scans]), torch.from_numpy(status),
+                         torch.from_numpy(masks), torch.from_numpy(targets))
+
+
+def loader(dataset: torch.utils.data.Dataset, plan: list[BatchRequest], num_workers: int,
+           pin_memory: bool) -> torch.utils.data.DataLoader:
+    """DataLoader over a plan of whole-batch requests (each worker assembles whole batches)."""
+    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=plan, num_workers=num_workers,
+                                       pin_memory=pin_memory)

@@ -1,0 +1,145 @@
+"""Inference: station probabilities from the centroid patch (optionally averaged with K weight-map patches),
+N-stage from the TS2/TS3 head or from the rule set, and the predictions CSV that `evaluate` reads.
+
+Predictions CSV (`predictions_val.csv`, `predictions_test.csv` in each run's fold folder), one row per scan and
+station (17 rows per scan, catalogue order):
+  patient_id, scan_id, fold, split (val|test), stage (ts1|ts2|ts3), station (name), station_index (0-16),
+  station_true (1, 0, -1 unknown), probability (of malignancy; empty when the station is absent from the scan's
+  cache file), station_pred (1, 0, -1 when absent; threshold 0.5), tumor_side (R, L, empty), n_true (-1
+  unknown), n_pred (TS1: rule-based from station_pred and the side; TS2/TS3: argmax of the head; -1 when the
+  rule set cannot stage because the side is unknown), n_prob_0..n_prob_3 (TS2/TS3 head softmax; empty for TS1),
+  rule_set.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cache.sampler import PatchSampler
+from cache.settings import values_from_mapping
+from cache.stations import UnknownTumorSideError, n_stage, station_names
+from train.checkpoint import load_checkpoint
+from train.data import CohortPart, sampler_settings
+from train.model import N_STATIONS, NStageModel, StationClassifier, build_model, encode_side
+from train.settings import TrainSettings
+
+THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """`station_prob` (scans, 17), NaN where a station is absent; `n_prob` (scans, 4) for TS2/TS3, else None;
+    `n_pred` (scans,) -1 where unstageable."""
+
+    station_prob: np.ndarray
+    n_prob: np.ndarray | None
+    n_pred: np.ndarray
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda")
+
+
+@torch.no_grad()
+def _pair_logits(classifier: StationClassifier, sampler: PatchSampler, scans: np.ndarray, stations: np.ndarray,
+                 device: torch.device, batch_size: int, rng: np.random.Generator | None) -> np.ndarray:
+    """Logits of (scan, station) pairs: centroid patches (rng None) or one weight-map patch each."""
+    names, logits = station_names(), []
+    for start in range(0, len(scans), batch_size):
+        s, t = scans[start:start + batch_size], stations[start:start + batch_size]
+        batch = (sampler.centroid(s, [names[i] for i in t]) if rng is None
+                 else sampler.sample(s, [names[i] for i in t], rng))
+        with _autocast(device):
+            out = classifier(torch.from_numpy(batch.image).to(device), torch.from_numpy(t.astype(np.int64)).to(device))
+        logits.append(out.float().cpu().numpy())
+    return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
+
+
+def rule_based_stage(station_pred: np.ndarray, tumor_sides: tuple[str | None, ...], rule_set: str) -> np.ndarray:
+    """N-stage per scan from binary station predictions (scans, 17) and the side; -1 when the side decides and
+    is unknown (reported, never dropped)."""
+    names, stages = station_names(), []
+    for row, side in zip(station_pred, tumor_sides, strict=True):
+        try:
+            stages.append(n_stage([names[i] for i in np.flatnonzero(row == 1)], side, rule_set))
+        except UnknownTumorSideError:
+            stages.append(-1)
+    return np.array(stages, dtype=np.int64)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, part: CohortPart, settings: TrainSettings, device: torch.device,
+            samples: int = 0, seed: int = 0, batch_size: int = 64) -> Predictions:
+    """Predictions for every scan of `part`: centroid patch, plus `samples` weight-map patches averaged in."""
+    model.eval()
+    classifier = model.classifier if isinstance(model, NStageModel) else model
+    sampler = PatchSampler(part.reader, sampler_settings(settings, margin_vox=0))
+    scans, stations = np.nonzero(part.present)
+    rng = np.random.default_rng(seed)
+    draws = [_pair_logits(classifier, sampler, scans, stations, device, batch_size, None)]
+    draws += [_pair_logits(classifier, sampler, scans, stations, device, batch_size, rng) for _ in range(samples)]
+    station_prob = np.full((len(part), N_STATIONS), np.nan)
+    station_prob[scans, stations] = np.mean([1 / (1 + np.exp(-d.astype(np.float64))) for d in draws], axis=0)
+    if not isinstance(model, NStageModel):
+        station_pred = np.where(np.isnan(station_prob), 0, station_prob >= THRESHOLD).astype(np.int8)
+        return Predictions(station_prob, None, rule_based_stage(station_pred, part.tumor_sides, part.rule_set))
+    # absent stations get the classifier's logit of a zero patch, as in training (data.ScanBatches)
+    zero = torch.zeros(N_STATIONS, classifier.features[0][0].in_channels, *(settings.patch_size_vox,) * 3,
+                       device=device)
+    with _autocast(device):
+        absent_logits = classifier(zero, torch.arange(N_STATIONS, device=device)).float().cpu().numpy()
+    side = encode_side(list(part.tumor_sides), device)
+    n_prob = []
+    for d in draws:
+        logits = np.tile(absent_logits, (len(part), 1))
+        logits[scans, stations] = d
+        with _autocast(device):
+            stage_logits = model.head(torch.cat([torch.from_numpy(logits).to(device), side], dim=1))
+        n_prob.append(stage_logits.float().softmax(dim=1).cpu().numpy())
+    n_prob = np.mean(n_prob, axis=0)
+    return Predictions(station_prob, n_prob, n_prob.argmax(axis=1).astype(np.int64))
+
+
+def write_predictions(path: Path, part: CohortPart, predictions: Predictions, fold: int, split: str,
+                      stage: str) -> None:
+    """The predictions CSV described in this module's docstring, written atomically."""
+    names = station_names()
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    columns = ["patient_id", "scan_id", "fold", "split", "stage", "station", "station_index", "station_true",
+               "probability", "station_pred", "tumor_side", "n_true", "n_pred",
+               "n_prob_0", "n_prob_1", "n_prob_2", "n_prob_3", "rule_set"]
+    with open(temporary, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for i in range(len(part)):
+            n_prob = ["" if predictions.n_prob is None else f"{p:.6f}" for p in
+                      (predictions.n_prob[i] if predictions.n_prob is not None else range(4))]
+            for s in range(N_STATIONS):
+                prob = predictions.station_prob[i, s]
+                absent = np.isnan(prob)
+                writer.writerow([part.patient_ids[i], part.scan_ids[i], fold, split, stage, names[s], s,
+                                 int(part.station_status[i, s]), "" if absent else f"{prob:.6f}",
+                                 -1 if absent else int(prob >= THRESHOLD), part.tumor_sides[i] or "",
+                                 int(part.n_stage[i]), int(predictions.n_pred[i]), *n_prob, part.rule_set])
+    os.replace(temporary, path)
+
+
+def settings_from_checkpoint(state: dict) -> TrainSettings:
+    return TrainSettings(**values_from_mapping(TrainSettings, state["settings"], "checkpoint settings"))
+
+
+def load_trained(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, TrainSettings]:
+    """A trained model (eval mode) and its settings from a run's best.pt/last.pt, or a fold folder (best.pt)."""
+    path = Path(checkpoint)
+    state = load_checkpoint(path / "best.pt" if path.is_dir() else path, map_location=device)
+    settings = settings_from_checkpoint(state)
+    model = build_model(settings).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval(), settings

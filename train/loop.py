@@ -1,0 +1,340 @@
+"""The training run: `run_training(settings)` holds the epoch loop; read it top to bottom.
+
+A run lands in `<runs_dir>/<dataset>/<run_name or stage>/fold<K>/`: config.json (effective settings), metrics.csv
+(one row per epoch), best.pt and last.pt (see train/checkpoint.py), and after training predictions_val.csv and
+predictions_test.csv from the best checkpoint (format in train/inference.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score
+from tqdm import tqdm
+
+from cache.build_settings import build_settings_for, expected_settings
+from cache.dataset import load_dataset
+from cache.manifest import read_manifest
+from cache.settings import format_settings, settings_dict
+from train.augment import AugmentSettings, augment, centre_crop
+from train.checkpoint import CheckpointError, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from train.data import (
+    CohortPart,
+    ScanBatch,
+    ScanBatches,
+    StationBatch,
+    StationBatches,
+    epoch_plan,
+    loader,
+    open_part,
+    sampler_settings,
+    station_pairs,
+)
+from train.distributed import Ranks, setup, teardown, unwrap, wrap
+from train.folds import fold_file_path, load_or_make_folds
+from train.inference import predict, settings_from_checkpoint, write_predictions
+from train.losses import LossWeights, n_stage_loss, station_bce
+from train.model import NStageModel, build_model
+from train.settings import RESUMABLE_CHANGES, TrainSettings
+
+METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_ce", "train_mse", "train_pseudo", "train_bce",
+                  "val_station_bacc", "val_n_bacc", "val_metric", "best_metric", "seconds")
+ARCHITECTURE = ("channels", "patch_size_vox", "station_encoding", "embedding_dim", "station_mask_channel")
+
+
+class RunError(RuntimeError):
+    """A run folder or checkpoint that does not fit the requested run; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Cohort:
+    train: CohortPart
+    val: CohortPart
+    test: CohortPart
+    label_column: str
+
+
+def run_training(settings: TrainSettings) -> int:
+    """Train one stage on one fold (all ranks under torchrun); returns the exit status."""
+    ranks = setup(settings.device)
+    try:
+        return train(settings, ranks)
+    finally:
+        teardown()
+
+
+def train(settings: TrainSettings, ranks: Ranks) -> int:
+    device, run_dir = ranks.device, settings.run_dir
+    log = print if ranks.is_main else (lambda *args, **kwargs: None)
+    log(format_settings(settings))
+    cohort = load_cohort(settings, log)
+    check_run_dir(settings, run_dir, clear=ranks.is_main)
+    # every draw flows from these: the data plan (same on all ranks), augmentation and dropout (rank-offset)
+    torch.manual_seed(settings.seed + ranks.rank)
+    data_rng = np.random.default_rng(settings.seed)
+    augment_generator = torch.Generator(device).manual_seed(settings.seed + ranks.rank)
+
+    model = build_model(settings).to(device)
+    if settings.stage != "ts1" and not settings.resume:
+        init_classifier_from_ts1(model, settings, device, log)
+    if settings.stage == "ts3":
+        model.classifier.requires_grad_(False)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
+                                 weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=settings.plateau_factor,
+                                                           patience=settings.plateau_patience)
+    use_amp = settings.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_epoch, best_metric, best_epoch, since_best = 1, -math.inf, 0, 0
+    if settings.resume:
+        state = load_checkpoint(run_dir / "last.pt", map_location=device)
+        check_resume_settings(settings, state, run_dir)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng_states(state["rng"], data_rng, augment_generator)
+        start_epoch, best_metric = state["epoch"] + 1, state["best_metric"]
+        best_epoch, since_best = state["best_epoch"], state["epochs_since_best"]
+        log(f"resuming {run_dir} after epoch {state['epoch']} (best {best_metric:.4f} at epoch {best_epoch})")
+    if ranks.is_main:
+        write_config(run_dir, settings, cohort, ranks)
+        truncate_metrics(run_dir / "metrics.csv", start_epoch - 1)
+    trained = wrap(model, ranks)
+
+    crop = sampler_settings(settings, settings.margin_vox if settings.augment else 0)
+    if settings.stage == "ts1":
+        dataset, classes = StationBatches(cohort.train, crop), station_pairs(cohort.train)[2]
+    else:
+        dataset = ScanBatches(cohort.train, crop)
+        classes = cohort.train.n_stage
+    samples = settings.samples_per_epoch or len(classes)
+    batch_per_rank = max(1, settings.batch_size // ranks.world_size)
+
+    for epoch in range(start_epoch, settings.max_epochs + 1):
+        started = time.monotonic()
+        plan = epoch_plan(classes, samples, batch_per_rank, data_rng, ranks.world_size)[ranks.rank::ranks.world_size]
+        batches = loader(dataset, plan, settings.num_workers, pin_memory=device.type == "cuda")
+        losses = train_one_epoch(trained, batches, optimizer, scaler, augment_generator, settings, ranks, epoch)
+        station_bacc, n_bacc = validate(model, cohort.val, settings, device)
+        metric = station_bacc if settings.stage == "ts1" else n_bacc
+        scheduler.step(metric)
+        improved = metric > best_metric
+        if improved:
+            best_metric, best_epoch, since_best = metric, epoch, 0
+        else:
+            since_best += 1
+        if ranks.is_main:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                     "best_metric": best_metric, "best_epoch": best_epoch, "epochs_since_best": since_best,
+                     "stage": settings.stage, "settings": settings_dict(settings)["TrainSettings"],
+                     "rng": rng_states(data_rng, augment_generator)}
+            if improved:
+                save_checkpoint(run_dir / "best.pt", state)
+            save_checkpoint(run_dir / "last.pt", state)
+            append_metrics(run_dir / "metrics.csv", {
+                "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **losses, "val_station_bacc": station_bacc,
+                "val_n_bacc": n_bacc, "val_metric": metric, "best_metric": best_metric,
+                "seconds": time.monotonic() - started})
+            log(f"epoch {epoch}: loss {losses['train_loss']:.4f}, val station bacc {station_bacc:.3f}, "
+                f"N bacc {n_bacc:.3f}, best {best_metric:.3f} (epoch {best_epoch})")
+        if since_best >= settings.early_stop_patience:
+            log(f"early stop: no improvement for {since_best} epochs")
+            break
+        if epoch == settings.stop_after_epoch:
+            log(f"stopping after epoch {epoch} as asked (stop_after_epoch); continue with --resume")
+            return 0
+
+    if ranks.is_main:
+        write_final_predictions(run_dir, settings, cohort, device)
+    return 0
+
+
+def train_one_epoch(model: torch.nn.Module, batches, optimizer, scaler, generator: torch.Generator,
+                    settings: TrainSettings, ranks: Ranks, epoch: int) -> dict[str, float]:
+    """One pass over the epoch plan; returns mean losses."""
+    model.train()
+    if settings.stage == "ts3":
+        unwrap(model).classifier.eval()  # frozen: no dropout, only the head trains
+    device, weights = ranks.device, LossWeights(settings.lambda_ce, settings.lambda_mse, settings.lambda_pseudo,
+                                                settings.lambda_bce)
+    sums: dict[str, float] = {}
+    progress = tqdm(batches, desc=f"epoch {epoch}", disable=not (ranks.is_main and settings.progress),
+                    leave=False, file=sys.stderr)
+    for batch in progress:
+        patches = prepare_patches(batch.crops.to(device, non_blocking=True), settings, generator)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+            if isinstance(batch, StationBatch):
+                logits = model(patches, batch.station.to(device))
+                parts = {"train_loss": station_bce(logits, batch.label.to(device))}
+            else:
+                parts = scan_batch_loss(model, patches, batch, weights, device)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(parts["train_loss"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach())
+        progress.set_postfix(loss=f"{float(parts['train_loss'].detach()):.4f}")
+    n = max(1, len(batches))
+    return {key: sums.get(key, math.nan) / n for key in
+            ("train_loss", "train_ce", "train_mse", "train_pseudo", "train_bce")}
+
+
+def prepare_patches(crops: torch.Tensor, settings: TrainSettings, generator: torch.Generator) -> torch.Tensor:
+    """Augmented patches (or the plain centre crop); a scan batch (B, 17, C, ...) is flattened and restored."""
+    shape = crops.shape
+    scans = crops.dim() == 6
+    flat = crops.flatten(0, 1) if scans else crops
+    mask_channel = 2 if settings.station_mask_channel else None
+    if settings.augment:
+        flat = augment(flat, settings.patch_size_vox, AugmentSettings.from_train(settings), generator, mask_channel)
+    else:
+        flat = centre_crop(flat, settings.patch_size_vox)
+    return flat.reshape(*shape[:-3], *flat.shape[-3:]) if scans else flat
+
+
+def scan_batch_loss(model, patches: torch.Tensor, batch: ScanBatch, weights: LossWeights,
+                    device: torch.device) -> dict[str, torch.Tensor]:
+    stage_logits, station_logits = model(patches, batch.side.to(device))
+    loss = n_stage_loss(stage_logits, station_logits, batch.n_stage.to(device), batch.station_status.to(device),
+                        batch.masks.to(device), batch.targets.to(device), weights)
+    return {"train_loss": loss.total, "train_ce": loss.ce, "train_mse": loss.mse, "train_pseudo": loss.pseudo,
+            "train_bce": loss.bce}
+
+
+def validate(model: torch.nn.Module, part: CohortPart, settings: TrainSettings,
+             device: torch.device) -> tuple[float, float]:
+    """(station balanced accuracy, N-stage balanced accuracy) on the validation part, NaN when undefined."""
+    predictions = predict(model, part, settings, device, samples=settings.inference_samples, seed=settings.seed)
+    with warnings.catch_warnings():  # a small validation part may lack a class the model predicts: expected
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true", category=UserWarning)
+        return _balanced_accuracies(part, predictions)
+
+
+def _balanced_accuracies(part: CohortPart, predictions) -> tuple[float, float]:
+    known = ~np.isnan(predictions.station_prob) & (part.station_status >= 0)
+    station_bacc = (balanced_accuracy_score(part.station_status[known], predictions.station_prob[known] >= 0.5)
+                    if known.any() else math.nan)
+    staged = (part.n_stage >= 0) & (predictions.n_pred >= 0)
+    n_bacc = balanced_accuracy_score(part.n_stage[staged], predictions.n_pred[staged]) if staged.any() else math.nan
+    # NaN would never count as an improvement; treat an undefined metric as the worst value
+    return (0.0 if math.isnan(station_bacc) else float(station_bacc)), (0.0 if math.isnan(n_bacc) else float(n_bacc))
+
+
+def load_cohort(settings: TrainSettings, log) -> Cohort:
+    """The dataset's manifest, the stored folds, and the cache files of this fold's three parts."""
+    config = load_dataset(settings.dataset, settings.root or None, settings.cache_root or None)
+    manifest = read_manifest(config.manifest_path, config.root, config.rule_set, check_files=False)
+    if manifest.issues:
+        log(f"warning: {len(manifest.issues)} manifest row problem(s); those rows are left out:")
+        for issue in manifest.issues:
+            log(f"  {issue}")
+    rows = list(manifest.rows)
+    folds = load_or_make_folds(fold_file_path(settings.runs_dir, settings.dataset, config.label_column), rows,
+                               config.label_column, settings.n_folds, settings.val_fraction, settings.fold_seed)
+    fold = folds[settings.fold]
+    expected = expected_settings(build_settings_for(settings.dataset))
+    cohort = Cohort(*(open_part(config, rows, patients, expected) for patients in (fold.train, fold.val, fold.test)),
+                    config.label_column)
+    for name in ("train", "val", "test"):
+        part = getattr(cohort, name)
+        labelled = int((part.station_status >= 0).all(axis=1).sum())
+        log(f"fold {settings.fold} {name}: {len(part)} scans, {labelled} with station labels, "
+            f"{int((part.n_stage >= 0).sum())} with N-stage, {part.unknown_side} with unknown tumour side "
+            f"(kept: no pseudo-loss, rule-based N-stage only when the side does not matter)")
+    return cohort
+
+
+def check_run_dir(settings: TrainSettings, run_dir: Path, clear: bool) -> None:
+    """Refuse a resume without checkpoint and a new run over an old one; `clear` (rank 0) removes stale files."""
+    last = run_dir / "last.pt"
+    if settings.resume and not last.is_file():
+        raise CheckpointError(f"--resume: no checkpoint {last} to resume from; run without --resume to start")
+    if not settings.resume and last.is_file() and not settings.overwrite:
+        raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if clear and not settings.resume:
+        for name in ("best.pt", "last.pt", "metrics.csv", "predictions_val.csv", "predictions_test.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+
+
+def check_resume_settings(settings: TrainSettings, state: dict, run_dir: Path) -> None:
+    saved = settings_from_checkpoint(state)
+    different = [f"{f.name}: checkpoint {getattr(saved, f.name)!r}, now {getattr(settings, f.name)!r}"
+                 for f in dataclasses.fields(TrainSettings)
+                 if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(settings, f.name)]
+    if different:
+        raise RunError(f"{run_dir / 'last.pt'} was made with other settings ({'; '.join(different)}); resume with "
+                       "the same settings, or start a new run (--overwrite or another --run-name)")
+
+
+def init_classifier_from_ts1(model: NStageModel, settings: TrainSettings, device: torch.device, log) -> None:
+    """TS2/TS3 start from the TS1 classifier of the same fold."""
+    path = Path(settings.init_from) if settings.init_from else (
+        Path(settings.runs_dir) / Path(settings.dataset).stem / "ts1" / f"fold{settings.fold}" / "best.pt")
+    if not path.is_file():
+        raise CheckpointError(f"{settings.stage} starts from the TS1 classifier of fold {settings.fold}, but {path} "
+                              f"does not exist; run: python -m train ts1 --fold {settings.fold} first, or pass "
+                              "--init-from PATH")
+    state = load_checkpoint(path, map_location=device)
+    ts1 = settings_from_checkpoint(state)
+    different = [f"{name}: {getattr(ts1, name)!r} vs {getattr(settings, name)!r}" for name in ARCHITECTURE
+                 if getattr(ts1, name) != getattr(settings, name)]
+    if different or ts1.stage != "ts1" or ts1.fold != settings.fold:
+        raise RunError(f"{path} is not a TS1 classifier of fold {settings.fold} with this architecture "
+                       f"(stage {ts1.stage}, fold {ts1.fold}; {'; '.join(different) or 'same architecture'})")
+    model.classifier.load_state_dict(state["model"])
+    log(f"classifier initialised from {path} (epoch {state['epoch']}, val metric {state['best_metric']:.3f})")
+
+
+def write_config(run_dir: Path, settings: TrainSettings, cohort: Cohort, ranks: Ranks) -> None:
+    config = {**settings_dict(settings), "world_size": ranks.world_size, "device": str(ranks.device),
+              "label_column": cohort.label_column,
+              "scans": {name: len(getattr(cohort, name)) for name in ("train", "val", "test")},
+              "unknown_tumor_side": {name: getattr(cohort, name).unknown_side for name in ("train", "val", "test")}}
+    (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+
+
+def truncate_metrics(path: Path, last_epoch: int) -> None:
+    """Keep the metric rows up to `last_epoch` (a resumed run rewrites the epochs after its checkpoint)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= last_epoch]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def append_metrics(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def write_final_predictions(run_dir: Path, settings: TrainSettings, cohort: Cohort, device: torch.device) -> None:
+    """Validation and test predictions of the best checkpoint (the files `evaluate` reads)."""
+    state = load_checkpoint(run_dir / "best.pt", map_location=device)
+    model = build_model(settings).to(device)
+    model.load_state_dict(state["model"])
+    for split in ("val", "test"):
+        part = getattr(cohort, split)
+        predictions = predict(model, part, settings, device, samples=settings.inference_samples, seed=settings.seed)
+        write_predictions(run_dir / f"predictions_{split}.csv", part, predictions, settings.fold, split,
+                          settings.stage)

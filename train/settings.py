@@ -1,0 +1,142 @@
+"""Training settings: one flat dataclass, defaults from DESIGN §8 and the paper's §3.3.
+
+Precedence: these defaults < `configs/train/<stage>.toml` < the dataset config's `[train]` table < flags.
+No `from __future__ import annotations` here: argparse-dataclass reads the field types at run time.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cache.dataset import stage_overrides
+from cache.settings import read_toml, settings_from_namespace, settings_parents, values_from_mapping
+from configs import CONFIG_DIR
+
+STAGES = ("ts1", "ts2", "ts3")
+PRESETS_DIR = CONFIG_DIR / "train"
+# Settings that may differ between a run and its resume: where and how fast it runs, not what it computes.
+RESUMABLE_CHANGES = ("resume", "stop_after_epoch", "device", "num_workers", "progress")
+
+
+def _tuple(help_text: str, kind: type = int) -> dict:
+    return {"help": help_text, "nargs": "+", "type": kind}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything a training run depends on; stored with every run and checkpoint."""
+
+    stage: Literal["ts1", "ts2", "ts3"] = field(
+        default="ts1",
+        metadata={"args": ["stage"], "help": "ts1: station classifier; ts2: end-to-end N-stage; ts3: ts2 head only"},
+    )
+    fold: int = field(default=0, metadata={"help": "test fold 0..n_folds-1 of the stored fold file"})
+    dataset: str = field(default="demo", metadata={"help": "dataset config name or TOML path"})
+    root: str = field(default="", metadata={"help": "dataset root (empty: from the dataset config/environment)"})
+    cache_root: str = field(default="", metadata={"help": "cache root (empty: from the dataset config/environment)"})
+    runs_dir: str = field(default="runs", metadata={"help": "runs land in <runs_dir>/<dataset>/<run_name>/fold<K>/"})
+    run_name: str = field(default="", metadata={"help": "run folder name (empty: the stage name)"})
+    init_from: str = field(
+        default="", metadata={"help": "TS2/TS3: classifier checkpoint (empty: <runs>/<dataset>/ts1/fold<K>/best.pt)"}
+    )
+    resume: bool = field(default=False, metadata={"help": "continue the run from its last checkpoint"})
+    overwrite: bool = field(default=False, metadata={"help": "start over in a run folder that holds checkpoints"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto: CUDA when present"})
+    seed: int = field(default=0, metadata={"help": "seed of every random draw (rank-offset under DDP)"})
+    # folds
+    n_folds: int = field(default=5, metadata={"help": "cross-validation folds (by patient)"})
+    val_fraction: float = field(default=0.2, metadata={"help": "share of each training part carved for validation"})
+    fold_seed: int = field(default=0, metadata={"help": "seed of the fold split (the fold file records it)"})
+    # model
+    channels: tuple[int, ...] = field(
+        default=(8, 16, 32, 64, 128, 256), metadata=_tuple("output channels per conv block (six blocks for 64^3)")
+    )
+    dropout: tuple[float, ...] = field(
+        default=(0.05, 0.1, 0.2, 0.2, 0.2, 0.2), metadata=_tuple("Dropout3d rate per conv block", float)
+    )
+    station_encoding: Literal["embedding", "index"] = field(
+        default="embedding", metadata={"help": "station identity: learned embedding, or the paper's scalar index"}
+    )
+    embedding_dim: int = field(default=8, metadata={"help": "size of the learned station embedding"})
+    station_mask_channel: bool = field(default=False, metadata={"help": "add the binary station mask as a channel"})
+    head_hidden: int = field(default=32, metadata={"help": "TS2/TS3: width of the head's hidden linear layer"})
+    # patches and augmentation
+    patch_size_vox: int = field(default=64, metadata={"help": "edge of the cubic input patch, in voxels"})
+    margin_vox: int = field(
+        default=16, metadata={"help": "crop margin per side for augmentation; reads beyond repeat the crop border"}
+    )
+    ct_window_low_hu: float = field(default=-200.0, metadata={"help": "CT HU mapped to 0 (clipped below)"})
+    ct_window_high_hu: float = field(default=400.0, metadata={"help": "CT HU mapped to 1 (clipped above)"})
+    suv_window_high: float = field(default=4.0, metadata={"help": "SUV mapped to 1 (not clipped)"})
+    augment: bool = field(default=True, metadata={"help": "random affine + elastic + noise on training patches"})
+    rotation_deg: float = field(default=15.0, metadata={"help": "max rotation about each axis, degrees"})
+    scale_fraction: float = field(default=0.1, metadata={"help": "max relative scaling per axis"})
+    shear_fraction: float = field(default=0.05, metadata={"help": "max shear coefficient"})
+    elastic_vox: float = field(default=2.0, metadata={"help": "elastic displacement scale, voxels (0: off)"})
+    elastic_grid: int = field(default=4, metadata={"help": "control points per axis of the elastic field"})
+    noise_std: float = field(default=0.02, metadata={"help": "Gaussian noise std on the windowed [0, 1] channels"})
+    # optimisation
+    batch_size: int = field(default=64, metadata={"help": "patches (TS1) or scans (TS2/TS3) per step, all ranks"})
+    samples_per_epoch: int = field(
+        default=0, metadata={"help": "training samples per epoch (0: one per training sample, oversampled)"}
+    )
+    lr: float = field(default=5e-4, metadata={"help": "Adam learning rate"})
+    weight_decay: float = field(default=1e-3, metadata={"help": "Adam weight decay"})
+    max_epochs: int = field(default=150, metadata={"help": "most epochs"})
+    early_stop_patience: int = field(default=30, metadata={"help": "stop after this many epochs without improvement"})
+    plateau_patience: int = field(default=10, metadata={"help": "ReduceLROnPlateau patience (epochs)"})
+    plateau_factor: float = field(default=0.5, metadata={"help": "ReduceLROnPlateau factor"})
+    lambda_ce: float = field(default=0.1, metadata={"help": "TS2/TS3 weight of the N-stage cross-entropy"})
+    lambda_mse: float = field(default=0.1, metadata={"help": "TS2/TS3 weight of the expected-stage MSE"})
+    lambda_pseudo: float = field(default=0.02, metadata={"help": "TS2/TS3 weight of the group pseudo-loss"})
+    lambda_bce: float = field(default=1.0, metadata={"help": "TS2/TS3 weight of the station BCE"})
+    amp: bool = field(default=True, metadata={"help": "mixed precision on CUDA (ignored on CPU)"})
+    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes (0: in the main process)"})
+    inference_samples: int = field(
+        default=0, metadata={"help": "validation/test: average over K weight-map patches besides the centroid"}
+    )
+    stop_after_epoch: int = field(
+        default=0, metadata={"help": "exit after this epoch as a killed run would (tests, time-boxed jobs); 0: off"}
+    )
+    progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
+
+    def __post_init__(self) -> None:
+        if len(self.dropout) != len(self.channels):
+            raise ValueError(f"dropout {self.dropout} needs one rate per conv block of channels {self.channels}")
+        if self.patch_size_vox % 2 ** len(self.channels):
+            raise ValueError(
+                f"patch_size_vox={self.patch_size_vox} must be a multiple of 2**{len(self.channels)} "
+                f"({len(self.channels)} max-pooling blocks); use 64 with six blocks or 32 with five"
+            )
+        if not 0 <= self.fold < self.n_folds:
+            raise ValueError(f"fold={self.fold} is not in 0..{self.n_folds - 1}")
+
+    @property
+    def run_dir(self) -> Path:
+        dataset = Path(self.dataset).stem
+        return Path(self.runs_dir) / dataset / (self.run_name or self.stage) / f"fold{self.fold}"
+
+
+def preset_values(stage: str, dataset: str) -> tuple[dict, str]:
+    """The stage preset (`configs/train/<stage>.toml`) updated by the dataset config's `[train]` table."""
+    path = PRESETS_DIR / f"{stage}.toml"
+    values = values_from_mapping(TrainSettings, read_toml(path), str(path)) if path.is_file() else {}
+    dataset_values = stage_overrides(dataset, "train")
+    values.update(values_from_mapping(TrainSettings, dataset_values, f"dataset {dataset!r}, table [train]"))
+    return values, f"{path} + dataset {dataset!r} [train]"
+
+
+def parse_train_settings(argv: list[str] | None = None) -> TrainSettings:
+    """Flags over presets over defaults: `ts1 --fold 0 --dataset demo --lr 1e-3`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m train", parents=settings_parents(TrainSettings), description=__doc__.splitlines()[0]
+    )
+    namespace = parser.parse_args(argv)
+    dataset = getattr(namespace, "dataset", None)
+    if dataset is None or dataset is dataclasses.MISSING:
+        dataset = TrainSettings.dataset
+    preset, source = preset_values(namespace.stage, dataset)
+    return settings_from_namespace(namespace, TrainSettings, preset, source)
