@@ -14,6 +14,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cache.manifest import ManifestRow
+
 DIGEST_SIZE = 16
 _READ_BYTES = 1 << 22
 # Rows of a dataset hashed per read, so verifying a big volume needs little memory.
@@ -73,3 +75,15 @@ def mapping_digest(values: Mapping) -> str:
     hasher = _hasher()
     hasher.update(json.dumps(values, sort_keys=True).encode())
     return hasher.hexdigest()
+
+
+INPUT_ROLES = ("ct", "pet", "totalseg", "lesions")
+
+
+def input_digests(row: ManifestRow, atlas_bank_digest: str | None = None) -> dict[str, str]:
+    """Content digest per input role of a manifest row ("ct", "pet", "totalseg", "lesions" when given), plus the
+    atlas bank's when given: what a cache file's `inputs` attribute holds (roles, never paths)."""
+    digests = {role: file_digest(getattr(row, role)) for role in INPUT_ROLES if getattr(row, role) is not None}
+    if atlas_bank_digest is not None:
+        digests["atlas_bank"] = atlas_bank_digest
+    return digests

@@ -216,7 +216,7 @@ def remove_dead_temps(folder: Path, stem: str | None = None) -> list[Path]:
     return removed
 
 
-def _fsync_path(path: Path, directory: bool = False) -> None:
+def fsync_path(path: Path, directory: bool = False) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
         os.fsync(fd)
@@ -235,10 +235,10 @@ def write_scan(path: str | Path, record: ScanRecord) -> Path:
         with h5py.File(temp, "w") as f:
             _write_contents(f, record)
             f.flush()
-        _fsync_path(temp)
+        fsync_path(temp)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _fsync_path(path.parent, directory=True)
+    fsync_path(path.parent, directory=True)
     return path

@@ -1,0 +1,126 @@
+"""The reader: memory maps, compressed copies, refusals with reasons, LRU bound, locking and read-only folders."""
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from cache import schema
+from cache.build_settings import BuildSettings, expected_settings
+from cache.export import export_file
+from cache.reader import CacheError, CacheReader, SchemaVersionError, StaleCacheError, open_scan, read_info
+from cache.writer import write_scan
+from tests.cache.conftest import tiny_record
+
+READ_AND_SAMPLE = """
+import sys
+import numpy as np
+from cache.reader import CacheReader
+from cache.sampler import PatchSampler, SamplerSettings
+reader = CacheReader(sys.argv[1:])
+sampler = PatchSampler(reader, SamplerSettings(patch_size_vox=8))
+batch = sampler.sample([0, 0], ["7", "7"], np.random.default_rng(0))
+assert reader.scan(0).memory_mapped
+print("ok", float(batch.image.sum()))
+"""
+
+
+def test_memory_mapped_arrays_equal_what_was_written(cache_file, record):
+    with open_scan(cache_file) as scan:
+        assert scan.memory_mapped
+        assert np.array_equal(scan.ct, record.ct_hu) and np.array_equal(scan.suv, record.suv)
+        assert np.array_equal(scan.station_labels, record.station_labels)
+        table = record.stations[0]
+        index, cdf = scan.table(table.name)
+        assert np.array_equal(index, table.index) and np.array_equal(cdf, table.cdf)
+        assert not scan.ct.flags.writeable
+
+
+def test_compressed_copy_is_read_through_h5py(cache_file, record, tmp_path):
+    copy = export_file(cache_file, tmp_path / "export" / cache_file.name, compress=True)
+    with h5py.File(copy, "r") as f:
+        assert f[schema.CT].compression == "gzip"
+    with open_scan(copy) as scan:
+        assert not scan.memory_mapped
+        assert np.array_equal(scan.ct[2:5, 3:9, 1:4], record.ct_hu[2:5, 3:9, 1:4])
+        assert np.array_equal(scan.table(record.stations[0].name)[1], record.stations[0].cdf)
+    assert read_info(copy).compressed and not read_info(cache_file).compressed
+
+
+def test_other_schema_version_is_refused_with_the_rebuild_command(cache_file):
+    with h5py.File(cache_file, "r+") as f:
+        f.attrs[schema.SCHEMA_VERSION_ATTR] = 2
+    with pytest.raises(SchemaVersionError,
+                       match=r"schema version 2, this tool reads version 1; rebuild with: python -m preprocess "
+                             r"--dataset tiny --force"):
+        open_scan(cache_file)
+
+
+def test_other_settings_are_refused_naming_the_setting(cache_file):
+    current = expected_settings(BuildSettings(spacing_mm=1.0))
+    with pytest.raises(StaleCacheError, match=r"BuildSettings\.spacing_mm: file 2\.0, current 1\.0; rebuild with: "
+                                              r"python -m preprocess --dataset tiny --force"):
+        open_scan(cache_file, current)
+    with pytest.raises(StaleCacheError, match="spacing_mm"):
+        CacheReader([cache_file], current)
+    assert open_scan(cache_file, expected_settings(BuildSettings(spacing_mm=2.0))).memory_mapped
+
+
+def test_a_file_that_is_not_hdf5_is_refused(tmp_path):
+    bad = tmp_path / "p__s.h5"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(CacheError, match="not a readable HDF5 file"):
+        read_info(bad)
+
+
+def test_reader_keeps_at_most_max_open_files(tmp_path):
+    paths = [write_scan(tmp_path / f"p{i}__s.h5", tiny_record(f"p{i}", "s", seed=i)) for i in range(3)]
+    reader = CacheReader(paths, max_open=2)
+    assert reader.n_open == 0  # nothing opened until used
+    for i in (0, 1, 2, 0):
+        assert reader.scan(i).info.patient_id == f"p{i}"
+    assert reader.n_open == 2
+    assert list(reader._open) == [2, 0]  # noqa: SLF001 -- least recently used (1) was closed
+
+
+def test_reading_works_without_hdf5_file_locking(cache_file):
+    env = {**os.environ, "HDF5_USE_FILE_LOCKING": "FALSE"}
+    result = subprocess.run([sys.executable, "-c", READ_AND_SAMPLE, str(cache_file)], env=env, capture_output=True,
+                            text=True, cwd=Path(__file__).parents[2])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok")
+
+
+def read_only_command(folder: Path, file: Path) -> list[str]:
+    """The reader command, run where `folder` cannot be written: a read-only bind mount when we are root (root
+    ignores permissions), else the folder's own permissions."""
+    command = [sys.executable, "-c", READ_AND_SAMPLE, str(file)]
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("unshare") is None:
+        pytest.skip("running as root without unshare: cannot make a folder read-only for this process")
+    mount = f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder} && touch {folder}/w 2>/dev/null"
+    return ["unshare", "-m", "sh", "-c", f"{mount}; test ! -e {folder}/w && exec {shlex.join(command)}"]
+
+
+def test_a_read_only_cache_folder_serves_readers(cache_file):
+    folder = cache_file.parent
+    for path in [*folder.iterdir(), folder]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
+    try:
+        result = subprocess.run(read_only_command(folder, cache_file), capture_output=True, text=True,
+                                cwd=Path(__file__).parents[2])
+        if os.geteuid() == 0 and "mount" in result.stderr:
+            pytest.skip(f"no read-only bind mount here: {result.stderr.strip()}")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("ok")
+        assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
+    finally:
+        folder.chmod(0o755)
