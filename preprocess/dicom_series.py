@@ -51,7 +51,7 @@ def series_files(folder: Path, series_uid: str | None = None, modality: str | No
     if series_uid is not None:
         if series_uid not in uids:
             raise DicomSeriesError(
-                f"{folder}: no series with SeriesInstanceUID (0020,000E) {series_uid!r}; {len(uids)} series there"
+                f"{folder}: no series with the SeriesInstanceUID (0020,000E) given; {len(uids)} series there"
             )
         return tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
     candidates = {uid: tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}

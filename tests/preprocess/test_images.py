@@ -57,7 +57,7 @@ def test_folder_with_two_series_needs_a_choice(tmp_path: Path):
     assert read_image(folder, modality="CT").GetSize() == (5, 6, 4)
     suv, provenance = read_pet_suv(folder, SuvSettings(), pet_nifti_is_suv=False)  # picks the PT series
     np.testing.assert_allclose(sitk.GetArrayFromImage(suv), pet_dicom.suv_volume(), rtol=1e-4)
-    with pytest.raises(DicomSeriesError, match="no series with SeriesInstanceUID"):
+    with pytest.raises(DicomSeriesError, match="no series with the SeriesInstanceUID"):
         read_image(folder, series_uid="1.2.3")
 
 

@@ -90,6 +90,21 @@ def test_series_time_after_acquisition_uses_frame_reference_time(ibsi_dro: Path)
     assert "FrameReferenceTime" in provenance.rules[0]
 
 
+def test_earliest_acquisition_time_would_miss_the_ibsi_series_time_case(ibsi_dro: Path, tmp_path: Path):
+    """Why FrameReferenceTime comes before the earliest AcquisitionTime: DRO_3_2's earliest slice starts 150 s
+    after the series, so taking it as the decay reference gives a median of 1.02 instead of 1.00."""
+    folder = tmp_path / "no_frame_reference"
+    folder.mkdir()
+    for path in (ibsi_dro / "DRO_3_2" / "PT").glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        del ds.FrameReferenceTime
+        ds.save_as(folder / path.name)
+    image, provenance = read_suv_series(folder)
+    assert "earliest AcquisitionTime" in provenance.rules[0]
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(ibsi_dro / "DRO_3_2" / "mask" / "DRO_mask.nii.gz"))) > 0
+    assert round(float(np.median(sitk.GetArrayFromImage(image)[mask])), 2) == 1.02
+
+
 def test_written_series_converts_exactly_with_its_geometry(tmp_path: Path):
     folder = pet_dicom.write_pet_series(tmp_path / "pet")
     image, provenance = read_suv_series(folder)
