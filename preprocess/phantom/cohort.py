@@ -1,0 +1,81 @@
+"""`generate_cohort`: the whole synthetic dataset (manifest, scans, truth, atlas bank) from one seed."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cache.manifest import write_manifest
+from preprocess.phantom.deformation import field_grid
+from preprocess.phantom.delineation import delineate
+from preprocess.phantom.scan import simulate_scan
+from preprocess.phantom.settings import PhantomSettings
+from preprocess.phantom.writer import write_atlas, write_patient_scan
+
+MARKER = "phantom.toml"
+OUTPUT_FOLDERS = ("scans", "truth", "atlases", "preview")
+# Random streams: (seed, stream, index) so a patient is the same whatever the cohort size.
+PATIENT_STREAM, ATLAS_STREAM, SELECTION_STREAM = 0, 1, 2
+
+
+def patient_ids(index: int) -> tuple[str, str]:
+    return f"demo-{index + 1:03d}", f"demo-{index + 1:03d}-s0"
+
+
+def _prepare(out: Path) -> None:
+    """Refuse a non-empty folder that is not a phantom cohort; clear the folders of an earlier cohort."""
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise FileExistsError(f"{out} is not empty and holds no {MARKER}; choose an empty or new folder for --out")
+    for name in OUTPUT_FOLDERS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _chosen(count: int, fraction: float, seed: int, which: int) -> set[int]:
+    """A seeded subset of round(fraction * count) indices."""
+    order = np.random.default_rng([seed, SELECTION_STREAM, which]).permutation(count)
+    return set(int(i) for i in order[: int(round(fraction * count))])
+
+
+def _write_marker(out: Path, settings: PhantomSettings) -> None:
+    lines = ["# settings of the phantom cohort in this folder (python -m preprocess.phantom)"]
+    for key, value in dataclasses.asdict(settings).items():
+        value = list(value) if isinstance(value, tuple) else value
+        lines.append(f"{key} = {value!r}".replace("True", "true").replace("False", "false").replace("'", '"'))
+    (out / MARKER).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def generate_cohort(settings: PhantomSettings) -> Path:
+    """Write the cohort of `settings` to `settings.out` and return that folder.
+
+    Layout: manifest.csv, scans/<scan_id>/{ct,totalseg,lesions}.nii.gz + pet.nii.gz or pet_dicom/,
+    truth/<scan_id>/{stations.nii.gz,nodes.csv}, atlases/atlas-NN/{ct,totalseg,stations}.nii.gz + atlas.toml.
+    """
+    out = Path(settings.out)
+    _prepare(out)
+    grid = field_grid(settings.extent_mm, settings.spacing_mm)
+    dicom = _chosen(settings.patients, settings.dicom_pet_fraction, settings.seed, 0)
+    listed = _chosen(settings.patients, settings.station_list_fraction, settings.seed, 1)
+    rows = []
+    for i in tqdm(range(settings.patients), desc="phantom patients", unit="scan"):
+        rng = np.random.default_rng([settings.seed, PATIENT_STREAM, i])
+        scan = simulate_scan(rng, grid, "patient", settings.pet_factor, dicom_pet=i in dicom, day=i)
+        patient_id, scan_id = patient_ids(i)
+        rows.append(write_patient_scan(out, patient_id, scan_id, scan, list_stations=i in listed))
+        if settings.preview:
+            from preprocess.phantom.preview import write_preview
+
+            write_preview(scan, out / "preview" / f"{scan_id}.png", title=scan_id)
+    write_manifest(out / "manifest.csv", rows)
+    for a in tqdm(range(settings.atlases), desc="phantom atlases", unit="atlas"):
+        rng = np.random.default_rng([settings.seed, ATLAS_STREAM, a])
+        scan = simulate_scan(rng, grid, "atlas")
+        name = f"atlas-{a + 1:02d}"
+        write_atlas(out / "atlases" / name, scan, delineate(scan.stations, settings.spacing_mm, rng), name,
+                    settings.seed)
+    _write_marker(out, settings)
+    return out

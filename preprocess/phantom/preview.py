@@ -1,0 +1,58 @@
+"""PNG mid-slices of a simulated scan (axial and coronal: CT, PET, stations, nodes) for a person to judge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the Agg backend must be chosen before pyplot loads)
+import numpy as np  # noqa: E402
+
+from cache.stations import station  # noqa: E402
+from preprocess.phantom.pet import pet_on_ct_grid  # noqa: E402
+from preprocess.phantom.scan import SimulatedScan  # noqa: E402
+
+
+def _slice_index(scan: SimulatedScan) -> np.ndarray:
+    """(z, y, x) voxel through the subcarinal station (station 7), the classic reading level."""
+    where = np.argwhere(scan.stations == station("7").code)
+    return where.mean(axis=0).round().astype(int) if len(where) else np.asarray(scan.grid.shape_zyx) // 2
+
+
+def write_preview(scan: SimulatedScan, path: Path, title: str = "", dpi: int = 70) -> None:
+    """Axial (top) and coronal (bottom) slices: CT, PET (SUV 0-6), station labels, nodes on CT."""
+    z, y, _ = _slice_index(scan)
+    suv = pet_on_ct_grid(scan.suv, round(scan.pet_grid.spacing_mm[0] / scan.grid.spacing_mm[0]),
+                         scan.grid.shape_zyx) if scan.suv is not None else np.zeros(scan.grid.shape_zyx, np.float32)
+    views = [("axial", lambda v: v[z], "upper"), ("coronal", lambda v: v[:, y], "lower")]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7.5))
+    spacing = scan.grid.spacing_mm[0]
+    for row, (name, cut, origin) in enumerate(views):
+        ct = cut(scan.ct_hu)
+        axes[row, 0].imshow(ct, cmap="gray", vmin=-400, vmax=400, origin=origin)
+        axes[row, 1].imshow(cut(suv), cmap="hot", vmin=0, vmax=6, origin=origin)
+        axes[row, 2].imshow(ct, cmap="gray", vmin=-400, vmax=400, origin=origin)
+        labels = np.ma.masked_equal(cut(scan.stations), 0)
+        axes[row, 2].imshow(labels, cmap="tab20", vmin=1, vmax=20, alpha=0.6, origin=origin, interpolation="nearest")
+        axes[row, 3].imshow(ct, cmap="gray", vmin=-200, vmax=300, origin=origin)
+        for node in scan.nodes:
+            index = scan.grid.physical_to_index(node.blob.centre_mm)
+            depth = index[0] - z if name == "axial" else index[1] - y
+            if abs(depth) * spacing <= node.short_axis_mm:
+                u, v = (index[2], index[1]) if name == "axial" else (index[2], index[0])
+                colour = "red" if node.malignant else "lime"
+                axes[row, 3].plot(u, v, "o", mfc="none", mec=colour, ms=max(4.0, node.short_axis_mm / spacing * 2))
+                axes[row, 3].text(u + 3, v, node.station, color=colour, fontsize=7)
+        for col, label in enumerate(("CT", "PET (SUV 0-6)", "stations", "nodes (red malignant)")):
+            axes[row, col].set_title(f"{name}: {label}", fontsize=9)
+            axes[row, col].axis("off")
+    if scan.labels is not None:
+        positive = ", ".join(scan.labels.positive) or "none"
+        title = f"{title}  N{scan.labels.n_stage}, tumour side {scan.labels.tumor_side}, positive: {positive}"
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
