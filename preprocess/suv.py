@@ -26,6 +26,7 @@ from cache.settings import SettingsError, settings_from_namespace, settings_pare
 from preprocess.dicom_series import DicomSeriesError, read_series, series_files
 from preprocess.suv_times import (
     SuvError,
+    TimedValue,
     acquisition_datetime,
     average_count_time_s,
     element_text,
@@ -73,8 +74,9 @@ def _number(ds: pydicom.Dataset, tag, source: str, name: str) -> float | None:
         raise SuvError(f"{source}: {name} is {text!r}, not a number") from None
 
 
-def _weight_g(ds: pydicom.Dataset, settings: SuvSettings, source: str) -> tuple[float, tuple[str, ...]]:
-    """Patient weight in grams; values over 1000 were entered in grams (IBSI manual)."""
+def _weight_g(ds: pydicom.Dataset, settings: SuvSettings, source: str) -> tuple[float, tuple[str, ...], str]:
+    """Patient weight in grams, fallbacks used, and a note on its unit; values over 1000 were entered in grams
+    (IBSI manual)."""
     weight = _number(ds, "PatientWeight", source, "PatientWeight (0010,1030)")
     if weight is None or weight == 0:
         if settings.patient_weight_kg is None:
@@ -82,11 +84,13 @@ def _weight_g(ds: pydicom.Dataset, settings: SuvSettings, source: str) -> tuple[
                 f"{source}: PatientWeight (0010,1030) is {'missing' if weight is None else '0'}; SUV needs the "
                 "patient's weight: give it with --patient-weight-kg (SuvSettings.patient_weight_kg) if known"
             )
-        return settings.patient_weight_kg * 1000.0, (f"patient_weight_kg={settings.patient_weight_kg} from settings",)
-    weight_kg = weight / 1000.0 if weight > 1000 else weight
+        fallback = f"patient_weight_kg={settings.patient_weight_kg} from settings"
+        return settings.patient_weight_kg * 1000.0, (fallback,), ""
+    grams = weight > 1000
+    weight_kg = weight / 1000.0 if grams else weight
     if not 0.5 <= weight_kg <= 500:
         raise SuvError(f"{source}: PatientWeight (0010,1030) {weight!r} is not a plausible weight in kg")
-    return weight_kg * 1000.0, ()
+    return weight_kg * 1000.0, (), " (PatientWeight read as grams)" if grams else ""
 
 
 def _height_cm(ds: pydicom.Dataset, settings: SuvSettings, source: str) -> tuple[float, tuple[str, ...]]:
@@ -139,7 +143,7 @@ def _normalised_to_bw(ds: pydicom.Dataset, units: str, settings: SuvSettings, so
         raise SuvError(f"{source}: Units (0054,1001) {units} does not fit SUVType (0054,1006) {suv_type}")
     if suv_type == "BW":
         return SuvConversion(1.0, "Units GML, SUVType BW: values are SUVbw")
-    weight_g, fallbacks = _weight_g(ds, settings, source)
+    weight_g, fallbacks, _ = _weight_g(ds, settings, source)
     height_cm, height_fallbacks = _height_cm(ds, settings, source)
     normaliser = _normaliser_g(suv_type, weight_g / 1000.0, height_cm, ds, source)
     return SuvConversion(weight_g / normaliser, f"Units {units}, SUVType {suv_type}: x weight / {suv_type}",
@@ -160,15 +164,16 @@ def _check_corrections(ds: pydicom.Dataset, decay_correction: str, source: str) 
         raise SuvError(f"{source}: CorrectedImage (0028,0051) has DECY but DecayCorrection (0054,1102) is NONE")
 
 
-def _dose_bq(info: pydicom.Dataset, source: str) -> float:
-    """Injected dose in Bq; values under 10^4 are MBq (IBSI manual: the two peaks at ~4e2 and ~4e8)."""
+def _dose_bq(info: pydicom.Dataset, source: str) -> tuple[float, str]:
+    """Injected dose in Bq and a note on its unit; values under 10^4 are MBq (IBSI manual: the two peaks of
+    real doses at ~4e2 and ~4e8)."""
     dose = _number(info, "RadionuclideTotalDose", source, "RadionuclideTotalDose (0018,1074)")
     if dose is None or dose <= 0:
         raise SuvError(f"{source}: RadionuclideTotalDose (0018,1074) is {dose!r}; SUV needs the injected dose")
     if dose < 1e4:
-        return dose * 1e6
+        return dose * 1e6, " (RadionuclideTotalDose read as MBq)"
     if dose >= 1e6:
-        return dose
+        return dose, ""
     raise SuvError(f"{source}: RadionuclideTotalDose (0018,1074) {dose} is neither a plausible MBq (< 10^4) "
                    "nor a plausible Bq (>= 10^6) value")
 
@@ -186,21 +191,22 @@ def _radiopharmaceutical(ds: pydicom.Dataset, source: str) -> tuple[pydicom.Data
     return info, math.log(2) / half_life
 
 
-def _activity_scale(ds: pydicom.Dataset, units: str, source: str) -> tuple[float | None, str]:
-    """For CNTS: the Philips SUV scale factor (direct SUVbw) or the activity-concentration scale factor."""
+def _unit_scale(ds: pydicom.Dataset, units: str, source: str) -> tuple[float, bool, str]:
+    """(scale, gives SUV, rule) of BQML or CNTS values: 1 for BQML; for Philips CNTS the SUV scale factor
+    (straight to SUVbw) or else the activity-concentration scale factor (to Bq/ml)."""
     if units == "BQML":
-        return None, "Units BQML"
+        return 1.0, False, "Units BQML"
     suv_scale = _number(ds, PHILIPS_SUV_SCALE, source, "Philips SUV scale factor (7053,1000)")
     if suv_scale:
-        return suv_scale, "Units CNTS, Philips SUV scale factor (7053,1000)"
+        return suv_scale, True, "Units CNTS, Philips SUV scale factor (7053,1000)"
     activity_scale = _number(ds, PHILIPS_ACTIVITY_SCALE, source, "Philips activity scale factor (7053,1009)")
     if activity_scale:
-        return None, f"Units CNTS x Philips activity concentration scale factor (7053,1009) {activity_scale}"
+        return activity_scale, False, "Units CNTS x Philips activity concentration scale factor (7053,1009)"
     raise SuvError(f"{source}: Units (0054,1001) CNTS without a non-zero Philips SUV scale factor (7053,1000) or "
                    "activity concentration scale factor (7053,1009); counts cannot be turned into SUV")
 
 
-def suv_conversion(ds: pydicom.Dataset, settings: SuvSettings = SuvSettings(), start=None,
+def suv_conversion(ds: pydicom.Dataset, settings: SuvSettings = SuvSettings(), start: TimedValue | None = None,
                    source: str | None = None) -> SuvConversion:
     """The SUVbw factor of one PET instance and the rule used.
 
@@ -223,13 +229,13 @@ def suv_conversion(ds: pydicom.Dataset, settings: SuvSettings = SuvSettings(), s
     _check_corrections(ds, decay_correction, source)
     if units in ("GML", "CM2ML"):
         return _normalised_to_bw(ds, units, settings, source)
-    direct, unit_rule = _activity_scale(ds, units, source)
-    if direct is not None:
-        return SuvConversion(direct, unit_rule)
-    activity_scale = _number(ds, PHILIPS_ACTIVITY_SCALE, source, "(7053,1009)") if units == "CNTS" else 1.0
-    weight_g, fallbacks = _weight_g(ds, settings, source)
+    activity_scale, gives_suv, unit_rule = _unit_scale(ds, units, source)
+    if gives_suv:
+        return SuvConversion(activity_scale, unit_rule)
+    weight_g, fallbacks, weight_note = _weight_g(ds, settings, source)
     info, decay_constant = _radiopharmaceutical(ds, source)
-    dose_bq = _dose_bq(info, source)
+    dose_bq, dose_note = _dose_bq(info, source)
+    unit_rule += weight_note + dose_note
     if decay_correction == "ADMIN":
         return SuvConversion(activity_scale * weight_g / dose_bq,
                              f"{unit_rule}, DecayCorrection ADMIN: weight / dose", fallbacks)
@@ -293,7 +299,7 @@ def read_suv_series(folder: str | Path, settings: SuvSettings = SuvSettings(),
             raise SuvError(f"{f}: multi-frame PET (NumberOfFrames (0028,0008) > 1) is not supported")
     start = None
     if (element_text(headers[0], "DecayCorrection") or "").upper() == "START":
-        info, decay_constant = _radiopharmaceutical(headers[0], files[0])
+        _, decay_constant = _radiopharmaceutical(headers[0], files[0])
         start = scan_start(headers, list(files), decay_constant)
     conversions = [suv_conversion(ds, settings, start, f) for ds, f in zip(headers, files, strict=True)]
     factors = np.array([c.factor for c in conversions], dtype=np.float64)
@@ -305,6 +311,9 @@ def read_suv_series(folder: str | Path, settings: SuvSettings = SuvSettings(),
     suv = sitk.GetImageFromArray((values * factors[:, None, None]).astype(np.float32))
     suv.CopyInformation(image)
     rules = tuple(dict.fromkeys(c.rule for c in conversions))
+    if len(rules) > 1:
+        raise SuvError(f"{folder}: the slices of one series need different conversions ({' | '.join(rules)}); "
+                       "refusing a mixed series")
     fallbacks = tuple(dict.fromkeys(f for c in conversions for f in c.fallbacks))
     return suv, SuvProvenance(str(folder), len(files), rules, float(factors.min()), float(factors.max()), fallbacks)
 

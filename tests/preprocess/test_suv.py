@@ -154,8 +154,8 @@ def _earliest_acquisition(ds, z):
 @pytest.mark.parametrize(
     ("edit", "rule"),
     [
-        (_set_dose_mbq, "START"),
-        (_set_weight_g, "START"),
+        (_set_dose_mbq, "(RadionuclideTotalDose read as MBq)"),
+        (_set_weight_g, "(PatientWeight read as grams)"),
         (_time_only_over_midnight, "day before the scan (midnight)"),
         (_ge_private_after_processing, "GE private scan datetime (0009,100D)"),
         (_earliest_acquisition, "earliest AcquisitionTime (0008,0032)"),
@@ -195,6 +195,16 @@ def test_philips_counts_with_suv_scale_factor(tmp_path: Path):
     image, provenance = read_suv_series(pet_dicom.write_pet_series(tmp_path / "pet", counts))
     np.testing.assert_allclose(sitk.GetArrayFromImage(image), pet_dicom.suv_volume(), rtol=1e-4)
     assert "(7053,1000)" in provenance.rules[0]
+
+
+def test_mixed_series_is_refused(tmp_path: Path):
+    def one_slice_in_counts(ds, z):
+        if z == 2:
+            ds.Units = "CNTS"
+            ds.add_new((0x7053, 0x1000), "DS", "0.001")
+
+    with pytest.raises(SuvError, match="the slices of one series need different conversions"):
+        read_suv_series(pet_dicom.write_pet_series(tmp_path / "pet", one_slice_in_counts))
 
 
 def _delete(keyword: str, in_sequence: bool = False):
