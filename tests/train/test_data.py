@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+
+from cache.build_settings import BuildSettings, build_settings_for, expected_settings
+from cache.dataset import load_dataset
+from cache.manifest import read_manifest
+from cache.reader import StaleCacheError
+from train.data import (
+    BatchRequest,
+    MissingCacheError,
+    ScanBatches,
+    StationBatches,
+    balanced_weights,
+    epoch_plan,
+    open_part,
+    sampler_settings,
+    station_pairs,
+)
+from train.settings import TrainSettings
+
+
+def tiny_part(dataset, expected=None):
+    config = load_dataset(str(dataset))
+    rows = list(read_manifest(config.manifest_path, config.root, check_files=False).rows)
+    expected = expected or expected_settings(build_settings_for(str(dataset)))
+    return open_part(config, rows, tuple(r.patient_id for r in rows), expected)
+
+
+def test_oversampling_draws_positive_and_negative_stations_equally(tiny_dataset):
+    part = tiny_part(tiny_dataset)
+    labels = station_pairs(part)[2]
+    assert labels.mean() < 0.3  # the cohort is imbalanced
+    plan = epoch_plan(labels, 4000, 64, np.random.default_rng(0))
+    drawn = labels[np.concatenate([r.items for r in plan])]
+    assert abs(drawn.mean() - 0.5) < 0.03
+
+
+def test_balanced_weights_give_every_class_the_same_share():
+    classes = np.array([0] * 90 + [1] * 9 + [3])
+    weights = balanced_weights(classes)
+    assert [weights[classes == c].sum() for c in (0, 1, 3)] == pytest.approx([1 / 3] * 3)
+
+
+def test_epoch_plan_gives_every_rank_the_same_number_of_full_batches():
+    plan = epoch_plan(np.array([0, 1, 1]), samples=10, batch_size=4, rng=np.random.default_rng(0), world_size=2)
+    assert len(plan) == 4 and all(len(r.items) == 4 for r in plan)
+    again = epoch_plan(np.array([0, 1, 1]), samples=10, batch_size=4, rng=np.random.default_rng(0), world_size=2)
+    assert plan == again
+
+
+def test_batches_depend_only_on_the_request(tiny_dataset):
+    part = tiny_part(tiny_dataset)
+    settings = TrainSettings(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=8, n_folds=3)
+    dataset = StationBatches(part, sampler_settings(settings, 2))
+    request = BatchRequest(seed=7, items=(0, 3, 5))
+    first, second = dataset[request], dataset[request]
+    assert first.crops.shape == (3, 2, 12, 12, 12)
+    assert np.array_equal(first.crops.numpy(), second.crops.numpy())
+    scans = ScanBatches(part, sampler_settings(settings, 2))[BatchRequest(seed=1, items=(0, 11))]
+    assert scans.crops.shape == (2, 17, 2, 12, 12, 12)
+    assert (scans.station_status[:, 0] == -1).all()  # 1L is absent from the tiny scans: unknown
+    assert scans.side.tolist() == [[1, 0], [0, 0]]  # P11 has an unknown tumour side
+    assert (scans.targets[1] == -1).all() and not scans.masks[1].any()
+
+
+def test_missing_cache_file_is_an_error_naming_the_fix(tiny_dataset):
+    config = load_dataset(str(tiny_dataset))
+    rows = list(read_manifest(config.manifest_path, config.root, check_files=False).rows)
+    renamed = config.cache_dir / "P00__S00.h5"
+    renamed.rename(renamed.with_suffix(".moved"))
+    try:
+        with pytest.raises(MissingCacheError, match="P00__S00.h5.*python -m preprocess"):
+            open_part(config, rows, ("P00",), expected_settings(build_settings_for(str(tiny_dataset))))
+    finally:
+        renamed.with_suffix(".moved").rename(renamed)
+
+
+def test_cache_built_with_other_settings_is_refused(tiny_dataset):
+    other = expected_settings(BuildSettings(spacing_mm=1.0, registration_preset="demo"))
+    with pytest.raises(StaleCacheError, match="spacing_mm"):
+        tiny_part(tiny_dataset, other)

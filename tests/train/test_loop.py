@@ -1,0 +1,65 @@
+import csv
+
+import pytest
+import torch
+
+from train.__main__ import main
+from train.checkpoint import CheckpointError, load_checkpoint
+from train.loop import RunError
+
+
+def args(dataset, runs, *extra):
+    return ["--dataset", str(dataset), "--runs-dir", str(runs), *extra]
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_stop_and_resume_reaches_the_same_final_weights_as_an_uninterrupted_run(tiny_dataset, tmp_path):
+    assert main(["ts1", *args(tiny_dataset, tmp_path / "a", "--max-epochs", "3")]) == 0
+    run_b = tmp_path / "b"
+    assert main(["ts1", *args(tiny_dataset, run_b, "--max-epochs", "3", "--stop-after-epoch", "1")]) == 0
+    fold = run_b / "tiny" / "ts1" / "fold0"
+    assert load_checkpoint(fold / "last.pt")["epoch"] == 1 and not (fold / "predictions_test.csv").exists()
+    assert main(["ts1", *args(tiny_dataset, run_b, "--max-epochs", "3", "--resume")]) == 0
+    a, b = weights(tmp_path / "a" / "tiny" / "ts1" / "fold0" / "last.pt"), weights(fold / "last.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    with open(fold / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
+    with open(fold / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) % 17 == 0 and {r["split"] for r in rows} == {"test"}
+
+
+def test_resume_without_a_checkpoint_is_an_error(tiny_dataset, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint.*last.pt"):
+        main(["ts1", *args(tiny_dataset, tmp_path, "--resume")])
+
+
+def test_a_new_run_over_an_old_one_is_refused_and_resume_with_other_settings_too(tiny_dataset, tmp_path):
+    assert main(["ts1", *args(tiny_dataset, tmp_path, "--max-epochs", "1")]) == 0
+    with pytest.raises(RunError, match="--resume.*--overwrite"):
+        main(["ts1", *args(tiny_dataset, tmp_path, "--max-epochs", "1")])
+    with pytest.raises(RunError, match="lr: checkpoint 0.0005, now 0.001"):
+        main(["ts1", *args(tiny_dataset, tmp_path, "--max-epochs", "2", "--resume", "--lr", "1e-3")])
+    assert main(["ts1", *args(tiny_dataset, tmp_path, "--max-epochs", "1", "--overwrite")]) == 0
+
+
+def test_ts2_starts_from_the_ts1_classifier_of_the_same_fold_and_ts3_keeps_it_frozen(tiny_dataset, tmp_path):
+    with pytest.raises(CheckpointError, match="python -m train ts1 --fold 1"):
+        main(["ts2", *args(tiny_dataset, tmp_path, "--fold", "1")])
+    assert main(["ts1", *args(tiny_dataset, tmp_path, "--fold", "1", "--max-epochs", "1")]) == 0
+    ts1 = weights(tmp_path / "tiny" / "ts1" / "fold1" / "best.pt")
+    assert main(["ts3", *args(tiny_dataset, tmp_path, "--fold", "1", "--max-epochs", "1")]) == 0
+    ts3 = weights(tmp_path / "tiny" / "ts3" / "fold1" / "last.pt")
+    for key, value in ts1.items():
+        torch.testing.assert_close(ts3[f"classifier.{key}"], value, rtol=0, atol=0)
+    assert main(["ts2", *args(tiny_dataset, tmp_path, "--fold", "1", "--max-epochs", "1")]) == 0
+    ts2 = weights(tmp_path / "tiny" / "ts2" / "fold1" / "last.pt")
+    assert not torch.equal(ts2["classifier.classifier.weight"], ts1["classifier.weight"])  # TS2 trains it
+    with open(tmp_path / "tiny" / "ts2" / "fold1" / "predictions_val.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert all(r["n_prob_0"] for r in rows) and {r["stage"] for r in rows} == {"ts2"}
