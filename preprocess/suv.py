@@ -32,6 +32,7 @@ from preprocess.suv_times import (
     element_text,
     frame_duration_s,
     injection_datetime,
+    private_text,
     scan_start,
     series_datetime,
 )
@@ -40,6 +41,7 @@ __all__ = ["SuvError", "SuvSettings", "SuvConversion", "suv_factor", "suv_conver
 
 PHILIPS_SUV_SCALE = (0x7053, 0x1000)
 PHILIPS_ACTIVITY_SCALE = (0x7053, 0x1009)
+PHILIPS_CREATOR = "Philips PET Private Group"
 MAX_UPTAKE_DELAY_S = 24 * 3600  # injection to scan; longer is a wrong date, not a late scan
 
 
@@ -64,8 +66,9 @@ class SuvConversion:
     fallbacks: tuple[str, ...] = ()
 
 
-def _number(ds: pydicom.Dataset, tag, source: str, name: str) -> float | None:
-    text = element_text(ds, tag)
+def _number(ds: pydicom.Dataset, tag, source: str, name: str, creator: str | None = None) -> float | None:
+    """A numeric element (of a private block reserved by `creator`, when given) as float; None when absent."""
+    text = element_text(ds, tag) if creator is None else private_text(ds, tag, creator)
     if text is None:
         return None
     try:
@@ -196,10 +199,11 @@ def _unit_scale(ds: pydicom.Dataset, units: str, source: str) -> tuple[float, bo
     (straight to SUVbw) or else the activity-concentration scale factor (to Bq/ml)."""
     if units == "BQML":
         return 1.0, False, "Units BQML"
-    suv_scale = _number(ds, PHILIPS_SUV_SCALE, source, "Philips SUV scale factor (7053,1000)")
+    suv_scale = _number(ds, PHILIPS_SUV_SCALE, source, "Philips SUV scale factor (7053,1000)", PHILIPS_CREATOR)
     if suv_scale:
         return suv_scale, True, "Units CNTS, Philips SUV scale factor (7053,1000)"
-    activity_scale = _number(ds, PHILIPS_ACTIVITY_SCALE, source, "Philips activity scale factor (7053,1009)")
+    activity_scale = _number(ds, PHILIPS_ACTIVITY_SCALE, source, "Philips activity scale factor (7053,1009)",
+                             PHILIPS_CREATOR)
     if activity_scale:
         return activity_scale, False, "Units CNTS x Philips activity concentration scale factor (7053,1009)"
     raise SuvError(f"{source}: Units (0054,1001) CNTS without a non-zero Philips SUV scale factor (7053,1000) or "

@@ -14,6 +14,7 @@ import pydicom
 from pydicom.valuerep import DA, DT, TM
 
 GE_SCAN_DATETIME = (0x0009, 0x100D)  # GEMS_PETD_01 "PET scan_datetime"
+GE_CREATOR = "GEMS_PETD_01"
 
 
 class SuvError(ValueError):
@@ -43,6 +44,16 @@ def element_text(ds: pydicom.Dataset, tag) -> str | None:
     if element is None:
         return None
     return _text(element.value if isinstance(element, pydicom.DataElement) else element)
+
+
+def private_text(ds: pydicom.Dataset, tag: tuple[int, int], creator: str) -> str | None:
+    """A private element's value, unless its block is reserved by another creator (another vendor's tag).
+
+    Anonymised files often keep the element but drop the creator; a missing creator is accepted."""
+    reserved_by = element_text(ds, (tag[0], tag[1] >> 8))
+    if reserved_by is not None and reserved_by.upper() != creator.upper():
+        return None
+    return element_text(ds, tag)
 
 
 def parse_datetime(text: str, source: str, tag: str) -> datetime:
@@ -127,7 +138,7 @@ def scan_start(headers: list[pydicom.Dataset], sources: list[str], decay_constan
     series = series_datetime(headers[0], sources[0])
     if series is not None and (earliest is None or series <= earliest[0]):
         return TimedValue(series, "scan start = SeriesDate/SeriesTime (0008,0021/0031)")
-    ge_text = element_text(headers[0], GE_SCAN_DATETIME)
+    ge_text = private_text(headers[0], GE_SCAN_DATETIME, GE_CREATOR)
     if ge_text is not None:
         ge = parse_datetime(ge_text, sources[0], "GE private scan datetime (0009,100D)")
         return TimedValue(ge, "scan start = GE private scan datetime (0009,100D) (SeriesTime after acquisition)")

@@ -197,6 +197,16 @@ def test_philips_counts_with_suv_scale_factor(tmp_path: Path):
     assert "(7053,1000)" in provenance.rules[0]
 
 
+def test_private_tags_of_another_creator_are_ignored(tmp_path: Path):
+    def other_vendor(ds, z):
+        ds.Units = "CNTS"
+        ds.add_new((0x7053, 0x0010), "LO", "SOME OTHER VENDOR")
+        ds.add_new((0x7053, 0x1000), "DS", "0.001")
+
+    with pytest.raises(SuvError, match="CNTS without a non-zero Philips SUV scale factor"):
+        read_suv_series(pet_dicom.write_pet_series(tmp_path / "pet", other_vendor))
+
+
 def test_mixed_series_is_refused(tmp_path: Path):
     def one_slice_in_counts(ds, z):
         if z == 2:
