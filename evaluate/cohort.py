@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from cache.reader import CacheError, open_scan, read_info
 from cache.stations import station_names
-from evaluate.baselines.features import BaselineFeatures, scan_features
+from evaluate.baselines.features import BaselineFeatures, lesion_sources, scan_features
 from evaluate.comparison import Cohort
 from evaluate.settings import EvaluateSettings
 
@@ -24,8 +24,8 @@ class CohortData:
     cohort: Cohort
     paths: tuple[Path, ...]
     suv_max: np.ndarray  # (scans, 17), NaN where the station is absent
-    lesion_overlap: np.ndarray  # (scans, 17)
-    lesion_sources: tuple[str, ...]
+    lesion_overlap: dict[str, np.ndarray]  # lesion source ("cache", "builtin") -> (scans, 17)
+    n_lesions: dict[str, np.ndarray]  # lesion source -> (scans,)
 
 
 def scan_truth(labels, label_column: str) -> tuple[np.ndarray, int]:
@@ -53,19 +53,21 @@ def load_cohort(paths: list[Path], test_fold: Mapping[str, int], label_column: s
     station_true = np.zeros((n, len(station_names())), dtype=np.int8)
     n_true = np.zeros(n, dtype=np.int64)
     suv_max = np.zeros((n, len(station_names())))
-    overlap = np.zeros_like(suv_max)
-    sources = []
+    sources = lesion_sources(settings.lesion_source, [p for p, _ in chosen])
+    overlap = {source: np.zeros_like(suv_max) for source in sources}
+    n_lesions = {source: np.zeros(n, dtype=np.int64) for source in sources}
     for k, (path, info) in enumerate(tqdm(chosen, desc="baseline features", unit="scan")):
         station_true[k], n_true[k] = scan_truth(info.labels, label_column)
         with open_scan(path) as scan:
-            features: BaselineFeatures = scan_features(scan, settings.lesion_source, settings.lesion_suv_threshold,
+            features: BaselineFeatures = scan_features(scan, sources, settings.lesion_suv_threshold,
                                                        settings.lesion_min_volume_ml)
-        suv_max[k], overlap[k] = features.suv_max, features.lesion_overlap
-        sources.append(features.lesion_source)
+        suv_max[k] = features.suv_max
+        for source in sources:
+            overlap[source][k], n_lesions[source][k] = features.lesion_overlap[source], features.n_lesions[source]
     cohort = Cohort(
         patient_ids=tuple(i.patient_id for _, i in chosen), scan_ids=tuple(i.scan_id for _, i in chosen),
         tumor_sides=tuple(i.labels.tumor_side for _, i in chosen), station_true=station_true, n_true=n_true,
         fold=np.array([test_fold[i.patient_id] for _, i in chosen], dtype=np.int64),
     )
     return CohortData(cohort=cohort, paths=tuple(p for p, _ in chosen), suv_max=suv_max, lesion_overlap=overlap,
-                      lesion_sources=tuple(sources))
+                      n_lesions=n_lesions)

@@ -23,6 +23,8 @@ from evaluate.model_predictions import model_method, run_folds
 from evaluate.report import methods_table_markdown, write_report
 from evaluate.settings import EvaluateSettings
 
+LESION_SOURCE_LABELS = {"cache": "manifest lesion masks", "builtin": "built-in PET segmenter"}
+
 
 class EvaluationError(ValueError):
     """Settings or inputs that cannot make a report; the message says what to pass."""
@@ -97,13 +99,9 @@ def run_evaluation(settings: EvaluateSettings) -> int:
     model = model_method(run, data, folds, config, settings)
     keep = np.isin(data.cohort.fold, folds)
     cohort = _subset(data.cohort, keep)
-    sources = sorted(set(data.lesion_sources))
-    methods = [
-        model,
-        thresholding_method(data.cohort, data.suv_max, settings.suv_thresholds, config.rule_set),
-        overlap_method(data.cohort, data.lesion_overlap, settings.overlap_fractions, config.rule_set,
-                       "+".join(sources)),
-    ]
+    methods = [model, thresholding_method(data.cohort, data.suv_max, settings.suv_thresholds, config.rule_set)]
+    methods += [overlap_method(data.cohort, overlap, settings.overlap_fractions, config.rule_set,
+                               LESION_SOURCE_LABELS[source]) for source, overlap in data.lesion_overlap.items()]
     methods = [m if m is model else _restrict(m, keep) for m in methods]
     results = [evaluate_method(cohort, m) for m in methods]
     rng = np.random.default_rng(settings.seed)
@@ -116,7 +114,8 @@ def run_evaluation(settings: EvaluateSettings) -> int:
     header = [f"- dataset: {config.name} (label column {config.label_column}, rule set {config.rule_set})",
               f"- run: {run} (folds {', '.join(map(str, folds))}), code version {_code_version()}",
               f"- scans: {len(cohort.scan_ids)}; stations with known labels: {int((cohort.station_true >= 0).sum())}",
-              f"- lesions for the overlap baseline: {', '.join(sources)}"]
+              *[f"- lesions for the overlap baseline, {LESION_SOURCE_LABELS[source]}: {int(count.sum())} in all, "
+                f"{count.mean():.1f} per scan" for source, count in data.n_lesions.items()]]
     figures = "\n".join([f"![confusion matrices]({figure.name})", ""] + [f"![QA]({p.name})" for p in qa])
     extra = [("Figures", figures)]
     path = write_report(out, header, results, tests, extra)

@@ -31,10 +31,11 @@ class EvaluateSettings:
     overlap_fractions: tuple[float, ...] = field(
         default=(0.05, 0.1, 0.2), metadata=_floats("lesion-overlap fractions o the overlap baseline chooses from")
     )
-    lesion_source: Literal["auto", "cache", "builtin"] = field(
+    lesion_source: Literal["auto", "cache", "builtin", "both"] = field(
         default="auto",
         metadata={"help": "lesion masks of the overlap baseline: the cache's /lesions (from the manifest), the "
-                          "built-in PET segmenter, or auto (cache when present, else built-in)"},
+                          "built-in PET segmenter, both (two baselines), or auto (cache when every scan has "
+                          "one, else built-in)"},
     )
     lesion_suv_threshold: float = field(
         default=2.5, metadata={"help": "built-in lesion segmenter: voxels with SUV >= this are lesion candidates"}

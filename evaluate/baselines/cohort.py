@@ -46,7 +46,7 @@ def overlap_method(cohort: Cohort, overlap: np.ndarray, fractions: tuple[float, 
     """Lesion overlap, o chosen per fold (or `fixed`); its score is the assigned lesions' overlap fraction."""
     pred, cutoffs = _per_fold(cohort, overlap, lambda s, y: choose_overlap(s, y, fractions), fixed)
     label = f"o = {fixed:g}" if fixed is not None else _common_label("o", cutoffs)
-    return _method(f"Lesion overlap, {source} lesions ({label})", cohort, pred, overlap, rule_set,
+    return _method(f"Lesion overlap, {source} ({label})", cohort, pred, overlap, rule_set,
                    "overlap fraction o", cutoffs)
 
 

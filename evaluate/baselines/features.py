@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,40 +16,58 @@ from cache.stations import station_names
 from evaluate.baselines.lesion_overlap import label_lesions, station_overlap
 from evaluate.baselines.pet_lesions import segment_pet_lesions
 
+LesionSource = Literal["cache", "builtin"]
+
 
 @dataclass(frozen=True)
 class BaselineFeatures:
-    """Per station (catalogue order): SUVmax in the fused mask (NaN: station absent from the scan) and the
-    largest overlap fraction of a lesion assigned to it; where the lesions came from and how many there were."""
+    """Per station (catalogue order): SUVmax in the fused mask (NaN: station absent from the scan), and per
+    lesion source the largest overlap fraction of a lesion assigned to the station, with the lesion count."""
 
     suv_max: np.ndarray
-    lesion_overlap: np.ndarray
-    lesion_source: Literal["cache", "builtin"]
-    n_lesions: int
+    lesion_overlap: dict[str, np.ndarray]
+    n_lesions: dict[str, int]
 
 
-def _cache_lesions(path: Path) -> np.ndarray | None:
+def has_cache_lesions(path: Path) -> bool:
     with h5py.File(path, "r", locking=False) as f:
-        return f[schema.LESIONS][()] if schema.LESIONS in f else None
+        return schema.LESIONS in f
 
 
-def scan_features(scan: CacheScan, lesion_source: Literal["auto", "cache", "builtin"], lesion_suv_threshold: float,
+def lesion_sources(requested: Literal["auto", "cache", "builtin", "both"], paths: Sequence[Path]
+                   ) -> tuple[LesionSource, ...]:
+    """Which lesion masks the overlap baseline uses for a cohort.
+
+    auto: the cache's /lesions (from the manifest) when every scan has one, else the built-in segmenter;
+    both: two overlap baselines, e.g. when the manifest's masks are the phantom's truth (an oracle segmenter).
+    """
+    if requested == "builtin":
+        return ("builtin",)
+    missing = [p for p in paths if not has_cache_lesions(p)]
+    if requested == "auto":
+        return ("builtin",) if missing else ("cache",)
+    if missing:
+        raise ValueError(f"{missing[0]}: no /{schema.LESIONS} mask (the manifest's 'lesions' column was empty for "
+                         f"{len(missing)} scan(s)); use --lesion-source builtin or auto")
+    return ("cache",) if requested == "cache" else ("cache", "builtin")
+
+
+def scan_features(scan: CacheScan, sources: Sequence[LesionSource], lesion_suv_threshold: float,
                   lesion_min_volume_ml: float) -> BaselineFeatures:
-    """Baseline features of an open cache file; lesions from its /lesions or the built-in PET segmenter."""
+    """Baseline features of an open cache file, with lesions from each of `sources`."""
     suv_max = np.full(len(station_names()), np.nan)
     for info in scan.info.stations.values():
         suv_max[info.code - 1] = info.suv_max
-    lesions = None if lesion_source == "builtin" else _cache_lesions(scan.path)
-    if lesion_source == "cache" and lesions is None:
-        raise ValueError(f"{scan.path}: no /{schema.LESIONS} mask (the manifest's 'lesions' column was empty for "
-                         f"{scan.info.key}); use --lesion-source builtin or auto")
     station_labels = np.asarray(scan.station_labels)
-    if lesions is not None:
-        labelled, count = label_lesions(lesions)
-        source = "cache"
-    else:
-        labelled, count = segment_pet_lesions(np.asarray(scan.suv), scan.info.grid.spacing_mm, lesion_suv_threshold,
-                                              lesion_min_volume_ml)
-        source = "builtin"
-    return BaselineFeatures(suv_max=suv_max, lesion_overlap=station_overlap(labelled, count, station_labels),
-                            lesion_source=source, n_lesions=count)
+    overlap, counts = {}, {}
+    for source in sources:
+        if source == "cache":
+            with h5py.File(scan.path, "r", locking=False) as f:
+                if schema.LESIONS not in f:
+                    raise ValueError(f"{scan.path}: no /{schema.LESIONS} mask; use --lesion-source builtin or auto")
+                labelled, count = label_lesions(f[schema.LESIONS][()])
+        else:
+            labelled, count = segment_pet_lesions(np.asarray(scan.suv), scan.info.grid.spacing_mm,
+                                                  lesion_suv_threshold, lesion_min_volume_ml)
+        overlap[source], counts[source] = station_overlap(labelled, count, station_labels), count
+    return BaselineFeatures(suv_max=suv_max, lesion_overlap=overlap, n_lesions=counts)

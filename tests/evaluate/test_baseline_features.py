@@ -6,7 +6,7 @@ import pytest
 from cache.reader import open_scan
 from cache.stations import station
 from evaluate.baselines.cohort import overlap_method, thresholding_method
-from evaluate.baselines.features import scan_features
+from evaluate.baselines.features import lesion_sources, scan_features
 from evaluate.comparison import Cohort
 from tests.evaluate.tiny_cache import SHAPE, write_tiny_scan
 
@@ -14,29 +14,36 @@ from tests.evaluate.tiny_cache import SHAPE, write_tiny_scan
 def test_features_read_suvmax_and_segment_lesions(tmp_path):
     path = write_tiny_scan(tmp_path, "p0", {"7": 6.0}, ("7",), n_clinical=2)
     with open_scan(path) as scan:
-        features = scan_features(scan, "auto", 2.5, 0.05)
+        features = scan_features(scan, ("builtin",), 2.5, 0.05)
     assert features.suv_max[station("7").index] == pytest.approx(6.0)
     assert features.suv_max[station("4R").index] == pytest.approx(1.0)
     assert np.isnan(features.suv_max[station("10R").index])  # not mapped in this scan
-    assert features.lesion_source == "builtin" and features.n_lesions == 1
-    assert features.lesion_overlap[station("7").index] == pytest.approx(1.0)
+    assert features.n_lesions == {"builtin": 1}
+    assert features.lesion_overlap["builtin"][station("7").index] == pytest.approx(1.0)
 
 
-def test_features_prefer_the_cache_lesion_mask(tmp_path):
+def test_features_from_the_cache_lesion_mask_and_the_builtin_segmenter(tmp_path):
     lesions = np.zeros(SHAPE, dtype=np.uint8)
     lesions[0:2, 0:2, 3:5] = 1  # half in 4R (x 3), half in 7 (x 4): a tie goes to the lower code (4R)
     path = write_tiny_scan(tmp_path, "p0", {"7": 6.0}, ("7",), n_clinical=2, lesions=lesions)
+    assert lesion_sources("auto", [path]) == ("cache",)
+    assert lesion_sources("both", [path]) == ("cache", "builtin")
     with open_scan(path) as scan:
-        features = scan_features(scan, "auto", 2.5, 0.05)
-    assert features.lesion_source == "cache" and features.n_lesions == 1
-    assert features.lesion_overlap[station("4R").index] == pytest.approx(0.5)
-    assert features.lesion_overlap[station("7").index] == 0.0
+        features = scan_features(scan, ("cache", "builtin"), 2.5, 0.05)
+    assert features.n_lesions == {"cache": 1, "builtin": 1}
+    assert features.lesion_overlap["cache"][station("4R").index] == pytest.approx(0.5)
+    assert features.lesion_overlap["cache"][station("7").index] == 0.0
+    assert features.lesion_overlap["builtin"][station("7").index] == pytest.approx(1.0)
 
 
-def test_cache_lesion_source_without_mask_is_refused(tmp_path):
-    path = write_tiny_scan(tmp_path, "p0", {}, ())
-    with open_scan(path) as scan, pytest.raises(ValueError, match="lesion-source builtin"):
-        scan_features(scan, "cache", 2.5, 0.2)
+def test_lesion_sources_without_cache_masks(tmp_path):
+    with_mask = write_tiny_scan(tmp_path, "p0", {}, (), lesions=np.zeros(SHAPE, dtype=np.uint8))
+    without = write_tiny_scan(tmp_path, "p1", {}, ())
+    assert lesion_sources("auto", [with_mask, without]) == ("builtin",)
+    with pytest.raises(ValueError, match="lesion-source builtin"):
+        lesion_sources("cache", [with_mask, without])
+    with open_scan(without) as scan, pytest.raises(ValueError, match="no /lesions mask"):
+        scan_features(scan, ("cache",), 2.5, 0.2)
 
 
 def _cohort(n: int = 6) -> tuple[Cohort, np.ndarray]:
@@ -71,7 +78,7 @@ def test_overlap_method_applies_o_per_fold():
     overlap[::2, station("7").index] = 0.15
     overlap[1::2, station("4R").index] = 0.07
     method = overlap_method(cohort, overlap, (0.05, 0.1, 0.2), "paper", "builtin")
-    assert method.name == "Lesion overlap, builtin lesions (o = 0.1)"
+    assert method.name == "Lesion overlap, builtin (o = 0.1)"
     assert method.station_pred.tolist() == np.clip(cohort.station_true, 0, 1).tolist()
 
 
@@ -89,7 +96,7 @@ def test_load_cohort_reads_truth_and_features_of_test_patients(tmp_path):
     assert data.cohort.tumor_sides == ("R", None)
     assert data.cohort.station_true[0, station("7").index] == 1
     assert data.suv_max[0, station("7").index] == pytest.approx(6.0)
-    assert data.lesion_sources == ("builtin", "builtin")
+    assert list(data.lesion_overlap) == ["builtin"] and data.n_lesions["builtin"].tolist() == [0, 0]
     pathological = load_cohort(cache_files(tmp_path), {"p0": 0}, "pN", EvaluateSettings())
     assert pathological.cohort.n_true.tolist() == [-1] and (pathological.cohort.station_true == -1).all()
     with pytest.raises(CacheError, match="no cache file for test patient.*p9"):

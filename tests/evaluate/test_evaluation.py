@@ -61,7 +61,8 @@ def test_report_compares_the_model_with_both_baselines(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["--dataset", str(config), "--run", str(run), "--out", str(out), "--n-qa-scans", "1"]) == 0
     report = (out / "report.md").read_text()
-    assert "| TS1 |" in report and "Thresholding (t = 3.5)" in report and "Lesion overlap, builtin lesions" in report
+    assert "| TS1 |" in report and "Thresholding (t = 3.5)" in report
+    assert "Lesion overlap, built-in PET segmenter" in report
     rows = list(csv.DictReader(open(out / "methods.csv")))
 
     def value(method_prefix, level, metric, fold="pooled"):
