@@ -1,0 +1,43 @@
+import csv
+
+import numpy as np
+import torch
+
+from cache.build_settings import build_settings_for, expected_settings
+from cache.dataset import load_dataset
+from cache.manifest import read_manifest
+from train.__main__ import main
+from train.data import open_part
+from train.inference import load_trained, predict, rule_based_stage, write_predictions
+
+
+def test_rule_based_stage_reports_unknown_side_as_unstageable():
+    pred = np.zeros((3, 17), dtype=np.int8)
+    pred[0, 14] = 1  # 10R
+    pred[1, 14] = 1
+    pred[2, 10] = 1  # 7: group 2 on both sides
+    assert rule_based_stage(pred, ("R", None, None), "paper").tolist() == [1, -1, 2]
+
+
+def test_trained_model_predicts_every_scan_and_station_and_the_csv_has_17_rows_per_scan(tiny_dataset, tmp_path):
+    assert main(["ts1", "--dataset", str(tiny_dataset), "--runs-dir", str(tmp_path), "--max-epochs", "1"]) == 0
+    model, settings = load_trained(tmp_path / "tiny" / "ts1" / "fold0")
+    config = load_dataset(str(tiny_dataset))
+    rows = list(read_manifest(config.manifest_path, config.root, check_files=False).rows)
+    part = open_part(config, rows, ("P00", "P06", "P11"), expected_settings(build_settings_for(str(tiny_dataset))))
+    centroid = predict(model, part, settings, torch.device("cpu"))
+    again = predict(model, part, settings, torch.device("cpu")).station_prob
+    assert np.array_equal(centroid.station_prob, again, equal_nan=True)
+    assert np.isnan(centroid.station_prob[:, 0]).all()  # 1L is absent from the tiny scans
+    assert (~np.isnan(centroid.station_prob)).sum() == 3 * 4
+    averaged = predict(model, part, settings, torch.device("cpu"), samples=3, seed=1)
+    present = ~np.isnan(averaged.station_prob)
+    assert (averaged.station_prob[present] >= 0).all() and (averaged.station_prob[present] <= 1).all()
+    assert not np.array_equal(averaged.station_prob[present], centroid.station_prob[present])
+    write_predictions(tmp_path / "p.csv", part, centroid, fold=0, split="test", stage="ts1")
+    with open(tmp_path / "p.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 3 * 17
+    p11 = [r for r in table if r["patient_id"] == "P11"]
+    assert {r["tumor_side"] for r in p11} == {""} and {r["n_true"] for r in p11} == {"0"}
+    assert {r["station_pred"] for r in table if r["station"] == "1L"} == {"-1"}
