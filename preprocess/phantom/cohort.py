@@ -12,6 +12,7 @@ from tqdm import tqdm
 from cache.manifest import write_manifest
 from preprocess.phantom.deformation import field_grid
 from preprocess.phantom.delineation import delineate
+from preprocess.phantom.labels import draw_stage_labels
 from preprocess.phantom.scan import simulate_scan
 from preprocess.phantom.settings import PhantomSettings
 from preprocess.phantom.writer import write_atlas, write_patient_scan
@@ -19,7 +20,7 @@ from preprocess.phantom.writer import write_atlas, write_patient_scan
 MARKER = "phantom.toml"
 OUTPUT_FOLDERS = ("scans", "truth", "atlases", "preview")
 # Random streams: (seed, stream, index) so a patient is the same whatever the cohort size.
-PATIENT_STREAM, ATLAS_STREAM, SELECTION_STREAM = 0, 1, 2
+PATIENT_STREAM, ATLAS_STREAM, SELECTION_STREAM, LABEL_STREAM = 0, 1, 2, 3
 
 
 def patient_ids(index: int) -> tuple[str, str]:
@@ -63,7 +64,8 @@ def generate_cohort(settings: PhantomSettings) -> Path:
     rows = []
     for i in tqdm(range(settings.patients), desc="phantom patients", unit="scan"):
         rng = np.random.default_rng([settings.seed, PATIENT_STREAM, i])
-        scan = simulate_scan(rng, grid, "patient", settings.pet_factor, dicom_pet=i in dicom, day=i)
+        labels = draw_stage_labels(np.random.default_rng([settings.seed, LABEL_STREAM, i]))
+        scan = simulate_scan(rng, grid, labels, settings.pet_factor, dicom_pet=i in dicom, day=i)
         patient_id, scan_id = patient_ids(i)
         rows.append(write_patient_scan(out, patient_id, scan_id, scan, list_stations=i in listed))
         if settings.preview:
@@ -73,7 +75,7 @@ def generate_cohort(settings: PhantomSettings) -> Path:
     write_manifest(out / "manifest.csv", rows)
     for a in tqdm(range(settings.atlases), desc="phantom atlases", unit="atlas"):
         rng = np.random.default_rng([settings.seed, ATLAS_STREAM, a])
-        scan = simulate_scan(rng, grid, "atlas")
+        scan = simulate_scan(rng, grid, None)
         name = f"atlas-{a + 1:02d}"
         write_atlas(out / "atlases" / name, scan, delineate(scan.stations, settings.spacing_mm, rng), name,
                     settings.seed)

@@ -19,8 +19,8 @@ RULE_SET = "paper"
 
 # Relative frequency of a station being positive, among the stations of the group being drawn.
 STATION_WEIGHTS = {
-    "1R": 0.3, "1L": 0.3, "2R": 0.8, "2L": 0.6, "3A": 0.35, "3P": 0.25, "4R": 3.0, "4L": 2.4, "5": 0.9, "6": 0.4,
-    "7": 2.6, "8": 0.35, "9": 0.2, "10R": 1.0, "10L": 0.9, "11R": 2.0, "11L": 1.8,
+    "1R": 0.3, "1L": 0.3, "2R": 0.8, "2L": 0.6, "3A": 0.35, "3P": 0.25, "4R": 3.2, "4L": 3.2, "5": 0.9, "6": 0.4,
+    "7": 2.6, "8": 0.35, "9": 0.2, "10R": 0.7, "10L": 0.7, "11R": 2.0, "11L": 1.8,
 }
 
 
@@ -35,7 +35,7 @@ def _draw_from(group: frozenset[str], count: int, rng: np.random.Generator) -> l
     names = sorted(group)
     weights = np.array([STATION_WEIGHTS[n] for n in names])
     count = min(count, len(names))
-    return list(rng.choice(names, size=count, replace=False, p=weights / weights.sum()))
+    return [str(name) for name in rng.choice(names, size=count, replace=False, p=weights / weights.sum())]
 
 
 def _count(rng: np.random.Generator, mean_extra: float, cap: int) -> int:

@@ -6,7 +6,6 @@ All arrays are (z, y, x) on the CT grid, except the SUV volume, which lies on th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from scipy import ndimage
@@ -17,7 +16,7 @@ from preprocess.phantom.anatomy import PART, PARTS, SOFT_PARTS, draw_template
 from preprocess.phantom.ct import HILUM_HU, NECROSIS_HU, PART_HU, ct_image
 from preprocess.phantom.deformation import canonical_coordinates, draw_deformation, warp_labels
 from preprocess.phantom.dicom_pet import PetAcquisition, decode_slices, draw_acquisition, encode_slices
-from preprocess.phantom.labels import StageLabels, draw_stage_labels
+from preprocess.phantom.labels import StageLabels
 from preprocess.phantom.nodes import Node, Tumour, place_nodes, place_tumour
 from preprocess.phantom.pet import PetPhysics, draw_pet_physics, part_suv, pet_grid, pet_on_ct_grid, scanner
 from preprocess.totalseg_labels import label_ids
@@ -101,16 +100,16 @@ def _paint_brown_fat(rng: np.random.Generator, parts: np.ndarray, stations: np.n
     hu[region], activity[region] = -60.0, suv
 
 
-def simulate_scan(rng: np.random.Generator, grid: Grid, kind: Literal["patient", "atlas"], pet_factor: int = 2,
+def simulate_scan(rng: np.random.Generator, grid: Grid, labels: StageLabels | None, pet_factor: int = 2,
                   dicom_pet: bool = False, day: int = 0) -> SimulatedScan:
-    """Draw one subject on `grid`. Patients get labels, tumour, malignant nodes and PET; atlases CT and masks."""
+    """Draw one subject on `grid`: a patient with `labels` (tumour, malignant nodes, PET), or with None an atlas
+    subject (CT and masks, benign nodes only)."""
     template = draw_template(template_spacing_for(grid.spacing_mm[0]))
     coords = canonical_coordinates(grid, draw_deformation(rng, grid))
     parts = warp_labels(template.parts, template.canvas, coords)
     stations = warp_labels(template.stations, template.canvas, coords)
     del coords
-    patient = kind == "patient"
-    labels = draw_stage_labels(rng) if patient else None
+    patient = labels is not None
     nodes = tuple(place_nodes(rng, stations, grid, labels.positive if labels else ()))
     tumour = None
     if patient:

@@ -24,7 +24,7 @@ class PhantomSettings:
         default=1.0, metadata={"help": "fraction of scans whose manifest lists positive stations (else N only)"}
     )
     extent_mm: tuple[float, ...] = field(
-        default=(320.0, 260.0, 240.0), metadata={"help": "field of view (x, y, z) in mm"}
+        default=(320.0, 260.0, 240.0), metadata={"help": "field of view (x, y, z) in mm", "nargs": 3, "type": float}
     )
     preview: bool = field(default=False, metadata={"help": "write PNG mid-slices per scan to OUT/preview/"})
 
