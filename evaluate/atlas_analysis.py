@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cache.grid import Grid
+from cache.reader import open_scan
 from cache.stations import station, station_by_code, station_names, stations
 
 
@@ -79,3 +82,34 @@ def mapping_markdown(result: MappingAccuracy) -> str:
 
 def code_name(code: int) -> str:
     return "none" if code == 0 else station_by_code(int(code)).name
+
+
+NODE_COLUMNS = ("station", "x_mm", "y_mm", "z_mm")
+
+
+def read_truth_nodes(path: Path) -> tuple[list[str], np.ndarray]:
+    """True stations and physical centres (n, 3) in mm, (x, y, z), from a truth `nodes.csv`."""
+    table = pd.read_csv(path, dtype={"station": str})
+    missing = [c for c in NODE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: column(s) {', '.join(missing)} missing; a truth node table needs "
+                         f"{', '.join(NODE_COLUMNS)}")
+    return table["station"].tolist(), table[["x_mm", "y_mm", "z_mm"]].to_numpy(dtype=np.float64)
+
+
+def cohort_mapping_accuracy(cache_paths: Sequence[Path], scan_ids: Sequence[str], truth_dir: Path
+                            ) -> MappingAccuracy | None:
+    """Mapping accuracy of every true node of the scans that have `truth_dir/<scan_id>/nodes.csv`; None if none."""
+    true_stations: list[str] = []
+    codes: list[np.ndarray] = []
+    for path, scan_id in zip(cache_paths, scan_ids, strict=True):
+        nodes = truth_dir / scan_id / "nodes.csv"
+        if not nodes.is_file():
+            continue
+        names, centres = read_truth_nodes(nodes)
+        with open_scan(path) as scan:
+            codes.append(mapped_codes(np.asarray(scan.station_labels), scan.info.grid, centres))
+        true_stations += names
+    if not codes:
+        return None
+    return mapping_accuracy(true_stations, np.concatenate(codes))

@@ -15,6 +15,7 @@ from cache.build_settings import build_settings_for, expected_settings
 from cache.dataset import load_dataset
 from cache.reader import cache_files, open_scan
 from cache.settings import format_settings
+from evaluate.atlas_analysis import cohort_mapping_accuracy, mapping_markdown
 from evaluate.baselines.cohort import overlap_method, thresholding_method
 from evaluate.cohort import CohortData, load_cohort
 from evaluate.comparison import Cohort, MethodPredictions, compare_methods, evaluate_method
@@ -118,6 +119,10 @@ def run_evaluation(settings: EvaluateSettings) -> int:
                 f"{count.mean():.1f} per scan" for source, count in data.n_lesions.items()]]
     figures = "\n".join([f"![confusion matrices]({figure.name})", ""] + [f"![QA]({p.name})" for p in qa])
     extra = [("Figures", figures)]
+    truth_dir = config.resolve(settings.truth_dir)
+    mapping = cohort_mapping_accuracy(model_data.paths, cohort.scan_ids, truth_dir)
+    if mapping is not None:
+        extra.append(("Atlas-based station mapping of the true nodes (paper §4.1, Fig. 8)", mapping_markdown(mapping)))
     path = write_report(out, header, results, tests, extra)
     (out / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=1, default=str))
     print(methods_table_markdown(results))

@@ -29,3 +29,26 @@ def test_mapping_accuracy_per_station_and_zone():
     assert result.n_unmapped == 1
     text = mapping_markdown(result)
     assert "| 4R | 1 / 2 | 0.50 |" in text and "| hilar | 1 / 1 | 1.00 |" in text
+
+
+def test_cohort_mapping_reads_truth_tables_and_cache_labels(tmp_path):
+    from evaluate.atlas_analysis import cohort_mapping_accuracy
+    from tests.evaluate.tiny_cache import GRID, write_tiny_scan
+
+    path = write_tiny_scan(tmp_path / "cache", "p0", {}, ())
+    truth = tmp_path / "truth" / "s0"
+    truth.mkdir(parents=True)
+    # tiny cache: 4R fills x < 4 (x_mm < 8), 7 fills x >= 4; grid origin 0, spacing 2
+    centre_4r, centre_7 = GRID.index_to_physical(np.array([2, 2, 1])), GRID.index_to_physical(np.array([2, 2, 6]))
+    rows = ["node_id,station,malignant,x_mm,y_mm,z_mm",
+            f"1,4R,0,{centre_4r[0]},{centre_4r[1]},{centre_4r[2]}",
+            f"2,4R,1,{centre_7[0]},{centre_7[1]},{centre_7[2]}",
+            "3,7,0,500,500,500"]
+    (truth / "nodes.csv").write_text("\n".join(rows) + "\n")
+    result = cohort_mapping_accuracy([path], ["s0"], tmp_path / "truth")
+    assert result.n_nodes == 3 and result.n_unmapped == 1
+    assert result.per_station["4R"] == (1, 2)
+    assert cohort_mapping_accuracy([path], ["s0"], tmp_path / "nowhere") is None
+    (truth / "nodes.csv").write_text("node_id,station\n1,4R\n")
+    with pytest.raises(ValueError, match="x_mm, y_mm, z_mm missing"):
+        cohort_mapping_accuracy([path], ["s0"], tmp_path / "truth")
