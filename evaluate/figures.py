@@ -3,6 +3,7 @@ of the fused stations on CT and PET with each station's predicted status."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,10 +38,11 @@ def _matrix_panel(ax, matrix: np.ndarray, labels: Sequence[str], title: str) -> 
 def confusion_figure(names: Sequence[str], station: Sequence[np.ndarray], n_stage: Sequence[np.ndarray],
                      path: Path, dpi: int = 90) -> Path:
     """One column per method: the pooled station (2x2) and N-stage (4x4) confusion matrices."""
-    fig, axes = plt.subplots(2, len(names), figsize=(2.6 * len(names), 5.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(names), figsize=(2.6 * len(names), 6.0), squeeze=False)
     for k, name in enumerate(names):
-        _matrix_panel(axes[0, k], station[k], ["benign", "malig."], f"{name}\nstations")
-        _matrix_panel(axes[1, k], n_stage[k], ["N0", "N1", "N2", "N3"], f"{name}\nN-stage")
+        title = textwrap.fill(name, 26)
+        _matrix_panel(axes[0, k], station[k], ["benign", "malig."], f"{title}\nstations")
+        _matrix_panel(axes[1, k], n_stage[k], ["N0", "N1", "N2", "N3"], f"{title}\nN-stage")
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
