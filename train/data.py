@@ -164,12 +164,20 @@ class ScanBatch:
         return ScanBatch(*(getattr(self, f).pin_memory() for f in self.__dataclass_fields__))
 
 
-class StationBatches(torch.utils.data.Dataset):
-    """TS1: a BatchRequest over `station_pairs` -> StationBatch of weight-map-sampled crops."""
+def _crops(sampler: PatchSampler, scans: np.ndarray, stations: list[str], patch_sampling: str, seed: int):
+    """Training crops centred on weight-map draws (`patch_sampling` "weight_map") or on the station centroids."""
+    if patch_sampling == "centroid":
+        return sampler.centroid(scans, stations)
+    return sampler.sample(scans, stations, np.random.default_rng(seed))
 
-    def __init__(self, part: CohortPart, crop: SamplerSettings):
+
+class StationBatches(torch.utils.data.Dataset):
+    """TS1: a BatchRequest over `station_pairs` -> StationBatch of weight-map-sampled (or centroid) crops."""
+
+    def __init__(self, part: CohortPart, crop: SamplerSettings, patch_sampling: str = "weight_map"):
         self.sampler = PatchSampler(part.reader, crop)
         self.scans, self.stations, self.labels = station_pairs(part)
+        self.patch_sampling = patch_sampling
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -177,8 +185,8 @@ class StationBatches(torch.utils.data.Dataset):
     def __getitem__(self, request: BatchRequest) -> StationBatch:
         items = np.asarray(request.items)
         names = station_names()
-        batch = self.sampler.sample(self.scans[items], [names[s] for s in self.stations[items]],
-                                    np.random.default_rng(request.seed))
+        batch = _crops(self.sampler, self.scans[items], [names[s] for s in self.stations[items]],
+                       self.patch_sampling, request.seed)
         return StationBatch(torch.from_numpy(batch.image), torch.from_numpy(self.stations[items].astype(np.int64)),
                             torch.from_numpy(self.labels[items]))
 
@@ -193,9 +201,10 @@ def scan_targets(part: CohortPart, scans: np.ndarray) -> tuple[np.ndarray, np.nd
 class ScanBatches(torch.utils.data.Dataset):
     """TS2/TS3: a BatchRequest over scans -> ScanBatch with all 17 station crops per scan."""
 
-    def __init__(self, part: CohortPart, crop: SamplerSettings):
+    def __init__(self, part: CohortPart, crop: SamplerSettings, patch_sampling: str = "weight_map"):
         self.part = part
         self.sampler = PatchSampler(part.reader, crop)
+        self.patch_sampling = patch_sampling
 
     def __len__(self) -> int:
         return len(self.part)
@@ -206,7 +215,7 @@ class ScanBatches(torch.utils.data.Dataset):
         crops = np.zeros((len(scans), N_STATIONS, *self.sampler.buffer(0).shape[1:]), dtype=np.float32)
         rows, columns = np.nonzero(part.present[scans])
         if len(rows):
-            batch = self.sampler.sample(scans[rows], [names[c] for c in columns], np.random.default_rng(request.seed))
+            batch = _crops(self.sampler, scans[rows], [names[c] for c in columns], self.patch_sampling, request.seed)
             crops[rows, columns] = batch.image
         status = np.where(part.present[scans], part.station_status[scans], -1).astype(np.int64)
         masks, targets = scan_targets(part, scans)

@@ -114,9 +114,10 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
 
     crop = sampler_settings(settings, settings.margin_vox if settings.augment else 0)
     if settings.stage == "ts1":
-        dataset, classes = StationBatches(cohort.train, crop), station_pairs(cohort.train)[2]
+        dataset = StationBatches(cohort.train, crop, settings.train_patch_sampling)
+        classes = station_pairs(cohort.train)[2]
     else:
-        dataset = ScanBatches(cohort.train, crop)
+        dataset = ScanBatches(cohort.train, crop, settings.train_patch_sampling)
         classes = cohort.train.n_stage
     samples = settings.samples_per_epoch or len(classes)
     batch_per_rank = max(1, settings.batch_size // ranks.world_size)

@@ -69,6 +69,11 @@ class TrainSettings:
     ct_window_low_hu: float = field(default=-200.0, metadata={"help": "CT HU mapped to 0 (clipped below)"})
     ct_window_high_hu: float = field(default=400.0, metadata={"help": "CT HU mapped to 1 (clipped above)"})
     suv_window_high: float = field(default=4.0, metadata={"help": "SUV mapped to 1 (not clipped)"})
+    train_patch_sampling: Literal["weight_map", "centroid"] = field(
+        default="weight_map",
+        metadata={"help": "training patch centres: drawn from the station weight map, or the fixed station "
+                          "centroid (the paper's Table 5 ablation)"},
+    )
     augment: bool = field(default=True, metadata={"help": "random affine + elastic + noise on training patches"})
     rotation_deg: float = field(default=15.0, metadata={"help": "max rotation about each axis, degrees"})
     scale_fraction: float = field(default=0.1, metadata={"help": "max relative scaling per axis"})

@@ -79,3 +79,16 @@ def test_cache_built_with_other_settings_is_refused(tiny_dataset):
     other = expected_settings(BuildSettings(spacing_mm=1.0, registration_preset="demo"))
     with pytest.raises(StaleCacheError, match="spacing_mm"):
         tiny_part(tiny_dataset, other)
+
+
+def test_centroid_patch_sampling_ignores_the_seed_and_weight_map_sampling_does_not(tiny_dataset):
+    part = tiny_part(tiny_dataset)
+    settings = TrainSettings(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=8, n_folds=3)
+    crop = sampler_settings(settings, 2)
+    items = tuple(range(12))
+    fixed = StationBatches(part, crop, "centroid")
+    assert np.array_equal(fixed[BatchRequest(1, items)].crops.numpy(), fixed[BatchRequest(2, items)].crops.numpy())
+    drawn = StationBatches(part, crop, "weight_map")
+    assert not np.array_equal(drawn[BatchRequest(1, items)].crops.numpy(), drawn[BatchRequest(2, items)].crops.numpy())
+    scans = ScanBatches(part, crop, "centroid")
+    assert np.array_equal(scans[BatchRequest(1, (0, 4))].crops.numpy(), scans[BatchRequest(9, (0, 4))].crops.numpy())
