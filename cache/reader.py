@@ -28,6 +28,11 @@ from cache.build_settings import settings_differences
 from cache.grid import Grid
 from cache.writer import ScanLabels
 
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only
+# Bumped in every forked child, so a reader notices a fork with an integer compare instead of a getpid call.
+_fork_generation = [0]
+os.register_at_fork(after_in_child=lambda: _fork_generation.__setitem__(0, _fork_generation[0] + 1))
+
 
 class CacheError(ValueError):
     """A cache file that cannot be used; the message names the file and what to do."""
@@ -196,7 +201,8 @@ class CacheScan:
             self._buffer = None
             if not self.info.compressed:
                 with open(self.path, "rb") as raw:
-                    self._buffer = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
+                    # MAP_POPULATE maps every page now: first touches during sampling would each fault.
+                    self._buffer = mmap.mmap(raw.fileno(), 0, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
             self.ct = self._array(schema.CT)
             self.suv = self._array(schema.SUV)
             self.station_labels = self._array(schema.STATION_LABELS)
@@ -266,16 +272,16 @@ class CacheReader:
         self.max_open = max_open
         self.infos = [read_info(p, expected_settings) for p in self.paths]
         self._open: OrderedDict[int, CacheScan] = OrderedDict()
-        self._pid = os.getpid()
+        self._generation = _fork_generation[0]
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def scan(self, i: int) -> CacheScan:
         """The open file of scan `i`, opening it (and closing the least recently used) when needed."""
-        if self._pid != os.getpid():  # forked: handles of the parent are not ours to use
+        if self._generation != _fork_generation[0]:  # forked: handles of the parent are not ours to use
             self._open = OrderedDict()
-            self._pid = os.getpid()
+            self._generation = _fork_generation[0]
         scan = self._open.get(i)
         if scan is None:
             scan = CacheScan(self.paths[i])
@@ -288,7 +294,7 @@ class CacheReader:
 
     @property
     def n_open(self) -> int:
-        return len(self._open) if self._pid == os.getpid() else 0
+        return len(self._open) if self._generation == _fork_generation[0] else 0
 
     def close(self) -> None:
         while self._open:
@@ -298,6 +304,10 @@ class CacheReader:
         state = self.__dict__.copy()
         state["_open"] = OrderedDict()
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._generation = _fork_generation[0]
 
 
 def cache_files(folder: str | Path) -> list[Path]:

@@ -69,52 +69,84 @@ def centroid_centre(station: StationInfo) -> tuple[int, int, int]:
     return tuple(int(np.floor(v + 0.5)) for v in station.centroid_vox)
 
 
-@numba.njit(cache=True, nogil=True)
-def _window_into(volume, start_z, start_y, start_x, out, low, scale, clip):
-    """out[...] = (volume[crop] - low) * scale, optionally clipped to [0, 1]; 0 outside the volume."""
-    depth, height, width = volume.shape
-    for i in range(out.shape[0]):
-        z = start_z + i
-        for j in range(out.shape[1]):
-            y = start_y + j
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _window_into(flat, shape, start, out, low, scale, clip):
+    """out = (volume[crop] - low) * scale, optionally clipped to [0, 1], 0 outside the volume.
+
+    `flat` is the C-ordered (z, y, x) volume of `shape` as 1-D. Rows are copied through 1-D slices indexed from
+    0, with the bounds tests hoisted out of the row loop, so LLVM vectorises it (about 4x faster than 3-D
+    indexing with per-voxel tests).
+    """
+    depth, height, width = shape
+    edge_z, edge_y, edge_x = out.shape
+    o = out.reshape(-1)
+    k0 = min(max(-start[2], 0), edge_x)
+    k1 = max(min(width - start[2], edge_x), k0)
+    n = k1 - k0
+    zero, one = np.float32(0.0), np.float32(1.0)
+    for i in range(edge_z):
+        z = start[0] + i
+        for j in range(edge_y):
+            y = start[1] + j
+            row = (i * edge_y + j) * edge_x
             if z < 0 or z >= depth or y < 0 or y >= height:
-                out[i, j, :] = 0.0
+                o[row:row + edge_x] = 0.0
                 continue
-            for k in range(out.shape[2]):
-                x = start_x + k
-                if x < 0 or x >= width:
-                    out[i, j, k] = 0.0
-                    continue
-                value = (np.float32(volume[z, y, x]) - low) * scale
-                if clip:
-                    value = min(max(value, np.float32(0.0)), np.float32(1.0))
-                out[i, j, k] = value
+            o[row:row + k0] = 0.0
+            o[row + k1:row + edge_x] = 0.0
+            first = (z * height + y) * width + start[2] + k0
+            source = flat[first:first + n]
+            target = o[row + k0:row + k1]
+            if clip:
+                for k in range(n):
+                    value = (np.float32(source[k]) - low) * scale
+                    target[k] = zero if value < zero else (one if value > one else value)
+            else:
+                for k in range(n):
+                    target[k] = (np.float32(source[k]) - low) * scale
 
 
 @numba.njit(cache=True, nogil=True)
-def _mask_into(labels, start_z, start_y, start_x, out, code):
-    depth, height, width = labels.shape
-    for i in range(out.shape[0]):
-        z = start_z + i
-        for j in range(out.shape[1]):
-            y = start_y + j
-            for k in range(out.shape[2]):
-                x = start_x + k
-                inside = 0 <= z < depth and 0 <= y < height and 0 <= x < width
-                out[i, j, k] = 1.0 if inside and labels[z, y, x] == code else 0.0
+def _window_pair_into(ct, suv, shape, start, out, ct_low, ct_scale, suv_scale):
+    """CT and SUV channels of one crop from mapped volumes of one shape, in one call (half the dispatch cost)."""
+    _window_into(ct, shape, start, out[0], ct_low, ct_scale, True)
+    _window_into(suv, shape, start, out[1], np.float32(0.0), suv_scale, False)
 
 
-def _source(volume, start: np.ndarray, edge: int) -> tuple[np.ndarray, np.ndarray]:
-    """An ndarray holding the crop and the crop start within it: the mapped volume itself, or (for a compressed
-    file) the part of the crop inside the volume, read through h5py."""
+@numba.njit(cache=True, nogil=True)
+def _mask_into(flat, shape, start, out, code):
+    """out = 1 where the crop of the (z, y, x) label volume equals `code`, else 0 (also outside the volume)."""
+    depth, height, width = shape
+    edge_z, edge_y, edge_x = out.shape
+    o = out.reshape(-1)
+    k0 = min(max(-start[2], 0), edge_x)
+    k1 = max(min(width - start[2], edge_x), k0)
+    for i in range(edge_z):
+        z = start[0] + i
+        for j in range(edge_y):
+            y = start[1] + j
+            row = (i * edge_y + j) * edge_x
+            o[row:row + edge_x] = 0.0
+            if z < 0 or z >= depth or y < 0 or y >= height:
+                continue
+            first = (z * height + y) * width + start[2] + k0
+            source = flat[first:first + k1 - k0]
+            target = o[row + k0:row + k1]
+            for k in range(k1 - k0):
+                target[k] = 1.0 if source[k] == code else 0.0
+
+
+def _source(volume, start: np.ndarray, edge: int) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
+    """(flat volume, its shape, crop start in it): the mapped volume itself, or (for a compressed file) the part
+    of the crop inside the volume, read through h5py."""
     if not isinstance(volume, h5py.Dataset):
-        return volume, start
+        return volume.reshape(-1), volume.shape, start
     low = np.clip(start, 0, volume.shape)
     high = np.clip(start + edge, 0, volume.shape)
     if np.any(high <= low):
-        return np.zeros((1, 1, 1), dtype=volume.dtype), np.full(3, -edge - 1)
-    region = volume[low[0]:high[0], low[1]:high[1], low[2]:high[2]]
-    return region, start - low
+        return np.zeros(1, dtype=volume.dtype), (1, 1, 1), np.full(3, -edge - 1)
+    region = np.ascontiguousarray(volume[low[0]:high[0], low[1]:high[1], low[2]:high[2]])
+    return region.reshape(-1), region.shape, start - low
 
 
 def read_crop(scan: CacheScan, centre_vox: Sequence[int], settings: SamplerSettings, out: np.ndarray,
@@ -124,13 +156,15 @@ def read_crop(scan: CacheScan, centre_vox: Sequence[int], settings: SamplerSetti
     start = np.asarray(centre_vox, dtype=np.int64) - edge // 2
     ct_low = np.float32(settings.ct_window_low_hu)
     ct_scale = np.float32(1.0 / (settings.ct_window_high_hu - settings.ct_window_low_hu))
-    source, s = _source(scan.ct, start, edge)
-    _window_into(source, s[0], s[1], s[2], out[0], ct_low, ct_scale, True)
-    source, s = _source(scan.suv, start, edge)
-    _window_into(source, s[0], s[1], s[2], out[1], np.float32(0.0), np.float32(1.0 / settings.suv_window_high), False)
+    suv_scale = np.float32(1.0 / settings.suv_window_high)
+    if scan.memory_mapped:
+        _window_pair_into(scan.ct.reshape(-1), scan.suv.reshape(-1), scan.ct.shape, start, out, ct_low, ct_scale,
+                          suv_scale)
+    else:
+        _window_into(*_source(scan.ct, start, edge), out[0], ct_low, ct_scale, True)
+        _window_into(*_source(scan.suv, start, edge), out[1], np.float32(0.0), suv_scale, False)
     if settings.station_mask_channel:
-        source, s = _source(scan.station_labels, start, edge)
-        _mask_into(source, s[0], s[1], s[2], out[2], np.uint8(station_code))
+        _mask_into(*_source(scan.station_labels, start, edge), out[2], np.uint8(station_code))
     return out
 
 
@@ -181,8 +215,9 @@ class PatchSampler:
         for b, (scan_id, name) in enumerate(zip(scans, stations, strict=True)):
             scan = self.reader.scan(scan_id)
             index, cdf = scan.table(name)
-            flat = index[np.searchsorted(cdf, uniforms[b], side="right")]
-            centres[b] = np.unravel_index(flat, scan.info.grid.shape_zyx)
+            flat = int(index[cdf.searchsorted(uniforms[b], side="right")])
+            _, height, width = scan.info.grid.shape_zyx
+            centres[b] = (flat // (height * width), flat // width % height, flat % width)
         return self._fill(scans, stations, centres, out)
 
     def centroid(self, scans: Sequence[int], stations: Sequence[str], out: np.ndarray | None = None) -> PatchBatch:

@@ -1,4 +1,10 @@
-"""Settings of `python -m preprocess`: which dataset, and how its scans become cache files."""
+"""Settings of `python -m preprocess`: which dataset, and how the run goes.
+
+What decides a cache file's content lives in `cache.build_settings.BuildSettings` (spacing, crop margin,
+registration preset), so the trainer and `python -m cache verify` can tell a stale cache without importing
+this package; the command line takes both sets of flags, and a dataset config's `[preprocess]` table may set
+either.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +14,13 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class PreprocessSettings:
-    """One preprocessing run. A dataset config's `[preprocess]` table sets these per dataset."""
+    """One preprocessing run (none of these change what a cache file holds)."""
 
     dataset: str = field(default="demo", metadata={"help": "config name in configs/datasets/ or a TOML path"})
     root: str = field(default="", metadata={"help": "data root (else $LNSTAGE_ROOT_<NAME>, else the config)"})
     cache_root: str = field(default="", metadata={"help": "cache root (else $LNSTAGE_CACHE_ROOT, else the config)"})
     check: bool = field(default=False, metadata={"help": "validate the manifest, print a summary, process nothing"})
-    spacing_mm: float = field(default=1.0, metadata={"help": "isotropic voxel size of the cache, in mm"})
-    crop_margin_mm: float = field(default=20.0, metadata={"help": "margin around the lungs+trachea box, mm"})
-    registration_preset: Literal["full", "demo"] = field(
-        default="full", metadata={"help": "registration settings: full (finest level = data) or demo (4 mm)"}
-    )
+    force: bool = field(default=False, metadata={"help": "rebuild scans whose cache file is current"})
+    workers: int = field(default=1, metadata={"help": "scans processed in parallel (processes)"})
+    shard: str = field(default="", metadata={"help": "K/N: process only shard K (0..N-1) of N, e.g. a SLURM array"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "registration device"})
