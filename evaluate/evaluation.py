@@ -21,7 +21,7 @@ from evaluate.cohort import CohortData, load_cohort
 from evaluate.comparison import Cohort, MethodPredictions, compare_methods, evaluate_method
 from evaluate.figures import confusion_figure, qa_overlay_figure
 from evaluate.model_predictions import model_method, run_folds
-from evaluate.report import methods_table_markdown, write_report
+from evaluate.report import claims_markdown, methods_table_markdown, paired_tests_markdown, write_report
 from evaluate.settings import EvaluateSettings
 
 LESION_SOURCE_LABELS = {"cache": "manifest lesion masks", "builtin": "built-in PET segmenter"}
@@ -117,8 +117,9 @@ def run_evaluation(settings: EvaluateSettings) -> int:
               f"- scans: {len(cohort.scan_ids)}; stations with known labels: {int((cohort.station_true >= 0).sum())}",
               *[f"- lesions for the overlap baseline, {LESION_SOURCE_LABELS[source]}: {int(count.sum())} in all, "
                 f"{count.mean():.1f} per scan" for source, count in data.n_lesions.items()]]
+    extra = [("The paper's claims (TS1 vs SUVmax thresholding)", claims_markdown(results[0], results[1], tests[0]))]
     figures = "\n".join([f"![confusion matrices]({figure.name})", ""] + [f"![QA]({p.name})" for p in qa])
-    extra = [("Figures", figures)]
+    extra.append(("Figures", figures))
     truth_dir = config.resolve(settings.truth_dir)
     mapping = cohort_mapping_accuracy(model_data.paths, cohort.scan_ids, truth_dir)
     if mapping is not None:
@@ -126,6 +127,10 @@ def run_evaluation(settings: EvaluateSettings) -> int:
     path = write_report(out, header, results, tests, extra)
     (out / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=1, default=str))
     print(methods_table_markdown(results))
+    print()
+    print(paired_tests_markdown(tests))
+    print()
+    print(claims_markdown(results[0], results[1], tests[0]))
     print(f"\nreport: {path}")
     return 0
 

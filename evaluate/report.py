@@ -13,6 +13,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from evaluate.comparison import MethodResult, PairedTests
 from evaluate.metrics import MetricSummary, NStageMetrics, StationMetrics, metric_names
 
@@ -158,3 +160,24 @@ def write_report(out: Path, header_lines: Sequence[str], results: Sequence[Metho
     path = out / "report.md"
     path.write_text("\n".join(parts))
     return path
+
+
+def claims_markdown(model: MethodResult, thresholding: MethodResult, test: PairedTests) -> str:
+    """The paper's claims for TS1 against SUVmax thresholding (its §4.3), each checked on the pooled test scans."""
+    m, t = model.station_pooled, thresholding.station_pooled
+    correct_model = int(np.trace(model.n_stage_confusion))
+    correct_threshold = int(np.trace(thresholding.n_stage_confusion))
+    claims = [
+        ("station predictions differ significantly (exact McNemar p < 0.05)", test.mcnemar.p_value < 0.05,
+         f"p = {test.mcnemar.p_value:.3g} ({test.mcnemar.only_a} stations right only by {model.name}, "
+         f"{test.mcnemar.only_b} only by {thresholding.name})"),
+        ("higher station accuracy", m.accuracy > t.accuracy, f"{m.accuracy:.3f} vs {t.accuracy:.3f}"),
+        ("higher station specificity", m.specificity > t.specificity, f"{m.specificity:.3f} vs {t.specificity:.3f}"),
+        ("station balanced accuracy no lower", m.balanced_accuracy >= t.balanced_accuracy,
+         f"{m.balanced_accuracy:.3f} vs {t.balanced_accuracy:.3f}"),
+        ("more scans staged correctly", correct_model > correct_threshold,
+         f"{correct_model} vs {correct_threshold} of {model.n_stage_pooled.n} / {thresholding.n_stage_pooled.n}"
+         + ("" if test.permutation is None else f" (permutation p = {test.permutation.p_value:.3g})")),
+    ]
+    rows = [[claim, "holds" if held else "does not hold", detail] for claim, held, detail in claims]
+    return _markdown_table([f"Claim ({model.name} vs {thresholding.name}, pooled)", "Here", "Values"], rows)

@@ -71,3 +71,14 @@ def test_figures_are_written(tmp_path):
     qa = qa_overlay_figure(ct, np.ones(labels.shape), labels, status, "p0 / s0", tmp_path / "qa.png",
                            probability=np.full(17, 0.7))
     assert qa.stat().st_size > 1000
+
+
+def test_claims_are_checked_on_pooled_values():
+    from evaluate.report import claims_markdown
+
+    results, tests = _results()
+    text = claims_markdown(results[0], results[1], tests[0])
+    # thresholding here calls every station malignant: TS1 has higher accuracy and specificity
+    assert "| higher station accuracy | holds |" in text
+    assert "| higher station specificity | holds |" in text
+    assert f"p = {tests[0].mcnemar.p_value:.3g}" in text
