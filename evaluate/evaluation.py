@@ -7,12 +7,13 @@ import dataclasses
 import json
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cache.build_settings import build_settings_for, expected_settings
-from cache.dataset import load_dataset
+from cache.dataset import DatasetConfig, load_dataset
 from cache.reader import cache_files, open_scan
 from cache.settings import format_settings
 from evaluate.atlas_analysis import cohort_mapping_accuracy, mapping_markdown
@@ -81,6 +82,51 @@ def _subset(cohort: Cohort, keep: np.ndarray) -> Cohort:
                                fold=cohort.fold[keep])
 
 
+def _restrict(method: MethodPredictions, keep: np.ndarray) -> MethodPredictions:
+    return dataclasses.replace(method, station_pred=method.station_pred[keep],
+                               station_score=method.station_score[keep], n_pred=method.n_pred[keep])
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The evaluated scans (test scans of the chosen folds) and every method's predictions of them."""
+
+    data: CohortData  # restricted to the evaluated scans
+    methods: tuple[MethodPredictions, ...]  # the trained model first, then the baselines
+
+
+def compare_on_folds(settings: EvaluateSettings, config: DatasetConfig, run: Path) -> Comparison:
+    """The run's predictions and both baselines on the test scans of the chosen folds.
+
+    The baselines choose their cutoffs on each fold's training scans, so they are computed over every fold's
+    scans (all folds of the run) and then restricted to the chosen folds.
+    """
+    folds_available = run_folds(run)
+    folds = parse_folds(settings.folds, tuple(folds_available))
+    test_fold = {p: k for k, patients in folds_available.items() for p in patients}
+    data = load_cohort(cache_files(config.cache_dir), test_fold, config.label_column, settings,
+                       expected_settings(build_settings_for(settings.dataset)))
+    model = model_method(run, data, folds, config, settings)
+    baselines = [thresholding_method(data.cohort, data.suv_max, settings.suv_thresholds, config.rule_set)]
+    baselines += [overlap_method(data.cohort, overlap, settings.overlap_fractions, config.rule_set,
+                                 LESION_SOURCE_LABELS[source]) for source, overlap in data.lesion_overlap.items()]
+    keep = np.isin(data.cohort.fold, folds)
+    evaluated = dataclasses.replace(
+        data, cohort=_subset(data.cohort, keep), paths=tuple(np.array(data.paths)[keep]),
+        suv_max=data.suv_max[keep], lesion_overlap={k: v[keep] for k, v in data.lesion_overlap.items()},
+        n_lesions={k: v[keep] for k, v in data.n_lesions.items()})
+    return Comparison(evaluated, (model, *[_restrict(m, keep) for m in baselines]))
+
+
+def _header(config: DatasetConfig, run: Path, comparison: Comparison) -> list[str]:
+    cohort = comparison.data.cohort
+    return [f"- dataset: {config.name} (label column {config.label_column}, rule set {config.rule_set})",
+            f"- run: {run} (folds {', '.join(map(str, cohort.folds))}), code version {_code_version()}",
+            f"- scans: {len(cohort.scan_ids)}; stations with known labels: {int((cohort.station_true >= 0).sum())}",
+            *[f"- lesions for the overlap baseline, {LESION_SOURCE_LABELS[source]}: {int(count.sum())} in all, "
+              f"{count.mean():.1f} per scan" for source, count in comparison.data.n_lesions.items()]]
+
+
 def run_evaluation(settings: EvaluateSettings) -> int:
     """Write the report folder; returns the exit status (0)."""
     if not settings.run:
@@ -88,54 +134,25 @@ def run_evaluation(settings: EvaluateSettings) -> int:
     print(format_settings(settings))
     config = load_dataset(settings.dataset, root=settings.root or None, cache_root=settings.cache_root or None)
     run = Path(settings.run)
-    folds_available = run_folds(run)
-    folds = parse_folds(settings.folds, tuple(folds_available))
-    all_test_fold = {p: k for k, patients in folds_available.items() for p in patients}
     out = Path(settings.out) if settings.out else run / "report"
     out.mkdir(parents=True, exist_ok=True)
-
-    # The baselines choose their cutoffs on each fold's training scans, so they see every fold's scans.
-    data = load_cohort(cache_files(config.cache_dir), all_test_fold, config.label_column, settings,
-                       expected_settings(build_settings_for(settings.dataset)))
-    model = model_method(run, data, folds, config, settings)
-    keep = np.isin(data.cohort.fold, folds)
-    cohort = _subset(data.cohort, keep)
-    methods = [model, thresholding_method(data.cohort, data.suv_max, settings.suv_thresholds, config.rule_set)]
-    methods += [overlap_method(data.cohort, overlap, settings.overlap_fractions, config.rule_set,
-                               LESION_SOURCE_LABELS[source]) for source, overlap in data.lesion_overlap.items()]
-    methods = [m if m is model else _restrict(m, keep) for m in methods]
+    comparison = compare_on_folds(settings, config, run)
+    cohort, methods = comparison.data.cohort, comparison.methods
     results = [evaluate_method(cohort, m) for m in methods]
     rng = np.random.default_rng(settings.seed)
     tests = [compare_methods(cohort, methods[0], m, rng, settings.n_permutations) for m in methods[1:]]
+    claims = claims_markdown(results[0], results[1], tests[0])
 
     figure = confusion_figure([r.name for r in results], [r.station_confusion for r in results],
                               [r.n_stage_confusion for r in results], out / "confusion.png")
-    model_data = dataclasses.replace(data, cohort=cohort, paths=tuple(np.array(data.paths)[keep]))
-    qa = _qa_figures(model_data, model, out, settings.n_qa_scans)
-    header = [f"- dataset: {config.name} (label column {config.label_column}, rule set {config.rule_set})",
-              f"- run: {run} (folds {', '.join(map(str, folds))}), code version {_code_version()}",
-              f"- scans: {len(cohort.scan_ids)}; stations with known labels: {int((cohort.station_true >= 0).sum())}",
-              *[f"- lesions for the overlap baseline, {LESION_SOURCE_LABELS[source]}: {int(count.sum())} in all, "
-                f"{count.mean():.1f} per scan" for source, count in data.n_lesions.items()]]
-    extra = [("The paper's claims (TS1 vs SUVmax thresholding)", claims_markdown(results[0], results[1], tests[0]))]
+    qa = _qa_figures(comparison.data, methods[0], out, settings.n_qa_scans)
     figures = "\n".join([f"![confusion matrices]({figure.name})", ""] + [f"![QA]({p.name})" for p in qa])
-    extra.append(("Figures", figures))
-    truth_dir = config.resolve(settings.truth_dir)
-    mapping = cohort_mapping_accuracy(model_data.paths, cohort.scan_ids, truth_dir)
+    sections = [("The paper's claims (TS1 vs SUVmax thresholding)", claims), ("Figures", figures)]
+    mapping = cohort_mapping_accuracy(comparison.data.paths, cohort.scan_ids, config.resolve(settings.truth_dir))
     if mapping is not None:
-        extra.append(("Atlas-based station mapping of the true nodes (paper §4.1, Fig. 8)", mapping_markdown(mapping)))
-    path = write_report(out, header, results, tests, extra)
+        sections.append(("Atlas-based station mapping of the true nodes (paper §4.1, Fig. 8)",
+                         mapping_markdown(mapping)))
+    path = write_report(out, _header(config, run, comparison), results, tests, sections)
     (out / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=1, default=str))
-    print(methods_table_markdown(results))
-    print()
-    print(paired_tests_markdown(tests))
-    print()
-    print(claims_markdown(results[0], results[1], tests[0]))
-    print(f"\nreport: {path}")
+    print("\n\n".join([methods_table_markdown(results), paired_tests_markdown(tests), claims, f"report: {path}"]))
     return 0
-
-
-def _restrict(method: MethodPredictions, keep: np.ndarray) -> MethodPredictions:
-    return dataclasses.replace(method, station_pred=method.station_pred[keep],
-                               station_score=method.station_score[keep], n_pred=method.n_pred[keep])
-
