@@ -127,7 +127,7 @@ def vote_agreement(labels: np.ndarray, vote_fraction: np.ndarray) -> dict[int, f
     return agreement
 
 
-def _plain(value: Any, numeric_only: bool) -> Any:
+def qc_values(value: Any, numeric_only: bool) -> Any:
     """QC values as HDF5 attributes take them: nested dicts of numbers (and, unless numeric_only, strings).
 
     Provenance is kept numeric only: its strings can hold input paths or DICOM identifiers (no PHI in a cache).
@@ -135,8 +135,8 @@ def _plain(value: Any, numeric_only: bool) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     if isinstance(value, Mapping):
-        items = {str(k): _plain(v, numeric_only) for k, v in value.items()}
-        return {k: v for k, v in items.items() if v is not None and v != {}}
+        items = {str(k): qc_values(v, numeric_only) for k, v in value.items()}
+        return {k: v for k, v in items.items() if v is not None and not (isinstance(v, dict) and not v)}
     if isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating)):
         return value
     if isinstance(value, str):
@@ -198,9 +198,9 @@ def _process(row: ManifestRow, context: RunContext, timings: dict[str, float], s
     tables = _timed(timings, "weight_maps", lambda: station_tables(
         station_map.labels, prepared.suv, prepared.grid, vote_agreement(station_map.labels,
                                                                         np.asarray(station_map.vote_fraction))))
-    qc = {"registration": _plain(station_map.qa, numeric_only=False),
-          "registration_timings_s": _plain(station_map.timings_s, numeric_only=True),
-          "provenance": _plain({k: v for k, v in prepared.provenance.items() if k != "inputs"}, numeric_only=True)}
+    qc = {"registration": qc_values(station_map.qa, numeric_only=False),
+          "registration_timings_s": qc_values(station_map.timings_s, numeric_only=True),
+          "provenance": qc_values({k: v for k, v in prepared.provenance.items() if k != "inputs"}, numeric_only=True)}
     record = ScanRecord(
         dataset=context.dataset.name, patient_id=row.patient_id, scan_id=row.scan_id, grid=prepared.grid,
         ct_hu=prepared.ct_hu, suv=prepared.suv, station_labels=np.ascontiguousarray(station_map.labels, np.uint8),

@@ -1,7 +1,8 @@
 """Station weight maps (paper Eq. 1) stored as sampling tables.
 
 Inside a fused station mask, w = 1 - d / d_max, with d the Euclidean distance in mm (float) from a voxel to
-the station centroid and d_max its largest value in the mask; 0 outside. Computed with numba over each
+the station centroid and d_max its largest value in the mask; 0 outside. In the degenerate case where every
+voxel lies at d_max (a one-voxel station, or a 2x2x2 cube), every voxel gets w = 1. Computed with numba over each
 station's bounding box only, in two passes over the label volume in all (boxes and centroids, then distances).
 What the cache keeps is the sampling table: the flat indices of the voxels with w > 0 and the float64 cdf of
 their normalised weights (DESIGN §7). `weight_map_reference` is the plain numpy definition, for tests.
@@ -79,6 +80,8 @@ def _table(index: np.ndarray, distance: np.ndarray) -> tuple[np.ndarray, np.ndar
     d_max = distance.max()
     weight = np.ones_like(distance) if d_max == 0 else 1.0 - distance / d_max
     keep = weight > 0
+    if not keep.any():  # every voxel lies at d_max (e.g. a 2x2x2 cube): Eq. 1 is 0 everywhere, so draw uniformly
+        weight, keep = np.ones_like(distance), np.ones(len(distance), dtype=bool)
     cdf = np.cumsum(weight[keep])
     cdf /= cdf[-1]
     cdf[-1] = 1.0
@@ -118,7 +121,8 @@ def weight_map_reference(labels: np.ndarray, code: int, spacing_zyx_mm: tuple[fl
         return weight
     distance = np.linalg.norm((points - points.mean(axis=0)) * np.asarray(spacing_zyx_mm), axis=1)
     d_max = distance.max()
-    weight[mask] = 1.0 if d_max == 0 else 1.0 - distance / d_max
+    values = np.ones_like(distance) if d_max == 0 else 1.0 - distance / d_max
+    weight[mask] = values if values.max() > 0 else 1.0
     return weight
 
 
