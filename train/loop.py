@@ -266,6 +266,9 @@ def check_run_dir(settings: TrainSettings, run_dir: Path, clear: bool) -> None:
     if not settings.resume and last.is_file() and not settings.overwrite:
         raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if clear:  # temporary files of a writer killed mid-save; the renamed files are complete
+        for temporary in run_dir.glob(".*.tmp"):
+            temporary.unlink(missing_ok=True)
     if clear and not settings.resume:
         for name in ("best.pt", "last.pt", "metrics.csv", "predictions_val.csv", "predictions_test.csv"):
             (run_dir / name).unlink(missing_ok=True)

@@ -1,4 +1,10 @@
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,22 +22,50 @@ def weights(path):
     return load_checkpoint(path)["model"]
 
 
-def test_stop_and_resume_reaches_the_same_final_weights_as_an_uninterrupted_run(tiny_dataset, tmp_path):
-    assert main(["ts1", *args(tiny_dataset, tmp_path / "a", "--max-epochs", "3")]) == 0
-    run_b = tmp_path / "b"
-    assert main(["ts1", *args(tiny_dataset, run_b, "--max-epochs", "3", "--stop-after-epoch", "1")]) == 0
-    fold = run_b / "tiny" / "ts1" / "fold0"
-    assert load_checkpoint(fold / "last.pt")["epoch"] == 1 and not (fold / "predictions_test.csv").exists()
-    assert main(["ts1", *args(tiny_dataset, run_b, "--max-epochs", "3", "--resume")]) == 0
-    a, b = weights(tmp_path / "a" / "tiny" / "ts1" / "fold0" / "last.pt"), weights(fold / "last.pt")
+SCHEDULE = ("--max-epochs", "3", "--samples-per-epoch", "96")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_dataset, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("uninterrupted")
+    assert main(["ts1", *args(tiny_dataset, runs, *SCHEDULE)]) == 0
+    return weights(runs / "tiny" / "ts1" / "fold0" / "last.pt")
+
+
+def assert_same_weights(a, b):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_stop_and_resume_reaches_the_same_final_weights_as_an_uninterrupted_run(tiny_dataset, tmp_path,
+                                                                                uninterrupted):
+    assert main(["ts1", *args(tiny_dataset, tmp_path, *SCHEDULE, "--stop-after-epoch", "1")]) == 0
+    fold = tmp_path / "tiny" / "ts1" / "fold0"
+    assert load_checkpoint(fold / "last.pt")["epoch"] == 1 and not (fold / "predictions_test.csv").exists()
+    assert main(["ts1", *args(tiny_dataset, tmp_path, *SCHEDULE, "--resume")]) == 0
+    assert_same_weights(uninterrupted, weights(fold / "last.pt"))
     with open(fold / "metrics.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
     with open(fold / "predictions_test.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) % 17 == 0 and {r["split"] for r in rows} == {"test"}
+
+
+def test_sigkill_mid_run_then_resume_reaches_the_same_final_weights(tiny_dataset, tmp_path, uninterrupted):
+    fold = tmp_path / "tiny" / "ts1" / "fold0"
+    command = [sys.executable, "-m", "train", "ts1", *args(tiny_dataset, tmp_path, *SCHEDULE)]
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (fold / "last.pt").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = load_checkpoint(fold / "last.pt")["epoch"]  # a kill mid-save may leave a temporary file
+    assert main(["ts1", *args(tiny_dataset, tmp_path, *SCHEDULE, "--resume")]) == 0
+    assert_same_weights(uninterrupted, weights(fold / "last.pt"))
+    assert killed_at >= 1 and not list(fold.glob(".*.tmp"))
 
 
 def test_resume_without_a_checkpoint_is_an_error(tiny_dataset, tmp_path):
