@@ -1,0 +1,262 @@
+"""`python -m evaluate experiments --dataset NAME`: the paper's study as one command.
+
+Trains every row of `evaluate.experiment_plan.ROWS` on the stored folds (reusing complete runs, resuming
+interrupted ones), scores them with both baselines on the same test scans, and writes one report folder:
+report.md, CSV tables, Fig. 9 confusion matrices and the measured Table 7 (see `evaluate.experiment_report`).
+
+A fold run is complete when its folder holds `experiment_run.json` with the run's key and its test predictions;
+`--force` retrains. A partly trained fold run continues from its last checkpoint (the trainer's `--resume`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cache.build_settings import build_settings_for, expected_settings
+from cache.dataset import DatasetConfig, load_dataset, stage_overrides
+from cache.manifest import ManifestRow, read_manifest
+from cache.reader import cache_files
+from cache.sampler import PatchSampler
+from cache.settings import values_from_mapping
+from cache.stations import station_names
+from evaluate.baselines.cohort import overlap_method, thresholding_method
+from evaluate.cohort import CohortData, load_cohort
+from evaluate.comparison import Cohort, MethodPredictions, MethodResult, compare_methods, evaluate_method
+from evaluate.evaluation import LESION_SOURCE_LABELS, parse_folds
+from evaluate.experiment_plan import ExperimentSettings, PlannedRun, data_key, plan_runs, schedule_overrides
+from evaluate.experiment_report import StudyReport, write_study_report
+from evaluate.model_predictions import model_method
+from evaluate.settings import EvaluateSettings
+from evaluate.timing_table import StepTime, per_scan, preprocessing_steps, recorded_step_times
+from train.data import open_part, sampler_settings
+from train.distributed import resolve_device
+from train.folds import Fold, fold_file_path, load_or_make_folds
+from train.inference import load_trained, predict
+from train.loop import run_training
+from train.settings import TrainSettings, preset_values
+
+MARKER = "experiment_run.json"
+STOPPED = 3  # exit status of a study stopped by --stop-after-runs
+
+
+@dataclass(frozen=True)
+class FoldRun:
+    """One row's run on one fold: whether this invocation trained it or found it complete, and its training time."""
+
+    row: str
+    fold: int
+    fold_dir: Path
+    reused: bool
+    train_seconds: float
+    epochs: int
+
+
+def is_complete(fold_dir: Path, key: str) -> bool:
+    marker = fold_dir / MARKER
+    return (marker.is_file() and json.loads(marker.read_text()).get("key") == key
+            and (fold_dir / "predictions_test.csv").is_file())
+
+
+def training_time(fold_dir: Path) -> tuple[float, int]:
+    """(seconds over all epochs, epochs) from the trainer's metrics.csv (survives resumes)."""
+    with open(fold_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return sum(float(r["seconds"]) for r in rows), len(rows)
+
+
+def mark_complete(fold_dir: Path, planned: PlannedRun, fold: int) -> FoldRun:
+    seconds, epochs = training_time(fold_dir)
+    marker = {"key": planned.key, "row": planned.row.name, "stage": planned.row.stage, "fold": fold,
+              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "train_seconds": seconds,
+              "epochs": epochs}
+    temporary = fold_dir / f".{MARKER}.tmp"
+    temporary.write_text(json.dumps(marker, indent=1))
+    temporary.replace(fold_dir / MARKER)
+    return FoldRun(planned.row.name, fold, fold_dir, False, seconds, epochs)
+
+
+def train_runs(runs: dict[str, PlannedRun], folds: tuple[int, ...], study: ExperimentSettings
+               ) -> list[FoldRun] | None:
+    """Every row on every fold, parents first; None when `stop_after_runs` stopped the study early."""
+    done, trained = [], 0
+    for planned in runs.values():
+        for fold in folds:
+            fold_dir = planned.run_dir / f"fold{fold}"
+            if is_complete(fold_dir, planned.key) and not study.force:
+                seconds, epochs = training_time(fold_dir)
+                done.append(FoldRun(planned.row.name, fold, fold_dir, True, seconds, epochs))
+                print(f"{planned.row.name}, fold {fold}: complete in {fold_dir}, reused")
+                continue
+            (fold_dir / MARKER).unlink(missing_ok=True)
+            resume = (fold_dir / "last.pt").is_file() and not study.force
+            print(f"{planned.row.name}, fold {fold}: {'resuming' if resume else 'training'} in {fold_dir}")
+            status = run_training(planned.for_fold(fold, resume=resume, overwrite=not resume))
+            if status != 0:
+                raise RuntimeError(f"{planned.row.name}, fold {fold}: the trainer exited with status {status}; "
+                                   f"see the log above, then rerun the study (it resumes)")
+            done.append(mark_complete(fold_dir, planned, fold))
+            trained += 1
+            if study.stop_after_runs and trained >= study.stop_after_runs:
+                print(f"stopping after {trained} run(s) as asked (--stop-after-runs); rerun to continue")
+                return None
+    return done
+
+
+def evaluate_settings(study: ExperimentSettings) -> EvaluateSettings:
+    """The report's settings: the dataset's `[evaluate]` table, then the study's flags."""
+    preset = values_from_mapping(EvaluateSettings, stage_overrides(study.dataset, "evaluate"),
+                                 f"[evaluate] of dataset {study.dataset!r}")
+    return EvaluateSettings(**{**preset, "dataset": study.dataset, "root": study.root,
+                               "cache_root": study.cache_root, "lesion_source": study.lesion_source,
+                               "n_permutations": study.n_permutations, "seed": study.seed, "device": study.device})
+
+
+def restrict(cohort: Cohort, keep: np.ndarray) -> Cohort:
+    """The cohort's scans where `keep` holds."""
+    return dataclasses.replace(cohort, patient_ids=tuple(np.array(cohort.patient_ids)[keep]),
+                               scan_ids=tuple(np.array(cohort.scan_ids)[keep]),
+                               tumor_sides=tuple(s for s, k in zip(cohort.tumor_sides, keep, strict=True) if k),
+                               station_true=cohort.station_true[keep], n_true=cohort.n_true[keep],
+                               fold=cohort.fold[keep])
+
+
+def restrict_method(method: MethodPredictions, keep: np.ndarray) -> MethodPredictions:
+    return dataclasses.replace(method, station_pred=method.station_pred[keep],
+                               station_score=method.station_score[keep], n_pred=method.n_pred[keep])
+
+
+def inference_times(planned: PlannedRun, folds: tuple[int, ...], fold_sets: list[Fold], config: DatasetConfig,
+                    rows: list[ManifestRow], expected: dict, device: torch.device) -> tuple[StepTime, StepTime]:
+    """(centroid patch sampling, inference + rule-based staging), seconds per test scan of `folds`.
+
+    `predict` cuts the patches again, so inference is its time less the sampling time.
+    """
+    sampling = inference = 0.0
+    n_scans = 0
+    names = station_names()
+    for fold in folds:
+        model, settings = load_trained(planned.run_dir / f"fold{fold}", device)
+        part = open_part(config, rows, fold_sets[fold].test, expected)
+        scans, stations = np.nonzero(part.present)
+        started = time.perf_counter()
+        PatchSampler(part.reader, sampler_settings(settings, 0)).centroid(scans, [names[s] for s in stations])
+        sampled = time.perf_counter()
+        predict(model, part, settings, device)
+        finished = time.perf_counter()
+        sampling += sampled - started
+        inference += max(0.0, (finished - sampled) - (sampled - started))
+        n_scans += len(part)
+        part.reader.close()
+    source = f"timed here on the test scans ({device})"
+    return (per_scan("TS1", "patch sampling (centroid patch of each station)", sampling, n_scans, source),
+            per_scan("TS1", "inference + rule-based N-staging", inference, n_scans, source))
+
+
+def study_folds(study: ExperimentSettings, config: DatasetConfig,
+                rows: list[ManifestRow]) -> tuple[list[Fold], Path]:
+    """The stored folds every row trains on (made once, by the trainer's rule, when absent) and their file."""
+    preset, _ = preset_values("ts1", study.dataset)
+    ts1 = TrainSettings(**{**preset, **schedule_overrides(study)})
+    path = fold_file_path(study.runs_dir, study.dataset, config.label_column)
+    return load_or_make_folds(path, rows, config.label_column, ts1.n_folds, ts1.val_fraction, ts1.fold_seed), path
+
+
+def score_rows(runs: dict[str, PlannedRun], data: CohortData, folds: tuple[int, ...], config: DatasetConfig,
+               settings: EvaluateSettings) -> tuple[Cohort, dict[str, MethodPredictions], dict[str, float]]:
+    """Test predictions of every trained row and both baselines on the scans of `folds`, and the baselines'
+    seconds (cutoff choice, prediction and staging of the whole cohort)."""
+    keep = np.isin(data.cohort.fold, folds)
+    methods = {name: model_method(planned.run_dir, data, folds, config,
+                                  dataclasses.replace(settings, method_name=name)) for name, planned in runs.items()}
+    seconds = {}
+    started = time.perf_counter()
+    thresholding = thresholding_method(data.cohort, data.suv_max, settings.suv_thresholds, config.rule_set)
+    seconds["thresholding"] = time.perf_counter() - started
+    methods[thresholding.name] = restrict_method(thresholding, keep)
+    for source, overlap in data.lesion_overlap.items():
+        started = time.perf_counter()
+        method = overlap_method(data.cohort, overlap, settings.overlap_fractions, config.rule_set,
+                                LESION_SOURCE_LABELS[source])
+        seconds[f"overlap {source}"] = time.perf_counter() - started
+        methods[method.name] = restrict_method(method, keep)
+    return restrict(data.cohort, keep), methods, seconds
+
+
+def run_experiments(study: ExperimentSettings) -> int:
+    """Train what is missing, evaluate every row, write the report; returns the exit status."""
+    started = time.monotonic()
+    config = load_dataset(study.dataset, root=study.root or None, cache_root=study.cache_root or None)
+    manifest = read_manifest(config.manifest_path, config.root, config.rule_set, check_files=False)
+    rows = list(manifest.rows)
+    fold_sets, fold_file = study_folds(study, config, rows)
+    folds = parse_folds(study.folds, tuple(f.index for f in fold_sets))
+    expected = expected_settings(build_settings_for(study.dataset))
+    runs = plan_runs(study, data_key(expected, fold_file))
+    fold_runs = train_runs(runs, folds, study)
+    if fold_runs is None:
+        return STOPPED
+    trained_at = time.monotonic()
+
+    settings = evaluate_settings(study)
+    test_fold = {p: f.index for f in fold_sets for p in f.test}
+    features_started = time.perf_counter()
+    data = load_cohort(cache_files(config.cache_dir), test_fold, config.label_column, settings, expected)
+    features_seconds = time.perf_counter() - features_started
+    cohort, methods, baseline_seconds = score_rows(runs, data, folds, config, settings)
+    results: dict[str, MethodResult] = {name: evaluate_method(cohort, m) for name, m in methods.items()}
+    rng = np.random.default_rng(settings.seed)
+    tests = {pair: compare_methods(cohort, methods[pair[0]], methods[pair[1]], rng, settings.n_permutations)
+             for pair in comparison_pairs(list(methods))}
+
+    device = resolve_device(study.device)
+    test_paths = [p for p, f in zip(data.paths, data.cohort.fold, strict=True) if f in folds]
+    steps = timing_steps(runs["TS1"], folds, fold_sets, config, rows, expected, device, test_paths,
+                         features_seconds, baseline_seconds, methods, len(data.cohort.scan_ids))
+    report = StudyReport(study=study, config=config, runs=runs, fold_runs=fold_runs, folds=folds,
+                         fold_file=fold_file, cohort=cohort, methods=methods, results=results, tests=tests,
+                         timings=steps, n_lesions=data.n_lesions, train_seconds=trained_at - started,
+                         total_seconds=time.monotonic() - started)
+    out = Path(study.out) if study.out else Path(study.runs_dir) / Path(study.dataset).stem / "experiments"
+    path = write_study_report(out, report)
+    print(f"\nreport: {path} ({time.monotonic() - started:.0f} s)")
+    return 0
+
+
+def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """The paired tests the paper reports: TS1 against each baseline and against TS2/TS3 (Table 4), weight-map
+    vs centroid TS1 (Table 5), TS2 with vs without pseudo-labels (Table 6)."""
+    baselines = [n for n in names if n.startswith(("Thresholding", "Lesion overlap"))]
+    return ([("TS1", b) for b in baselines] + [("TS2", "TS1"), ("TS3", "TS1"), ("TS1", "TS1, centroid patch"),
+                                               ("TS2", "TS2, no pseudo-labels")])
+
+
+def timing_steps(ts1: PlannedRun, folds: tuple[int, ...], fold_sets: list[Fold], config: DatasetConfig,
+                 rows: list[ManifestRow], expected: dict, device: torch.device, test_paths: list[Path],
+                 features_seconds: float, baseline_seconds: dict[str, float], methods: dict[str, MethodPredictions],
+                 n_all: int) -> list[StepTime]:
+    """Table 7 rows: recorded preprocessing per pipeline, then each pipeline's own steps."""
+    recorded = recorded_step_times(test_paths)
+    sampling, inference = inference_times(ts1, folds, fold_sets, config, rows, expected, device)
+    steps = [*preprocessing_steps("TS1", recorded), sampling, inference]
+    features = "timed here over every scan of the cohort"
+    threshold_name = next(n for n in methods if n.startswith("Thresholding"))
+    steps += [*preprocessing_steps(threshold_name, recorded),
+              per_scan(threshold_name, "thresholding (cutoff per fold) + rule-based N-staging",
+                       baseline_seconds["thresholding"], n_all, features)]
+    for source in (k.split()[1] for k in baseline_seconds if k.startswith("overlap")):
+        name = next(n for n in methods if n.startswith("Lesion overlap") and LESION_SOURCE_LABELS[source] in n)
+        steps += [*preprocessing_steps(name, recorded),
+                  per_scan(name, "baseline features: SUVmax, lesion masks/segmentation, station overlap "
+                                 "(all lesion sources)", features_seconds, n_all, features),
+                  per_scan(name, "overlap cutoff per fold + rule-based N-staging",
+                           baseline_seconds[f"overlap {source}"], n_all, features)]
+    return steps

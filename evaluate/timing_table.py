@@ -1,0 +1,100 @@
+"""Table 7 of the paper, measured on this machine: seconds per scan of each processing step, per pipeline.
+
+Preprocessing steps come from the cache files' own records (`/qc/timings_s`, written by the pipeline as each
+scan was built); inference steps are timed here on the test scans of the evaluated folds (centroid patches,
+the classifier, rule-based staging); the baselines' steps are timed as the study runs them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cache import schema
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """Mean and sd of one step's seconds per scan, over `n_scans` scans; `source` says how it was measured."""
+
+    pipeline: str
+    step: str
+    mean_s: float
+    sd_s: float
+    n_scans: int
+    source: str
+
+
+def recorded_step_times(paths: Sequence[Path]) -> dict[str, np.ndarray]:
+    """Step name -> seconds per scan, from each cache file's `/qc/timings_s` (NaN where a file lacks the step),
+    in the order the first file recorded them. Files without the group are skipped."""
+    per_file: list[dict[str, float]] = []
+    for path in paths:
+        with h5py.File(path, "r", locking=False) as f:
+            if schema.QC_TIMINGS_GROUP in f:
+                per_file.append({k: float(v) for k, v in f[schema.QC_TIMINGS_GROUP].attrs.items()})
+    steps: list[str] = []
+    for timings in per_file:
+        steps += [s for s in timings if s not in steps]
+    return {s: np.array([t.get(s, math.nan) for t in per_file]) for s in steps}
+
+
+def _step(pipeline: str, step: str, values: Sequence[float] | np.ndarray, source: str) -> StepTime:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    mean = float(values.mean()) if values.size else math.nan
+    sd = float(values.std(ddof=1)) if values.size > 1 else math.nan
+    return StepTime(pipeline, step, mean, sd, int(values.size), source)
+
+
+def preprocessing_steps(pipeline: str, recorded: dict[str, np.ndarray]) -> list[StepTime]:
+    """One row per recorded preprocessing step (the pipeline's own total left out: the table sums its own)."""
+    return [_step(pipeline, f"preprocess: {name}", values, "cache /qc/timings_s")
+            for name, values in recorded.items() if name != "total"]
+
+
+def per_scan(pipeline: str, step: str, seconds: float, n_scans: int, source: str) -> StepTime:
+    """A step timed over a whole cohort, as seconds per scan (no per-scan spread)."""
+    return StepTime(pipeline, step, seconds / n_scans if n_scans else math.nan, math.nan, n_scans, source)
+
+
+def totals(steps: Sequence[StepTime]) -> dict[str, float]:
+    """Pipeline -> sum of its steps' mean seconds per scan."""
+    out: dict[str, float] = {}
+    for s in steps:
+        out[s.pipeline] = out.get(s.pipeline, 0.0) + (0.0 if math.isnan(s.mean_s) else s.mean_s)
+    return out
+
+
+def _seconds(value: float) -> str:
+    return "n/a" if math.isnan(value) else (f"{value:.3g}" if value < 10 else f"{value:.1f}")
+
+
+def timing_markdown(steps: Sequence[StepTime]) -> str:
+    """The Table-7 Markdown: per pipeline its steps and their total, seconds per scan."""
+    lines = ["| Pipeline | Processing step | mean s per scan | sd | scans | measured from |",
+             "|---|---|---|---|---|---|"]
+    pipelines = list(dict.fromkeys(s.pipeline for s in steps))
+    total = totals(steps)
+    for pipeline in pipelines:
+        for s in (s for s in steps if s.pipeline == pipeline):
+            lines.append(f"| {pipeline} | {s.step} | {_seconds(s.mean_s)} | {_seconds(s.sd_s)} | {s.n_scans} | "
+                         f"{s.source} |")
+        lines.append(f"| {pipeline} | **Total** | **{_seconds(total[pipeline])}** | | | |")
+    return "\n".join(lines)
+
+
+def write_timing_csv(steps: Sequence[StepTime], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["pipeline", "step", "mean_s", "sd_s", "n_scans", "source"])
+        for s in steps:
+            writer.writerow([s.pipeline, s.step, s.mean_s, s.sd_s, s.n_scans, s.source])
+        for pipeline, value in totals(steps).items():
+            writer.writerow([pipeline, "total", value, "", "", "sum of the steps"])
