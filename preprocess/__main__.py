@@ -48,13 +48,13 @@ def check_manifest(settings: PreprocessSettings) -> int:
 
 
 def ensure_demo_cohort(dataset: DatasetConfig, build: BuildSettings) -> None:
-    """Generate the synthetic demo cohort at the dataset root when it has no manifest yet."""
-    if dataset.manifest_path.is_file():
-        return
-    from preprocess.phantom.cohort import generate_cohort
+    """Generate the synthetic demo cohort at the dataset root when it is not there (or was left unfinished)."""
+    from preprocess.phantom.cohort import cohort_is_complete, generate_cohort
     from preprocess.phantom.settings import PhantomSettings
 
-    print(f"no manifest at {dataset.manifest_path}: generating the demo cohort there first")
+    if cohort_is_complete(dataset.root):
+        return
+    print(f"no finished demo cohort at {dataset.root}: generating it there first")
     generate_cohort(PhantomSettings(out=str(Path(dataset.root)), spacing_mm=build.spacing_mm))
 
 
