@@ -189,6 +189,14 @@ class PatchSampler:
         edge = self.settings.crop_edge_vox
         return np.empty((batch_size, self.settings.n_channels, edge, edge, edge), dtype=np.float32)
 
+    def station(self, scan: int, name: str) -> StationInfo:
+        """Attributes of station `name` in scan `scan`; KeyError naming the file when it has no such station."""
+        info = self.reader.infos[scan]
+        if name not in info.stations:
+            raise KeyError(f"{info.path}: no station {name!r} in the fused labels; present: "
+                           f"{', '.join(info.stations) or 'none'}")
+        return info.stations[name]
+
     def pairs(self) -> list[tuple[int, str]]:
         """Every (scan id, station name) present in the reader's files."""
         return [(i, name) for i, info in enumerate(self.reader.infos) for name in info.stations]
@@ -199,8 +207,7 @@ class PatchSampler:
         if out.shape[0] < len(scans) or out.shape[1:] != self.buffer(0).shape[1:] or out.dtype != np.float32:
             raise ValueError(f"out buffer {out.shape} {out.dtype} does not fit {len(scans)} patches of "
                              f"{self.buffer(0).shape[1:]} float32")
-        codes = np.array([self.reader.infos[i].stations[s].code for i, s in zip(scans, stations, strict=True)],
-                         dtype=np.int64)
+        codes = np.array([self.station(i, s).code for i, s in zip(scans, stations, strict=True)], dtype=np.int64)
         for b, scan_id in enumerate(scans):
             read_crop(self.reader.scan(scan_id), centres[b], self.settings, out[b], int(codes[b]))
         return PatchBatch(out[: len(scans)], centres, np.asarray(scans, dtype=np.int64), codes)
@@ -224,7 +231,6 @@ class PatchSampler:
         """Patches centred on the stations' centroids (the deterministic inference patch)."""
         if len(scans) != len(stations):
             raise ValueError(f"{len(scans)} scans but {len(stations)} stations")
-        infos = self.reader.infos
-        centres = np.array([centroid_centre(infos[i].stations[s]) for i, s in zip(scans, stations, strict=True)],
+        centres = np.array([centroid_centre(self.station(i, s)) for i, s in zip(scans, stations, strict=True)],
                            dtype=np.int64).reshape(-1, 3)
         return self._fill(scans, stations, centres, out)

@@ -109,3 +109,10 @@ def test_wrong_buffer_is_refused(cache_file):
 def test_empty_window_is_refused(cache_file):
     with pytest.raises(ValueError, match="empty intensity window"):
         PatchSampler(CacheReader([cache_file]), SamplerSettings(ct_window_low_hu=400.0, ct_window_high_hu=-200.0))
+
+
+def test_a_station_missing_from_the_file_is_named(known):
+    _, path = known
+    sampler = PatchSampler(CacheReader([path]), SamplerSettings(patch_size_vox=4))
+    with pytest.raises(KeyError, match=r"no station '4R' in the fused labels; present: 7"):
+        sampler.centroid([0], ["4R"])
