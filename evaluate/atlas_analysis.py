@@ -9,6 +9,7 @@ counts as wrong.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import pandas as pd
 from cache.grid import Grid
 from cache.reader import open_scan
 from cache.stations import station, station_by_code, station_names, stations
+from evaluate.statistics import McNemarResult, mcnemar_exact
 
 
 @dataclass(frozen=True)
@@ -113,3 +115,51 @@ def cohort_mapping_accuracy(cache_paths: Sequence[Path], scan_ids: Sequence[str]
     if not codes:
         return None
     return mapping_accuracy(true_stations, np.concatenate(codes))
+
+
+def atlas_subsets(n_atlases: int, size: int) -> list[tuple[int, ...]]:
+    """Every combination of `size` atlas indices out of `n_atlases` (10 for 3 of 5)."""
+    if not 1 <= size < n_atlases:
+        raise ValueError(f"atlas subsets of {size} out of {n_atlases} atlases: need 1 <= size < number of atlases")
+    return list(itertools.combinations(range(n_atlases), size))
+
+
+@dataclass(frozen=True)
+class SubsetResult:
+    """Station predictions with a subset of the atlases against those with all of them (same scans, stations)."""
+
+    atlases: tuple[str, ...]
+    accuracy: float
+    accuracy_all: float
+    mcnemar: McNemarResult
+    n_stations: int
+
+
+def compare_subsets(station_true: np.ndarray, pred_all: np.ndarray, pred_subsets: dict[tuple[str, ...], np.ndarray]
+                    ) -> list[SubsetResult]:
+    """Exact McNemar of each subset's station predictions against all atlases', on stations with known labels.
+
+    Arrays are (scans, 17): truth (-1 unknown) and binary predictions.
+    """
+    known = station_true >= 0
+    y_true = station_true[known]
+    results = []
+    for atlases, pred in pred_subsets.items():
+        results.append(SubsetResult(
+            atlases=atlases, accuracy=float(np.mean(pred[known] == y_true)),
+            accuracy_all=float(np.mean(pred_all[known] == y_true)),
+            mcnemar=mcnemar_exact(y_true, pred[known], pred_all[known]), n_stations=int(known.sum())))
+    return results
+
+
+def subsets_markdown(results: Sequence[SubsetResult], n_scans: int) -> str:
+    """One row per atlas subset: its station accuracy, all atlases' accuracy, McNemar counts and p."""
+    lines = [f"{n_scans} scan(s), {results[0].n_stations if results else 0} stations with known labels; McNemar: "
+             "stations right only with the subset / only with all atlases.", "",
+             "| Atlases | accuracy (subset) | accuracy (all) | only subset / only all | McNemar p |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {', '.join(r.atlases)} | {r.accuracy:.3f} | {r.accuracy_all:.3f} | {r.mcnemar.only_a} / "
+              f"{r.mcnemar.only_b} | {r.mcnemar.p_value:.3g} |" for r in results]
+    significant = sum(r.mcnemar.p_value < 0.05 for r in results)
+    lines += ["", f"{significant} of {len(results)} subsets differ significantly from all atlases (p < 0.05)."]
+    return "\n".join(lines)

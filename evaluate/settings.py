@@ -49,9 +49,12 @@ class EvaluateSettings:
     truth_dir: str = field(
         default="truth", metadata={"help": "ground-truth folder (relative to the dataset root) for atlas analyses"}
     )
-    atlas_subsets: bool = field(
-        default=True, metadata={"help": "when truth exists: re-register with every 3-of-5 atlas subset"}
+    atlas_subset_scans: int = field(
+        default=0,
+        metadata={"help": "atlas-subset analysis (every 3-of-N atlas combination, McNemar against all N): how many "
+                          "test scans to re-register for it (0: skip, -1: all); costs one registration per scan"},
     )
+    atlas_subset_size: int = field(default=3, metadata={"help": "atlases per subset in the atlas-subset analysis"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto: CUDA when present"})
 
 

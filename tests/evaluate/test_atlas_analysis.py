@@ -52,3 +52,22 @@ def test_cohort_mapping_reads_truth_tables_and_cache_labels(tmp_path):
     (truth / "nodes.csv").write_text("node_id,station\n1,4R\n")
     with pytest.raises(ValueError, match="x_mm, y_mm, z_mm missing"):
         cohort_mapping_accuracy([path], ["s0"], tmp_path / "truth")
+
+
+def test_atlas_subsets_and_their_mcnemar_against_all():
+    from evaluate.atlas_analysis import atlas_subsets, compare_subsets, subsets_markdown
+
+    assert len(atlas_subsets(5, 3)) == 10 and atlas_subsets(5, 3)[0] == (0, 1, 2)
+    with pytest.raises(ValueError, match="need 1 <= size"):
+        atlas_subsets(3, 3)
+    truth = np.zeros((2, 17), dtype=np.int8)
+    truth[0, 7] = 1
+    truth[1, :] = -1  # no station labels
+    pred_all = np.clip(truth, 0, 1)
+    worse = pred_all.copy()
+    worse[0, 7] = 0  # misses the malignant station
+    results = compare_subsets(truth, pred_all, {("a1", "a2", "a3"): pred_all, ("a1", "a2", "a4"): worse})
+    assert results[0].mcnemar.p_value == 1.0 and results[0].accuracy == 1.0
+    assert (results[1].mcnemar.only_a, results[1].mcnemar.only_b) == (0, 1)
+    assert results[1].accuracy == pytest.approx(16 / 17) and results[1].n_stations == 17
+    assert "| a1, a2, a4 | 0.941 | 1.000 | 0 / 1 | 1 |" in subsets_markdown(results, 2)
