@@ -97,3 +97,9 @@ def test_ts2_starts_from_the_ts1_classifier_of_the_same_fold_and_ts3_keeps_it_fr
     with open(tmp_path / "tiny" / "ts2" / "fold1" / "predictions_val.csv") as f:
         rows = list(csv.DictReader(f))
     assert all(r["n_prob_0"] for r in rows) and {r["stage"] for r in rows} == {"ts2"}
+
+
+def test_ts2_refuses_a_ts1_checkpoint_of_another_architecture(tiny_dataset, tmp_path):
+    assert main(["ts1", *args(tiny_dataset, tmp_path, "--fold", "2", "--max-epochs", "1")]) == 0
+    with pytest.raises(RunError, match="station_encoding: 'embedding' vs 'index'"):
+        main(["ts2", *args(tiny_dataset, tmp_path, "--fold", "2", "--station-encoding", "index")])
