@@ -147,8 +147,10 @@ def inference_times(planned: PlannedRun, folds: tuple[int, ...], fold_sets: list
         model, settings = load_trained(planned.run_dir / f"fold{fold}", device)
         part = open_part(config, rows, fold_sets[fold].test, expected)
         scans, stations = np.nonzero(part.present)
+        sampler = PatchSampler(part.reader, sampler_settings(settings, 0))
+        sampler.centroid(scans[:1], [names[s] for s in stations[:1]])  # opens the files, loads compiled code
         started = time.perf_counter()
-        PatchSampler(part.reader, sampler_settings(settings, 0)).centroid(scans, [names[s] for s in stations])
+        sampler.centroid(scans, [names[s] for s in stations])
         sampled = time.perf_counter()
         predict(model, part, settings, device)
         finished = time.perf_counter()
@@ -191,16 +193,37 @@ def score_rows(runs: dict[str, PlannedRun], data: CohortData, folds: tuple[int, 
     return restrict(data.cohort, keep), methods, seconds
 
 
-def run_experiments(study: ExperimentSettings) -> int:
-    """Train what is missing, evaluate every row, write the report; returns the exit status."""
-    started = time.monotonic()
+@dataclass(frozen=True)
+class StudyPlan:
+    """The dataset, its stored folds, the folds studied and every row's planned run."""
+
+    config: DatasetConfig
+    rows: list[ManifestRow]
+    fold_sets: list[Fold]
+    fold_file: Path
+    folds: tuple[int, ...]
+    expected: dict
+    runs: dict[str, PlannedRun]
+
+
+def plan_study(study: ExperimentSettings) -> StudyPlan:
+    """Read the dataset and its folds (made once when absent) and plan every row's run."""
     config = load_dataset(study.dataset, root=study.root or None, cache_root=study.cache_root or None)
     manifest = read_manifest(config.manifest_path, config.root, config.rule_set, check_files=False)
     rows = list(manifest.rows)
     fold_sets, fold_file = study_folds(study, config, rows)
     folds = parse_folds(study.folds, tuple(f.index for f in fold_sets))
     expected = expected_settings(build_settings_for(study.dataset))
-    runs = plan_runs(study, data_key(expected, fold_file))
+    return StudyPlan(config, rows, fold_sets, fold_file, folds, expected,
+                     plan_runs(study, data_key(expected, fold_file)))
+
+
+def run_experiments(study: ExperimentSettings) -> int:
+    """Train what is missing, evaluate every row, write the report; returns the exit status."""
+    started = time.monotonic()
+    plan = plan_study(study)
+    config, rows, fold_sets, fold_file, folds, expected, runs = (
+        plan.config, plan.rows, plan.fold_sets, plan.fold_file, plan.folds, plan.expected, plan.runs)
     fold_runs = train_runs(runs, folds, study)
     if fold_runs is None:
         return STOPPED
