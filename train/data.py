@@ -164,11 +164,19 @@ class ScanBatch:
         return ScanBatch(*(getattr(self, f).pin_memory() for f in self.__dataclass_fields__))
 
 
-def _crops(sampler: PatchSampler, scans: np.ndarray, stations: list[str], patch_sampling: str, seed: int):
+def _crops(sampler: PatchSampler, scans: np.ndarray, stations: list[str], patch_sampling: str, seed: int,
+           out: np.ndarray | None = None):
     """Training crops centred on weight-map draws (`patch_sampling` "weight_map") or on the station centroids."""
     if patch_sampling == "centroid":
-        return sampler.centroid(scans, stations)
-    return sampler.sample(scans, stations, np.random.default_rng(seed))
+        return sampler.centroid(scans, stations, out=out)
+    return sampler.sample(scans, stations, np.random.default_rng(seed), out=out)
+
+
+def batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An empty float32 batch; in a DataLoader worker it is made in shared memory, so handing it to the main
+    process costs no copy (the sampler writes the crops straight into it)."""
+    tensor = torch.empty(shape, dtype=torch.float32)
+    return tensor.share_memory_() if torch.utils.data.get_worker_info() is not None else tensor
 
 
 class StationBatches(torch.utils.data.Dataset):
@@ -185,9 +193,10 @@ class StationBatches(torch.utils.data.Dataset):
     def __getitem__(self, request: BatchRequest) -> StationBatch:
         items = np.asarray(request.items)
         names = station_names()
-        batch = _crops(self.sampler, self.scans[items], [names[s] for s in self.stations[items]],
-                       self.patch_sampling, request.seed)
-        return StationBatch(torch.from_numpy(batch.image), torch.from_numpy(self.stations[items].astype(np.int64)),
+        crops = batch_tensor((len(items), *self.sampler.buffer(0).shape[1:]))
+        _crops(self.sampler, self.scans[items], [names[s] for s in self.stations[items]], self.patch_sampling,
+               request.seed, out=crops.numpy())
+        return StationBatch(crops, torch.from_numpy(self.stations[items].astype(np.int64)),
                             torch.from_numpy(self.labels[items]))
 
 
@@ -212,14 +221,14 @@ class ScanBatches(torch.utils.data.Dataset):
     def __getitem__(self, request: BatchRequest) -> ScanBatch:
         scans = np.asarray(request.items)
         part, names = self.part, station_names()
-        crops = np.zeros((len(scans), N_STATIONS, *self.sampler.buffer(0).shape[1:]), dtype=np.float32)
+        crops = batch_tensor((len(scans), N_STATIONS, *self.sampler.buffer(0).shape[1:])).zero_()
         rows, columns = np.nonzero(part.present[scans])
         if len(rows):
             batch = _crops(self.sampler, scans[rows], [names[c] for c in columns], self.patch_sampling, request.seed)
-            crops[rows, columns] = batch.image
+            crops.numpy()[rows, columns] = batch.image
         status = np.where(part.present[scans], part.station_status[scans], -1).astype(np.int64)
         masks, targets = scan_targets(part, scans)
-        return ScanBatch(torch.from_numpy(crops), encode_side([part.tumor_sides[i] for i in scans]),
+        return ScanBatch(crops, encode_side([part.tumor_sides[i] for i in scans]),
                          torch.from_numpy(part.n_stage[scans]), torch.from_numpy(status),
                          torch.from_numpy(masks), torch.from_numpy(targets))
 
