@@ -134,18 +134,42 @@ def restrict_method(method: MethodPredictions, keep: np.ndarray) -> MethodPredic
                                station_score=method.station_score[keep], n_pred=method.n_pred[keep])
 
 
-def inference_times(planned: PlannedRun, folds: tuple[int, ...], fold_sets: list[Fold], config: DatasetConfig,
-                    rows: list[ManifestRow], expected: dict, device: torch.device) -> tuple[StepTime, StepTime]:
-    """(centroid patch sampling, inference + rule-based staging), seconds per test scan of `folds`.
+@dataclass(frozen=True)
+class StudyPlan:
+    """The dataset, its stored folds, the folds studied and every row's planned run."""
+
+    config: DatasetConfig
+    rows: list[ManifestRow]
+    fold_sets: list[Fold]
+    fold_file: Path
+    folds: tuple[int, ...]
+    expected: dict
+    runs: dict[str, PlannedRun]
+
+
+def plan_study(study: ExperimentSettings) -> StudyPlan:
+    """Read the dataset and its folds (made once when absent) and plan every row's run."""
+    config = load_dataset(study.dataset, root=study.root or None, cache_root=study.cache_root or None)
+    manifest = read_manifest(config.manifest_path, config.root, config.rule_set, check_files=False)
+    rows = list(manifest.rows)
+    fold_sets, fold_file = study_folds(study, config, rows)
+    folds = parse_folds(study.folds, tuple(f.index for f in fold_sets))
+    expected = expected_settings(build_settings_for(study.dataset))
+    return StudyPlan(config, rows, fold_sets, fold_file, folds, expected,
+                     plan_runs(study, data_key(expected, fold_file)))
+
+
+def inference_times(plan: StudyPlan, device: torch.device) -> tuple[StepTime, StepTime]:
+    """TS1's (centroid patch sampling, inference + rule-based staging), seconds per test scan of the folds.
 
     `predict` cuts the patches again, so inference is its time less the sampling time.
     """
     sampling = inference = 0.0
     n_scans = 0
     names = station_names()
-    for fold in folds:
-        model, settings = load_trained(planned.run_dir / f"fold{fold}", device)
-        part = open_part(config, rows, fold_sets[fold].test, expected)
+    for fold in plan.folds:
+        model, settings = load_trained(plan.runs["TS1"].run_dir / f"fold{fold}", device)
+        part = open_part(plan.config, plan.rows, plan.fold_sets[fold].test, plan.expected)
         scans, stations = np.nonzero(part.present)
         sampler = PatchSampler(part.reader, sampler_settings(settings, 0))
         sampler.centroid(scans[:1], [names[s] for s in stations[:1]])  # opens the files, loads compiled code
@@ -193,46 +217,20 @@ def score_rows(runs: dict[str, PlannedRun], data: CohortData, folds: tuple[int, 
     return restrict(data.cohort, keep), methods, seconds
 
 
-@dataclass(frozen=True)
-class StudyPlan:
-    """The dataset, its stored folds, the folds studied and every row's planned run."""
-
-    config: DatasetConfig
-    rows: list[ManifestRow]
-    fold_sets: list[Fold]
-    fold_file: Path
-    folds: tuple[int, ...]
-    expected: dict
-    runs: dict[str, PlannedRun]
-
-
-def plan_study(study: ExperimentSettings) -> StudyPlan:
-    """Read the dataset and its folds (made once when absent) and plan every row's run."""
-    config = load_dataset(study.dataset, root=study.root or None, cache_root=study.cache_root or None)
-    manifest = read_manifest(config.manifest_path, config.root, config.rule_set, check_files=False)
-    rows = list(manifest.rows)
-    fold_sets, fold_file = study_folds(study, config, rows)
-    folds = parse_folds(study.folds, tuple(f.index for f in fold_sets))
-    expected = expected_settings(build_settings_for(study.dataset))
-    return StudyPlan(config, rows, fold_sets, fold_file, folds, expected,
-                     plan_runs(study, data_key(expected, fold_file)))
-
-
 def run_experiments(study: ExperimentSettings) -> int:
     """Train what is missing, evaluate every row, write the report; returns the exit status."""
     started = time.monotonic()
     plan = plan_study(study)
-    config, rows, fold_sets, fold_file, folds, expected, runs = (
-        plan.config, plan.rows, plan.fold_sets, plan.fold_file, plan.folds, plan.expected, plan.runs)
+    config, folds, runs = plan.config, plan.folds, plan.runs
     fold_runs = train_runs(runs, folds, study)
     if fold_runs is None:
         return STOPPED
     trained_at = time.monotonic()
 
     settings = evaluate_settings(study)
-    test_fold = {p: f.index for f in fold_sets for p in f.test}
+    test_fold = {p: f.index for f in plan.fold_sets for p in f.test}
     features_started = time.perf_counter()
-    data = load_cohort(cache_files(config.cache_dir), test_fold, config.label_column, settings, expected)
+    data = load_cohort(cache_files(config.cache_dir), test_fold, config.label_column, settings, plan.expected)
     features_seconds = time.perf_counter() - features_started
     cohort, methods, baseline_seconds = score_rows(runs, data, folds, config, settings)
     results: dict[str, MethodResult] = {name: evaluate_method(cohort, m) for name, m in methods.items()}
@@ -240,12 +238,11 @@ def run_experiments(study: ExperimentSettings) -> int:
     tests = {pair: compare_methods(cohort, methods[pair[0]], methods[pair[1]], rng, settings.n_permutations)
              for pair in comparison_pairs(list(methods))}
 
-    device = resolve_device(study.device)
     test_paths = [p for p, f in zip(data.paths, data.cohort.fold, strict=True) if f in folds]
-    steps = timing_steps(runs["TS1"], folds, fold_sets, config, rows, expected, device, test_paths,
-                         features_seconds, baseline_seconds, methods, len(data.cohort.scan_ids))
+    steps = timing_steps(plan, resolve_device(study.device), test_paths, features_seconds, baseline_seconds,
+                         list(methods), len(data.cohort.scan_ids))
     report = StudyReport(study=study, config=config, runs=runs, fold_runs=fold_runs, folds=folds,
-                         fold_file=fold_file, cohort=cohort, methods=methods, results=results, tests=tests,
+                         fold_file=plan.fold_file, cohort=cohort, methods=methods, results=results, tests=tests,
                          timings=steps, n_lesions=data.n_lesions, train_seconds=trained_at - started,
                          total_seconds=time.monotonic() - started)
     out = Path(study.out) if study.out else Path(study.runs_dir) / Path(study.dataset).stem / "experiments"
@@ -262,13 +259,12 @@ def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
                                                ("TS2", "TS2, no pseudo-labels")])
 
 
-def timing_steps(ts1: PlannedRun, folds: tuple[int, ...], fold_sets: list[Fold], config: DatasetConfig,
-                 rows: list[ManifestRow], expected: dict, device: torch.device, test_paths: list[Path],
-                 features_seconds: float, baseline_seconds: dict[str, float], methods: dict[str, MethodPredictions],
-                 n_all: int) -> list[StepTime]:
-    """Table 7 rows: recorded preprocessing per pipeline, then each pipeline's own steps."""
+def timing_steps(plan: StudyPlan, device: torch.device, test_paths: list[Path], features_seconds: float,
+                 baseline_seconds: dict[str, float], methods: list[str], n_all: int) -> list[StepTime]:
+    """Table 7 rows: recorded preprocessing per pipeline, then each pipeline's own steps (`n_all` scans had
+    their baseline features computed; the baselines' seconds cover them all)."""
     recorded = recorded_step_times(test_paths)
-    sampling, inference = inference_times(ts1, folds, fold_sets, config, rows, expected, device)
+    sampling, inference = inference_times(plan, device)
     steps = [*preprocessing_steps("TS1", recorded), sampling, inference]
     features = "timed here over every scan of the cohort"
     threshold_name = next(n for n in methods if n.startswith("Thresholding"))
