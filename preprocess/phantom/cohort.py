@@ -23,6 +23,11 @@ OUTPUT_FOLDERS = ("scans", "truth", "atlases", "preview")
 PATIENT_STREAM, ATLAS_STREAM, SELECTION_STREAM, LABEL_STREAM = 0, 1, 2, 3
 
 
+def cohort_is_complete(root: str | Path) -> bool:
+    """True when `root` holds a finished phantom cohort (the marker file is written last)."""
+    return (Path(root) / MARKER).is_file() and (Path(root) / "manifest.csv").is_file()
+
+
 def patient_ids(index: int) -> tuple[str, str]:
     return f"demo-{index + 1:03d}", f"demo-{index + 1:03d}-s0"
 

@@ -76,7 +76,7 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 def _node_shape(rng: np.random.Generator, malignant: bool) -> tuple[np.ndarray, bool, bool]:
     """Semi-axes (short, middle, long) mm, fatty hilum, necrosis."""
     if malignant:
-        short = float(np.clip(rng.lognormal(np.log(11.0), 0.38), 5.0, 28.0))
+        short = float(np.clip(rng.lognormal(np.log(10.0), 0.4), 5.0, 28.0))
         ratios = (1.0, rng.uniform(1.0, 1.15), rng.uniform(1.0, 1.35))
         hilum, necrotic = rng.random() < 0.05, short >= 12.0 and rng.random() < 0.45
     else:
@@ -86,12 +86,11 @@ def _node_shape(rng: np.random.Generator, malignant: bool) -> tuple[np.ndarray, 
     return short / 2.0 * np.asarray(ratios), bool(hilum), bool(necrotic)
 
 
-def _node_uptake(rng: np.random.Generator, malignant: bool, short_mm: float, station: str) -> float:
+def _node_uptake(rng: np.random.Generator, malignant: bool, short_mm: float, reactive: bool) -> float:
     if malignant:
-        uptake = (1.8 + 0.32 * short_mm) * rng.lognormal(0.0, 0.3)
-        return float(uptake * (0.55 if rng.random() < 0.2 else 1.0))
-    reactive = rng.random() < (0.35 if station in HILAR_STATIONS else 0.18)
-    return float(rng.lognormal(np.log(3.5), 0.35) if reactive else rng.uniform(0.9, 1.6))
+        uptake = (2.5 + 0.45 * short_mm) * rng.lognormal(0.0, 0.35)
+        return float(uptake * (0.5 if rng.random() < 0.3 else 1.0))
+    return float(rng.lognormal(np.log(4.5), 0.4) if reactive else rng.uniform(0.9, 1.6))
 
 
 def _candidate_centres(stations: np.ndarray, code: int, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +127,9 @@ def place_nodes(rng: np.random.Generator, stations: np.ndarray, grid: Grid, posi
         placed: list[np.ndarray] = []
         for malignant in [True] * n_malignant + [False] * n_benign:
             semi, hilum, necrotic = _node_shape(rng, malignant)
+            reactive = not malignant and rng.random() < (0.5 if name in HILAR_STATIONS else 0.25)
+            if reactive:  # reactive nodes are enlarged
+                semi = semi * 1.4
             centre = None
             for _ in range(25):
                 candidate = grid.index_to_physical(pool[rng.integers(len(pool))])
@@ -139,7 +141,7 @@ def place_nodes(rng: np.random.Generator, stations: np.ndarray, grid: Grid, posi
             if centre is None:
                 continue
             placed.append(centre)
-            uptake = _node_uptake(rng, malignant, 2.0 * float(semi.min()), name)
+            uptake = _node_uptake(rng, malignant, 2.0 * float(semi.min()), reactive)
             hu = float(rng.normal(42.0 if malignant else 35.0, 8.0))
             blob = Blob(centre, semi, _random_rotation(rng))
             nodes.append(Node(len(nodes) + 1, name, malignant, blob, hilum, necrotic, uptake, hu))

@@ -13,7 +13,7 @@ from scipy import ndimage
 from cache.manifest import read_manifest
 from cache.stations import n_stage, station
 from preprocess.phantom.__main__ import main
-from preprocess.phantom.cohort import _chosen, generate_cohort
+from preprocess.phantom.cohort import _chosen, cohort_is_complete, generate_cohort
 from preprocess.phantom.settings import PhantomSettings
 from preprocess.totalseg_labels import label_ids
 from tests.preprocess.phantom.conftest import TINY
@@ -144,3 +144,8 @@ def test_refuses_a_folder_that_is_not_a_phantom_cohort(tmp_path: Path):
 def test_settings_refuse_bad_values(field: str, value, message: str):
     with pytest.raises(ValueError, match=message):
         PhantomSettings(**{field: value})
+
+
+def test_a_finished_cohort_is_recognised(tiny_cohort: Path, tmp_path: Path):
+    assert cohort_is_complete(tiny_cohort)
+    assert not cohort_is_complete(tmp_path)
