@@ -47,6 +47,7 @@ class StudyReport:
     n_lesions: dict[str, np.ndarray]
     train_seconds: float
     total_seconds: float
+    device: str
 
 
 def code_version() -> str:
@@ -111,7 +112,7 @@ def header_lines(report: StudyReport) -> list[str]:
         f"- fold runs: {len(report.fold_runs)} ({reused} reused, {len(report.fold_runs) - reused} trained now)",
         f"- time: {report.total_seconds:.0f} s in all, {report.train_seconds:.0f} s of it training; machine: "
         f"{platform.node()}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
-        f"threads, device {report.study.device}",
+        f"threads, device {report.device}",
         *[f"- lesions for the overlap baseline ({source}): {int(count.sum())}, {count.mean():.1f} per scan"
           for source, count in report.n_lesions.items()],
     ]

@@ -66,6 +66,13 @@ def is_complete(fold_dir: Path, key: str) -> bool:
             and (fold_dir / "predictions_test.csv").is_file())
 
 
+def finished_unmarked(fold_dir: Path) -> bool:
+    """Test predictions written after the last checkpoint: the trainer ran to its end (it writes them last)."""
+    predictions, last = fold_dir / "predictions_test.csv", fold_dir / "last.pt"
+    return (not (fold_dir / MARKER).is_file() and predictions.is_file() and last.is_file()
+            and predictions.stat().st_mtime_ns >= last.stat().st_mtime_ns)
+
+
 def training_time(fold_dir: Path) -> tuple[float, int]:
     """(seconds over all epochs, epochs) from the trainer's metrics.csv (survives resumes)."""
     with open(fold_dir / "metrics.csv", newline="") as f:
@@ -73,7 +80,7 @@ def training_time(fold_dir: Path) -> tuple[float, int]:
     return sum(float(r["seconds"]) for r in rows), len(rows)
 
 
-def mark_complete(fold_dir: Path, planned: PlannedRun, fold: int) -> FoldRun:
+def mark_complete(fold_dir: Path, planned: PlannedRun, fold: int, reused: bool = False) -> FoldRun:
     seconds, epochs = training_time(fold_dir)
     marker = {"key": planned.key, "row": planned.row.name, "stage": planned.row.stage, "fold": fold,
               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "train_seconds": seconds,
@@ -81,7 +88,7 @@ def mark_complete(fold_dir: Path, planned: PlannedRun, fold: int) -> FoldRun:
     temporary = fold_dir / f".{MARKER}.tmp"
     temporary.write_text(json.dumps(marker, indent=1))
     temporary.replace(fold_dir / MARKER)
-    return FoldRun(planned.row.name, fold, fold_dir, False, seconds, epochs)
+    return FoldRun(planned.row.name, fold, fold_dir, reused, seconds, epochs)
 
 
 def train_runs(runs: dict[str, PlannedRun], folds: tuple[int, ...], study: ExperimentSettings
@@ -95,6 +102,9 @@ def train_runs(runs: dict[str, PlannedRun], folds: tuple[int, ...], study: Exper
                 seconds, epochs = training_time(fold_dir)
                 done.append(FoldRun(planned.row.name, fold, fold_dir, True, seconds, epochs))
                 print(f"{planned.row.name}, fold {fold}: complete in {fold_dir}, reused")
+                continue
+            if finished_unmarked(fold_dir) and not study.force:  # killed between the trainer's end and the marker
+                done.append(mark_complete(fold_dir, planned, fold, reused=True))
                 continue
             (fold_dir / MARKER).unlink(missing_ok=True)
             resume = (fold_dir / "last.pt").is_file() and not study.force
@@ -239,12 +249,13 @@ def run_experiments(study: ExperimentSettings) -> int:
              for pair in comparison_pairs(list(methods))}
 
     test_paths = [p for p, f in zip(data.paths, data.cohort.fold, strict=True) if f in folds]
-    steps = timing_steps(plan, resolve_device(study.device), test_paths, features_seconds, baseline_seconds,
-                         list(methods), len(data.cohort.scan_ids))
+    device = resolve_device(study.device)
+    steps = timing_steps(plan, device, test_paths, features_seconds, baseline_seconds, list(methods),
+                         len(data.cohort.scan_ids))
     report = StudyReport(study=study, config=config, runs=runs, fold_runs=fold_runs, folds=folds,
                          fold_file=plan.fold_file, cohort=cohort, methods=methods, results=results, tests=tests,
                          timings=steps, n_lesions=data.n_lesions, train_seconds=trained_at - started,
-                         total_seconds=time.monotonic() - started)
+                         total_seconds=time.monotonic() - started, device=str(device))
     out = Path(study.out) if study.out else Path(study.runs_dir) / Path(study.dataset).stem / "experiments"
     path = write_study_report(out, report)
     print(f"\nreport: {path} ({time.monotonic() - started:.0f} s)")
