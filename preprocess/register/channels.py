@@ -1,0 +1,93 @@
+"""Image channels that registration aligns: one-hot masks of stable structure groups, optionally the windowed CT.
+
+Structures come as TotalSegmentator v2 label arrays (z, y, x). They are grouped into anatomical channels rather than
+registered as label numbers: a label value is a name, not an intensity, so grey-value metrics on it are
+meaningless (DESIGN §13). Groups chosen for registration are those that a tumour or a node rarely displaces:
+bones (spine, ribs, sternum, clavicles), the airway, the oesophagus, the heart and the large vessels, and the lungs.
+Lung lobes merge per side (fissures vary between patients); vertebrae and ribs merge because the crop cuts them
+at different levels per patient; their individual centroids still serve the closed-form initialisation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from preprocess.totalseg_labels import label_ids
+
+_VERTEBRAE = tuple(f"vertebrae_{v}" for v in ("C3", "C4", "C5", "C6", "C7")) + tuple(
+    f"vertebrae_T{i}" for i in range(1, 13)
+) + ("vertebrae_L1", "vertebrae_L2")
+
+STRUCTURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "vertebrae": _VERTEBRAE,
+    "ribs": tuple(f"rib_{side}_{i}" for side in ("left", "right") for i in range(1, 13)) + ("costal_cartilages",),
+    "sternum": ("sternum",),
+    "clavicles": ("clavicula_left", "clavicula_right"),
+    "trachea": ("trachea",),
+    "esophagus": ("esophagus",),
+    "aorta": ("aorta",),
+    "heart": ("heart", "atrial_appendage_left"),
+    "pulmonary_vein": ("pulmonary_vein",),
+    "great_veins": ("superior_vena_cava", "brachiocephalic_vein_left", "brachiocephalic_vein_right"),
+    "supra_aortic_arteries": (
+        "brachiocephalic_trunk", "subclavian_artery_left", "subclavian_artery_right",
+        "common_carotid_artery_left", "common_carotid_artery_right",
+    ),
+    "lung_left": ("lung_upper_lobe_left", "lung_lower_lobe_left"),
+    "lung_right": ("lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right"),
+}
+
+# Structures whose centroids pair up for the closed-form initialisation: small, rigid or well-bounded ones.
+CENTROID_STRUCTURES: tuple[str, ...] = (
+    _VERTEBRAE
+    + STRUCTURE_GROUPS["ribs"][:-1]
+    + ("sternum", "clavicula_left", "clavicula_right", "trachea", "esophagus", "aorta", "heart", "pulmonary_vein",
+       "superior_vena_cava", "brachiocephalic_trunk", "brachiocephalic_vein_left", "brachiocephalic_vein_right",
+       "lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
+       "lung_lower_lobe_right", "thyroid_gland", "scapula_left", "scapula_right")
+)
+
+
+class ChannelError(ValueError):
+    """A structure group name that the registration does not know."""
+
+
+def group_lookup(groups: tuple[str, ...]) -> np.ndarray:
+    """Lookup table v2 label id -> channel number (1-based position in `groups`; 0 = not registered)."""
+    unknown = [g for g in groups if g not in STRUCTURE_GROUPS]
+    if unknown:
+        raise ChannelError(f"unknown structure group(s) {unknown}; known: {', '.join(STRUCTURE_GROUPS)}")
+    ids = label_ids("v2")
+    lut = np.zeros(max(ids.values()) + 1, dtype=np.int64)
+    for channel, group in enumerate(groups, start=1):
+        for name in STRUCTURE_GROUPS[group]:
+            lut[ids[name]] = channel
+    return lut
+
+
+def group_labels(structures: np.ndarray, groups: tuple[str, ...]) -> np.ndarray:
+    """(z, y, x) uint8 array: channel number (1-based) of each voxel's structure group, 0 elsewhere."""
+    lut = group_lookup(groups)
+    labels = np.asarray(structures)
+    if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(lut):
+        raise ChannelError(f"structure ids outside 0..{len(lut) - 1}; are these TotalSegmentator v2 ids?")
+    return lut[labels].astype(np.uint8)
+
+
+def one_hot(labels: torch.Tensor, n_channels: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(n_channels, z, y, x) one-hot masks of channel numbers 1..n_channels in a (z, y, x) label tensor."""
+    codes = torch.arange(1, n_channels + 1, device=labels.device).view(-1, 1, 1, 1)
+    return (labels.unsqueeze(0) == codes).to(dtype)
+
+
+def windowed_ct(ct_hu: np.ndarray | torch.Tensor, low_hu: float, high_hu: float) -> torch.Tensor:
+    """CT mapped linearly from [low_hu, high_hu] to [0, 1], clipped; air and padding are both 0."""
+    ct = torch.as_tensor(np.asarray(ct_hu) if not isinstance(ct_hu, torch.Tensor) else ct_hu, dtype=torch.float32)
+    return ((ct - low_hu) / (high_hu - low_hu)).clamp_(0.0, 1.0)
+
+
+def present_groups(group_label_array: np.ndarray, n_groups: int, min_voxels: int) -> np.ndarray:
+    """Boolean (n_groups,): which channels hold at least `min_voxels` voxels."""
+    counts = np.bincount(group_label_array.ravel(), minlength=n_groups + 1)[1:]
+    return counts >= min_voxels

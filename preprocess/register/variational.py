@@ -1,0 +1,185 @@
+"""Deformable stage: variational registration after Werner et al. (ITK VariationalRegistration), batched over atlases.
+
+Per iteration: warp the moving channels through M (q + u(q)), compute the force (demons, SSD or local NCC, summed
+over channels with per-atlas channel weights), update u <- R(u + tau * f) with the diffusive regulariser
+R = (I - tau*alpha*Laplacian)^-1 (exact, by DCT) or a Gaussian. In diffeomorphic mode the same update acts on a
+velocity field v and the displacement is exp(v) by scaling and squaring. Three levels coarse to fine; a level
+ends for an atlas when its metric made no new minimum for a while or its fitted slope flattened; finished
+atlases keep their field while the others go on, so a batch equals its atlases run one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from preprocess.register.regulariser import diffusive_denominator, diffusive_solve, gaussian_smooth
+from preprocess.register.warp import (
+    compose,
+    displaced_points,
+    fixed_normaliser,
+    level_points_mm,
+    level_shape,
+    level_spacing_mm,
+    pool_to,
+    resize_field,
+    sampling_grid,
+    warp,
+)
+
+
+@dataclass(frozen=True)
+class DeformableResult:
+    """Displacement (N, 3, z, y, x) in mm on the full fixed grid, and per-atlas iteration counts per level."""
+
+    field_mm: torch.Tensor
+    iterations: list[list[int]]
+    metric: list[list[float]]
+
+
+def _gradient(images: torch.Tensor, spacing_mm: tuple[float, ...]) -> tuple[torch.Tensor, ...]:
+    """Central differences (one-sided at the edges) of (N, C, z, y, x) images, per mm, along z, y, x."""
+    return tuple(torch.gradient(images, spacing=spacing_mm[i], dim=2 + i)[0] for i in range(3))
+
+
+def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    return F.avg_pool3d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+
+def demons_force(fixed, warped, fixed_grad, weights, spacing_mm, settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Force (N, 3, z, y, x) in mm and metric (N,) (weighted mean squared difference) of demons or SSD."""
+    normaliser = sum(h * h for h in spacing_mm) / 3.0
+    diff = fixed - warped
+    w = weights.view(*weights.shape, 1, 1, 1)
+    metric = (w * diff * diff).mean((2, 3, 4)).sum(1) / weights.sum(1).clamp_min(1e-6)
+    if settings.force_gradient == "fixed":
+        grads = fixed_grad
+    else:
+        moving_grad = _gradient(warped, spacing_mm)
+        grads = moving_grad if settings.force_gradient == "moving" else tuple(
+            0.5 * (a + b) for a, b in zip(fixed_grad, moving_grad, strict=True))
+    weighted = w * diff
+    numerator = torch.stack([(weighted * g).sum(1) for g in grads], dim=1)
+    if settings.force == "ssd":
+        return numerator, metric
+    denominator = sum((w * g * g).sum(1) for g in grads) + (weighted * diff).sum(1) / normaliser
+    force = numerator / denominator.clamp_min(1e-9).unsqueeze(1)
+    return torch.where(denominator.unsqueeze(1) > 1e-9, force, torch.zeros_like(force)), metric
+
+
+def ncc_force(fixed, warped, weights, spacing_mm, settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Force (N, 3, ...) ascending local normalised cross-correlation, and metric (N,) = 1 - mean local NCC."""
+    r = settings.ncc_radius_vox
+    n, c = warped.shape[:2]
+    fixed = fixed.expand(n, -1, -1, -1, -1)
+    f, m = fixed.reshape(n * c, 1, *fixed.shape[2:]), warped.reshape(n * c, 1, *warped.shape[2:])
+    mean_f, mean_m = _box_mean(f, r), _box_mean(m, r)
+    cross = _box_mean(f * m, r) - mean_f * mean_m
+    var_f = (_box_mean(f * f, r) - mean_f**2).clamp_min(1e-5)
+    var_m = (_box_mean(m * m, r) - mean_m**2).clamp_min(1e-5)
+    ncc = (cross * cross / (var_f * var_m)).reshape(n, c, *warped.shape[2:])
+    slope = (2.0 * cross / (var_f * var_m) * ((f - mean_f) - cross / var_m * (m - mean_m))).reshape(warped.shape)
+    w = weights.view(n, c, 1, 1, 1)
+    grads = _gradient(warped, spacing_mm)
+    scale = sum(h * h for h in spacing_mm) / 3.0
+    force = torch.stack([(w * slope * g).sum(1) for g in grads], dim=1) * scale
+    metric = 1.0 - (w * ncc).mean((2, 3, 4)).sum(1) / weights.sum(1).clamp_min(1e-6)
+    return force, metric
+
+
+def exponential(velocity_mm: torch.Tensor, points_mm: torch.Tensor, to_normalised: torch.Tensor,
+                level_spacing: tuple[float, ...]) -> torch.Tensor:
+    """Displacement exp(v) by scaling and squaring, with per atlas enough squarings for steps under half a voxel."""
+    peak = velocity_mm.norm(dim=1).flatten(1).amax(1) / min(level_spacing)
+    steps = torch.ceil(torch.log2((peak / 0.5).clamp_min(1.0))).long()
+    field = velocity_mm / (2.0 ** steps.to(velocity_mm.dtype)).view(-1, 1, 1, 1, 1)
+    for k in range(int(steps.max().item()) if len(steps) else 0):
+        squared = compose(field, field, points_mm, to_normalised)
+        field = torch.where((k < steps).view(-1, 1, 1, 1, 1), squared, field)
+    return field
+
+
+def _stopped(history: list[torch.Tensor], settings) -> torch.Tensor:
+    """(N,) bool: atlases whose level should stop by the no-new-minimum or the line-fit rule."""
+    values = torch.stack(history)  # (iterations, N)
+    done = torch.zeros(values.shape[1], dtype=torch.bool, device=values.device)
+    window = settings.stop_no_new_minimum_iterations
+    if window and len(history) > window:
+        done |= values[-window:].amin(0) >= values[:-window].amin(0)
+    window = settings.stop_line_fit_iterations
+    if window and len(history) >= window:
+        recent = values[-window:] / values[0].abs().clamp_min(1e-12)
+        t = torch.arange(window, dtype=values.dtype, device=values.device)
+        t = t - t.mean()
+        slope = (t.unsqueeze(1) * (recent - recent.mean(0))).sum(0) / (t * t).sum()
+        done |= slope > -settings.stop_line_fit_slope
+    return done
+
+
+def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torch.Tensor, matrices: torch.Tensor,
+                        spacing_mm: float, settings) -> DeformableResult:
+    """Displacement fields (N, 3, z, y, x), mm, that align each atlas (through its matrix) to the fixed image.
+
+    `fixed` (1, C, z, y, x) and `moving` (N, C, ...) are full-resolution channels (moving padded to one shape),
+    `weights` (N, C) the channel weights per atlas, `matrices` (N, 4, 4) the linear result.
+    """
+    full = tuple(fixed.shape[2:])
+    device = fixed.device
+    n = moving.shape[0]
+    to_normalised = fixed_normaliser(full, spacing_mm, device)
+    field = None
+    all_iterations, all_metrics = [], []
+    for level_mm, max_iterations in zip(settings.deformable_levels_mm, settings.deformable_iterations, strict=True):
+        shape = level_shape(full, spacing_mm, level_mm)
+        spacing = level_spacing_mm(full, shape, spacing_mm)
+        fixed_level = pool_to(fixed, shape)
+        moving_level = pool_to(moving, level_shape(tuple(moving.shape[2:]), spacing_mm, level_mm))
+        points = level_points_mm(full, shape, spacing_mm, device)
+        field = torch.zeros(n, 3, *shape, device=device) if field is None else resize_field(field, shape)
+        fixed_grad = _gradient(fixed_level, spacing)
+        denominator = diffusive_denominator(shape, spacing, settings.time_step * settings.diffusive_alpha_mm2, device)
+        active = torch.ones(n, dtype=torch.bool, device=device)
+        done_at = torch.full((n,), max_iterations, dtype=torch.long)
+        history: list[torch.Tensor] = []
+        for iteration in range(max_iterations):
+            displacement = exponential(field, points, to_normalised, spacing) if settings.diffeomorphic else field
+            warped = warp(moving_level, sampling_grid(displaced_points(points, displacement), matrices))
+            if settings.force == "ncc":
+                force, metric = ncc_force(fixed_level, warped, weights, spacing, settings)
+            else:
+                force, metric = demons_force(fixed_level, warped, fixed_grad, weights, spacing, settings)
+            history.append(metric)
+            stop = _stopped(history, settings) & active
+            done_at[stop.cpu()] = iteration
+            active = active & ~stop
+            if not bool(active.any()):
+                break
+            updated = field + settings.time_step * force
+            if settings.regulariser == "diffusive":
+                updated = diffusive_solve(updated, denominator)
+            else:
+                updated = gaussian_smooth(updated, settings.gaussian_sigma_mm, spacing)
+            field = torch.where(active.view(-1, 1, 1, 1, 1), updated, field)
+        all_iterations.append(done_at.tolist())
+        all_metrics.append(history[-1].tolist())
+    if settings.diffeomorphic:
+        field = exponential(field, points, to_normalised, spacing)
+    return DeformableResult(resize_field(field, full), all_iterations, all_metrics)
+
+
+def jacobian_determinant(field_mm: torch.Tensor, spacing_mm: tuple[float, ...]) -> torch.Tensor:
+    """(N, z, y, x) determinant of the Jacobian of x -> x + u(x) for a (N, 3, z, y, x) field in mm."""
+    rows = []
+    for i in range(3):
+        grads = torch.gradient(field_mm[:, i], spacing=list(spacing_mm), dim=(1, 2, 3))
+        rows.append([grads[j] + (1.0 if i == j else 0.0) for j in range(3)])
+    a, b, c = rows
+    return (a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0])
+            + a[2] * (b[0] * c[1] - b[1] * c[0]))
+
+
+def peak_displacement_mm(field_mm: torch.Tensor) -> float:
+    return float(field_mm.norm(dim=1).max()) if field_mm.numel() else 0.0
+

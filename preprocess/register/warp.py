@@ -1,0 +1,114 @@
+"""Geometry of the registration: sampling grids, warping by `grid_sample`, field resizing and composition.
+
+Frames: the *fixed frame* is the scan's voxel grid scaled to mm, `q = index * spacing_mm`, axes (z, y, x).
+A transform per atlas is a 4x4 matrix from the fixed frame to the atlas' `grid_sample` coordinates (z, y, x,
+in [-1, 1] over the padded atlas tensor, `align_corners=False`), optionally after a displacement field `u` in mm
+(N, 3, z, y, x) on a (possibly coarser) level of the fixed grid: atlas point = M (q + u(q)). With
+`align_corners=False`, [-1, 1] spans the outer faces of the volume at every resolution, so one matrix serves all
+pyramid levels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def level_shape(full_shape: tuple[int, ...], spacing_mm: float, level_mm: float) -> tuple[int, int, int]:
+    """Shape of the pyramid level of `level_mm` (0 or <= spacing: the full grid), at least 2 voxels per axis."""
+    if level_mm <= spacing_mm:
+        return tuple(int(n) for n in full_shape)
+    return tuple(max(int(round(n * spacing_mm / level_mm)), 2) for n in full_shape)
+
+
+def level_spacing_mm(full_shape: tuple[int, ...], shape: tuple[int, ...], spacing_mm: float) -> tuple[float, ...]:
+    """Per-axis spacing (z, y, x) in mm of a level that covers the same box as the full grid."""
+    return tuple(spacing_mm * n / m for n, m in zip(full_shape, shape, strict=True))
+
+
+def level_points_mm(
+    full_shape: tuple[int, ...], shape: tuple[int, ...], spacing_mm: float, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """(z, y, x, 3) fixed-frame positions (mm) of the voxel centres of a level of the fixed grid."""
+    axes = [
+        ((torch.arange(m, dtype=torch.float32, device=device) + 0.5) * (n / m) - 0.5) * spacing_mm
+        for n, m in zip(full_shape, shape, strict=True)
+    ]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+def index_to_normalised(padded_shape: tuple[int, ...]) -> np.ndarray:
+    """4x4 matrix: atlas voxel index (z, y, x) -> grid_sample coordinates (z, y, x) for `align_corners=False`."""
+    size = np.asarray(padded_shape, dtype=np.float64)
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.diag(2.0 / size)
+    matrix[:3, 3] = 1.0 / size - 1.0
+    return matrix
+
+
+def sampling_grid(points_mm: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """(N, z, y, x, 3) grid_sample grid (x, y, z order) of fixed-frame points through each atlas' matrix.
+
+    `points_mm` is (z, y, x, 3) shared by all atlases or (N, z, y, x, 3); `matrices` is (N, 4, 4).
+    """
+    linear = matrices[:, :3, :3].to(points_mm.dtype)
+    offset = matrices[:, :3, 3].to(points_mm.dtype)
+    if points_mm.dim() == 4:
+        grid = torch.einsum("zyxj,nij->nzyxi", points_mm, linear)
+    else:
+        grid = torch.einsum("nzyxj,nij->nzyxi", points_mm, linear)
+    grid = grid + offset.view(-1, 1, 1, 1, 3)
+    return grid.flip(-1)
+
+
+def displaced_points(points_mm: torch.Tensor, field_mm: torch.Tensor) -> torch.Tensor:
+    """(N, z, y, x, 3) points q + u(q) of a (N, 3, z, y, x) displacement field."""
+    return points_mm.unsqueeze(0) + field_mm.permute(0, 2, 3, 4, 1)
+
+
+def warp(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(N, C, z, y, x) images sampled (trilinear, zero outside) at a (N, z, y, x, 3) grid.
+
+    A single image (1, C, ...) is shared by all N grids without copying it N times.
+    """
+    if images.shape[0] == 1 and grid.shape[0] > 1:
+        n = grid.shape[0]
+        flat = grid.reshape(1, n * grid.shape[1], *grid.shape[2:])
+        out = F.grid_sample(images, flat, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out.reshape(images.shape[1], n, *grid.shape[1:4]).transpose(0, 1)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def pool_to(images: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """(N, C, ...) images averaged down to `shape` (box filter over the same physical box); same shape: no copy."""
+    if tuple(images.shape[2:]) == tuple(shape):
+        return images
+    return F.adaptive_avg_pool3d(images, shape)
+
+
+def resize_field(field_mm: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A (N, 3, z, y, x) displacement field (mm) interpolated onto another level of the same box."""
+    if tuple(field_mm.shape[2:]) == tuple(shape):
+        return field_mm
+    return F.interpolate(field_mm, size=shape, mode="trilinear", align_corners=False)
+
+
+def fixed_normaliser(full_shape: tuple[int, ...], spacing_mm: float, device: torch.device | str) -> torch.Tensor:
+    """(4, 4) matrix: fixed-frame mm (z, y, x) -> grid_sample coordinates of any level of the fixed grid."""
+    index_from_mm = np.eye(4)
+    index_from_mm[:3, :3] /= spacing_mm
+    return torch.as_tensor(index_to_normalised(full_shape) @ index_from_mm, dtype=torch.float32, device=device)
+
+
+def sample_field(field_mm: torch.Tensor, points_mm: torch.Tensor, to_normalised: torch.Tensor) -> torch.Tensor:
+    """(N, 3, ...) field values at (N, z, y, x, 3) fixed-frame points (trilinear, border values outside)."""
+    grid = torch.einsum("nzyxj,ij->nzyxi", points_mm, to_normalised[:3, :3]) + to_normalised[:3, 3]
+    return F.grid_sample(field_mm, grid.flip(-1), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def compose(first_mm: torch.Tensor, second_mm: torch.Tensor, points_mm: torch.Tensor,
+            to_normalised: torch.Tensor) -> torch.Tensor:
+    """Displacement of x -> x + a(x) followed by y -> y + b(y): c(x) = a(x) + b(x + a(x)); a = first, b = second."""
+    moved = displaced_points(points_mm, first_mm)
+    return first_mm + sample_field(second_mm, moved, to_normalised)
