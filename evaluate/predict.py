@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from cache.build_settings import BuildSettings, build_settings_for
+from cache.build_settings import BuildSettings, build_settings_for, expected_settings
 from cache.dataset import DatasetConfig, load_dataset
 from cache.manifest import ManifestRow
 from cache.reader import open_scan
@@ -93,12 +93,13 @@ def _dataset(settings: PredictSettings, model_dataset: str, out: Path) -> tuple[
 
 
 def preprocess_scan(row: ManifestRow, config: DatasetConfig, build: BuildSettings, device: str) -> dict[str, float]:
-    """The dataset's preprocessing chain for one scan into `config.cache_dir`; its step timings."""
+    """The dataset's preprocessing chain for one scan into `config.cache_dir` (a current cache file there from
+    an earlier run on the same inputs and settings is reused); its step timings."""
     from cache.checksums import file_digest
     from preprocess.pipeline import RunContext, process_scan, resolve_device
     from preprocess.suv import SuvSettings
 
-    context = RunContext(config, build, SuvSettings(), True, resolve_device(device),
+    context = RunContext(config, build, SuvSettings(), False, resolve_device(device),
                          file_digest(config.atlas_bank_path))
     config.cache_dir.mkdir(parents=True, exist_ok=True)
     outcome = process_scan(row, context)
@@ -180,7 +181,7 @@ def run_predict(settings: PredictSettings) -> int:
     config, build = _dataset(settings, train_settings.dataset, out)
     row = _row(settings)
     timings.update(preprocess_scan(row, config, build, device))
-    part = open_part(config, [row], (PATIENT_ID,))
+    part = open_part(config, [row], (PATIENT_ID,), expected_settings(build))
     probabilities = _timed(timings, "inference", lambda: predict(
         model, part, train_settings, torch.device(device), samples=train_settings.inference_samples,
         seed=train_settings.seed).station_prob[0])
