@@ -9,8 +9,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from cache.grid import Grid
+from preprocess.nifti_labels import write_with_label_extension
 from preprocess.phantom.dicom_pet import write_pet_series
 from preprocess.phantom.scan import SimulatedScan
+from preprocess.totalseg_labels import label_map
 
 NODE_COLUMNS = ("node_id", "station", "malignant", "x_mm", "y_mm", "z_mm", "short_axis_mm", "suv_max",
                 "long_axis_mm", "fatty_hilum", "necrotic")
@@ -22,6 +24,14 @@ def write_image(array: np.ndarray, grid: Grid, path: Path) -> None:
     grid.apply_to_sitk(image)
     path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(image, str(path), useCompression=True, compressionLevel=1)
+
+
+def write_totalseg(array: np.ndarray, grid: Grid, path: Path) -> None:
+    """TotalSegmentator-style multilabel NIfTI (v2 ids) with the v2 label table in its header, as v2 writes it."""
+    image = sitk.GetImageFromArray(array)
+    grid.apply_to_sitk(image)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with_label_extension(image, path, label_map("v2"))
 
 
 def write_nodes_csv(scan: SimulatedScan, path: Path) -> None:
@@ -43,7 +53,7 @@ def write_patient_scan(root: Path, patient_id: str, scan_id: str, scan: Simulate
     """Write one patient's files and truth; return its manifest row (paths relative to `root`)."""
     folder = Path("scans") / scan_id
     write_image(scan.ct_hu, scan.grid, root / folder / "ct.nii.gz")
-    write_image(scan.totalseg, scan.grid, root / folder / "totalseg.nii.gz")
+    write_totalseg(scan.totalseg, scan.grid, root / folder / "totalseg.nii.gz")
     write_image(scan.lesions, scan.grid, root / folder / "lesions.nii.gz")
     if scan.pet_dicom is not None:
         pet = folder / "pet_dicom"
@@ -67,7 +77,7 @@ def write_patient_scan(root: Path, patient_id: str, scan_id: str, scan: Simulate
 def write_atlas(folder: Path, scan: SimulatedScan, delineation: np.ndarray, name: str, seed: int) -> None:
     """One atlas of the bank: CT, TotalSegmentator masks, the rater's station labels and atlas.toml."""
     write_image(scan.ct_hu, scan.grid, folder / "ct.nii.gz")
-    write_image(scan.totalseg, scan.grid, folder / "totalseg.nii.gz")
+    write_totalseg(scan.totalseg, scan.grid, folder / "totalseg.nii.gz")
     write_image(delineation, scan.grid, folder / "stations.nii.gz")
     (folder / "atlas.toml").write_text(
         f'name = "{name}"\n'

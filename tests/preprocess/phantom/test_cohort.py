@@ -12,10 +12,11 @@ from scipy import ndimage
 
 from cache.manifest import read_manifest
 from cache.stations import n_stage, station
+from preprocess.nifti_labels import read_label_extension
 from preprocess.phantom.__main__ import main
 from preprocess.phantom.cohort import _chosen, cohort_is_complete, generate_cohort
 from preprocess.phantom.settings import PhantomSettings
-from preprocess.totalseg_labels import label_ids
+from preprocess.totalseg_labels import label_ids, label_map
 from tests.preprocess.phantom.conftest import TINY
 
 
@@ -84,6 +85,7 @@ def test_totalseg_uses_v2_ids(tiny_cohort: Path):
                  "superior_vena_cava", "rib_right_4", "pulmonary_vein"):
         assert ids[name] in present, name
     assert present <= set(ids.values())
+    assert read_label_extension(tiny_cohort / "scans" / "demo-001-s0" / "totalseg.nii.gz") == label_map("v2")
 
 
 def test_atlases_differ_from_each_other_and_carry_their_own_delineation(tiny_cohort: Path):
