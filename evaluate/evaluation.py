@@ -16,7 +16,7 @@ from cache.build_settings import build_settings_for, expected_settings
 from cache.dataset import DatasetConfig, load_dataset
 from cache.reader import cache_files, open_scan
 from cache.settings import format_settings
-from evaluate.atlas_analysis import cohort_mapping_accuracy, mapping_markdown
+from evaluate.atlas_analysis import cohort_mapping_accuracy, mapping_markdown, subsets_markdown
 from evaluate.baselines.cohort import overlap_method, thresholding_method
 from evaluate.cohort import CohortData, load_cohort
 from evaluate.comparison import Cohort, MethodPredictions, compare_methods, evaluate_method
@@ -127,6 +127,23 @@ def _header(config: DatasetConfig, run: Path, comparison: Comparison) -> list[st
               f"{count.mean():.1f} per scan" for source, count in comparison.data.n_lesions.items()]]
 
 
+def _atlas_subset_section(settings: EvaluateSettings, config: DatasetConfig, run: Path, cohort: Cohort
+                          ) -> tuple[str, str]:
+    """The atlas-subset study on the first `atlas_subset_scans` test scans, those with malignant stations first."""
+    import torch
+
+    from evaluate.atlas_subsets import run_subset_study
+
+    order = sorted(range(len(cohort.scan_ids)), key=lambda i: (not (cohort.station_true[i] == 1).any(), i))
+    count = len(order) if settings.atlas_subset_scans < 0 else settings.atlas_subset_scans
+    scans = [(cohort.patient_ids[i], cohort.scan_ids[i], int(cohort.fold[i])) for i in order[:count]]
+    device = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    study = run_subset_study(config, build_settings_for(settings.dataset), run, scans, settings.atlas_subset_size,
+                             device)
+    return (f"Atlas-subset sensitivity: every {settings.atlas_subset_size}-atlas subset vs all atlases (paper §4.1)",
+            subsets_markdown(list(study.results), len(scans)))
+
+
 def run_evaluation(settings: EvaluateSettings) -> int:
     """Write the report folder; returns the exit status (0)."""
     if not settings.run:
@@ -152,6 +169,8 @@ def run_evaluation(settings: EvaluateSettings) -> int:
     if mapping is not None:
         sections.append(("Atlas-based station mapping of the true nodes (paper §4.1, Fig. 8)",
                          mapping_markdown(mapping)))
+    if settings.atlas_subset_scans:
+        sections.append(_atlas_subset_section(settings, config, run, cohort))
     path = write_report(out, _header(config, run, comparison), results, tests, sections)
     (out / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=1, default=str))
     print("\n\n".join([methods_table_markdown(results), paired_tests_markdown(tests), claims, f"report: {path}"]))
