@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -47,11 +48,18 @@ def _chosen(count: int, fraction: float, seed: int, which: int) -> set[int]:
     return set(int(i) for i in order[: int(round(fraction * count))])
 
 
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)  # numbers, and strings as TOML basic strings
+
+
 def _write_marker(out: Path, settings: PhantomSettings) -> None:
+    """phantom.toml: the settings that made this cohort (written last: its presence means the cohort is complete)."""
     lines = ["# settings of the phantom cohort in this folder (python -m preprocess.phantom)"]
-    for key, value in dataclasses.asdict(settings).items():
-        value = list(value) if isinstance(value, tuple) else value
-        lines.append(f"{key} = {value!r}".replace("True", "true").replace("False", "false").replace("'", '"'))
+    lines += [f"{key} = {_toml_value(value)}" for key, value in dataclasses.asdict(settings).items()]
     (out / MARKER).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -50,12 +50,6 @@ def draw_deformation(rng: np.random.Generator, grid: Grid, elastic_rms_mm: float
     return Deformation(scale, rotation_matrix(angles), translation, noise.astype(np.float32))
 
 
-def identity_deformation(grid: Grid) -> Deformation:
-    extent = np.asarray(grid.shape_zyx) * np.asarray(grid.spacing_mm)[::-1]
-    control_shape = tuple(int(np.ceil(e / CONTROL_SPACING_MM)) + 2 for e in extent)
-    return Deformation(np.ones(3), np.eye(3), np.zeros(3), np.zeros((3, *control_shape), np.float32))
-
-
 def field_grid(extent_mm: tuple[float, ...], spacing_mm: float) -> Grid:
     """Patient grid: the field of view (x, y, z mm) centred on the canonical field centre, identity direction."""
     shape_xyz = np.maximum(np.round(np.asarray(extent_mm) / spacing_mm).astype(int), 8)

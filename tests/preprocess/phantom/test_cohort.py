@@ -11,6 +11,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from cache.manifest import read_manifest
+from cache.settings import from_toml
 from cache.stations import n_stage, station
 from preprocess.nifti_labels import read_label_extension
 from preprocess.phantom.__main__ import main
@@ -151,3 +152,8 @@ def test_settings_refuse_bad_values(field: str, value, message: str):
 def test_a_finished_cohort_is_recognised(tiny_cohort: Path, tmp_path: Path):
     assert cohort_is_complete(tiny_cohort)
     assert not cohort_is_complete(tmp_path)
+
+
+def test_marker_records_the_settings_as_toml(tiny_cohort: Path):
+    written = from_toml(PhantomSettings, tiny_cohort / "phantom.toml")
+    assert written == PhantomSettings(out=str(tiny_cohort), **TINY)
