@@ -20,6 +20,7 @@ from preprocess.phantom.writer import write_atlas, write_patient_scan
 
 MARKER = "phantom.toml"
 OUTPUT_FOLDERS = ("scans", "truth", "atlases", "preview")
+KNOWN_ENTRIES = (*OUTPUT_FOLDERS, "manifest.csv", MARKER, "cache")
 # Random streams: (seed, stream, index) so a patient is the same whatever the cohort size.
 PATIENT_STREAM, ATLAS_STREAM, SELECTION_STREAM, LABEL_STREAM = 0, 1, 2, 3
 
@@ -34,9 +35,16 @@ def patient_ids(index: int) -> tuple[str, str]:
 
 
 def _prepare(out: Path) -> None:
-    """Refuse a non-empty folder that is not a phantom cohort; clear the folders of an earlier cohort."""
-    if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise FileExistsError(f"{out} is not empty and holds no {MARKER}; choose an empty or new folder for --out")
+    """Clear the outputs of an earlier (possibly unfinished) cohort; refuse a folder that holds other things.
+
+    A dataset's cache folder inside the root (`cache_root = "cache"` in the demo config) is left alone.
+    """
+    if out.exists() and not (out / MARKER).is_file():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in KNOWN_ENTRIES)
+        if foreign:
+            raise FileExistsError(f"{out} is not a phantom cohort folder (it holds {', '.join(foreign[:5])} and no "
+                                  f"{MARKER}); choose an empty or new folder for --out")
+    (out / MARKER).unlink(missing_ok=True)  # the marker is written last: absent while the cohort is incomplete
     for name in OUTPUT_FOLDERS:
         shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)

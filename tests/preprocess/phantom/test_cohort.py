@@ -132,7 +132,7 @@ def test_same_seed_gives_identical_output_other_seed_other_anatomy(tmp_path: Pat
 
 def test_refuses_a_folder_that_is_not_a_phantom_cohort(tmp_path: Path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="holds no phantom.toml"):
+    with pytest.raises(FileExistsError, match="not a phantom cohort folder .it holds notes.txt"):
         generate_cohort(PhantomSettings(out=str(tmp_path), patients=1, atlases=0, spacing_mm=4.0))
     assert main(["--out", str(tmp_path), "--patients", "1"]) == 2
 
@@ -152,6 +152,15 @@ def test_settings_refuse_bad_values(field: str, value, message: str):
 def test_a_finished_cohort_is_recognised(tiny_cohort: Path, tmp_path: Path):
     assert cohort_is_complete(tiny_cohort)
     assert not cohort_is_complete(tmp_path)
+
+
+def test_an_unfinished_cohort_is_redone_and_the_cache_folder_kept(tmp_path: Path):
+    (tmp_path / "scans" / "demo-009-s0").mkdir(parents=True)  # left by a killed run: no phantom.toml
+    (tmp_path / "cache" / "demo").mkdir(parents=True)
+    generate_cohort(PhantomSettings(out=str(tmp_path), patients=1, atlases=0, spacing_mm=4.0))
+    assert cohort_is_complete(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "scans").iterdir()) == ["demo-001-s0"]
+    assert (tmp_path / "cache" / "demo").is_dir()
 
 
 def test_marker_records_the_settings_as_toml(tiny_cohort: Path):
