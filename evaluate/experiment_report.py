@@ -105,6 +105,7 @@ def header_lines(report: StudyReport) -> list[str]:
     return [
         f"- dataset: **{config.name}**, label column **{config.label_column}**, rule set **{config.rule_set}**",
         f"- code version: {code_version()}",
+        f"- cache: `{config.cache_dir}`; manifest: `{config.manifest_path}`",
         f"- folds: {', '.join(map(str, report.folds))} of the stored fold file `{report.fold_file}`",
         f"- test scans: {len(cohort.scan_ids)} ({len(set(cohort.patient_ids))} patients); stations with a known "
         f"label: {int((cohort.station_true >= 0).sum())} ({int((cohort.station_true == 1).sum())} malignant); "
