@@ -112,18 +112,18 @@ def _registration_settings(build: BuildSettings):
     return registration_settings(build.registration_preset)
 
 
-def vote_agreement(labels: np.ndarray, vote_fraction: np.ndarray) -> dict[int, float]:
+def vote_agreement(labels: np.ndarray, votes: np.ndarray, n_atlases: int = 1) -> dict[int, float]:
     """Mean fraction of atlases voting for each fused station inside it.
 
-    `vote_fraction` is per station (17, z, y, x) or the winning label's fraction (z, y, x).
+    `votes` counts (or fractions, with n_atlases 1) per station (17, z, y, x), or the winning label's (z, y, x).
     """
     agreement = {}
     for code in np.unique(labels):
         if code == 0:
             continue
         inside = labels == code
-        fraction = vote_fraction[code - 1] if vote_fraction.ndim == 4 else vote_fraction
-        agreement[int(code)] = float(fraction[inside].mean())
+        per_voxel = votes[code - 1] if votes.ndim == 4 else votes
+        agreement[int(code)] = float(per_voxel[inside].mean(dtype=np.float64)) / n_atlases
     return agreement
 
 
@@ -145,6 +145,17 @@ def qc_values(value: Any, numeric_only: bool) -> Any:
         array = np.asarray(value)
         return array if array.dtype.kind in "biuf" and array.size else None
     return None
+
+
+def registration_qc(records) -> dict:
+    """Registration QA as `{atlas: {stage: {metric: value}}}` from per-atlas-and-stage records (or a mapping)."""
+    if isinstance(records, Mapping):
+        return qc_values(records, numeric_only=False)
+    nested: dict[str, dict] = {}
+    for record in records:
+        values = {k: v for k, v in dict(record).items() if k not in ("atlas", "stage")}
+        nested.setdefault(str(record["atlas"]), {})[str(record["stage"])] = qc_values(values, numeric_only=False)
+    return nested
 
 
 def _timed(timings: dict[str, float], step: str, work):
@@ -195,10 +206,10 @@ def _process(row: ManifestRow, context: RunContext, timings: dict[str, float], s
     bank = _timed(timings, "load_atlases", lambda: _atlas_bank(context, registration))
     station_map = _timed(timings, "register", lambda: map_stations(
         prepared.ct_hu, prepared.structures, prepared.grid, bank, registration, context.device))
-    tables = _timed(timings, "weight_maps", lambda: station_tables(
-        station_map.labels, prepared.suv, prepared.grid, vote_agreement(station_map.labels,
-                                                                        np.asarray(station_map.vote_fraction))))
-    qc = {"registration": qc_values(station_map.qa, numeric_only=False),
+    agreement = vote_agreement(station_map.labels, station_map.votes, station_map.n_atlases)
+    tables = _timed(timings, "weight_maps", lambda: station_tables(station_map.labels, prepared.suv, prepared.grid,
+                                                                   agreement))
+    qc = {"registration": registration_qc(station_map.qa),
           "registration_timings_s": qc_values(station_map.timings_s, numeric_only=True),
           "provenance": qc_values({k: v for k, v in prepared.provenance.items() if k != "inputs"}, numeric_only=True)}
     record = ScanRecord(

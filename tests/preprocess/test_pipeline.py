@@ -1,6 +1,7 @@
 """`python -m preprocess` on a tiny phantom cohort: files written and verified, current scans skipped, --force,
 failures reported while the rest goes on, shards, concurrent runs, no PHI in any file."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,13 @@ import pydicom
 import pytest
 
 from cache import schema
+from cache.manifest import read_manifest
 from cache.reader import cache_files, read_info
 from cache.verify import verify_file
 from preprocess.__main__ import main
 from preprocess.phantom.cohort import generate_cohort
 from preprocess.phantom.settings import PhantomSettings
-from preprocess.pipeline import parse_shard, qc_values, select_rows, vote_agreement
+from preprocess.pipeline import parse_shard, qc_values, registration_qc, select_rows, vote_agreement
 
 try:
     from preprocess.register import map_stations  # noqa: F401 -- only whether it exists
@@ -30,18 +32,19 @@ REPO = Path(__file__).parents[2]
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
-    """Three phantom scans (one with a DICOM PET) and three atlases at 4 mm."""
+    """Three phantom scans (one with a DICOM PET) and one atlas at 6 mm: registration stays cheap."""
     root = tmp_path_factory.mktemp("tiny")
-    generate_cohort(PhantomSettings(out=str(root), patients=3, atlases=3, spacing_mm=4.0, pet_spacing_mm=4.0,
+    generate_cohort(PhantomSettings(out=str(root), patients=3, atlases=1, spacing_mm=6.0, pet_spacing_mm=6.0,
                                     dicom_pet_fraction=0.34))
     return root
 
 
-def config(cohort: Path, tmp_path: Path, name: str = "tiny") -> Path:
-    """A dataset config over the cohort whose cache goes to this test's own folder."""
-    path = tmp_path / f"{name}.toml"
-    path.write_text(f'root = "{cohort}"\ncache_root = "{tmp_path / "cache"}"\ntotalseg_version = "v2"\n'
-                    '[preprocess]\nspacing_mm = 4.0\nregistration_preset = "demo"\n')
+def config(root: Path, cache_root: Path, name: str = "tiny") -> Path:
+    """A dataset config over a cohort, its cache under `cache_root`."""
+    cache_root.mkdir(parents=True, exist_ok=True)
+    path = cache_root / f"{name}.toml"  # the dataset is named after the file
+    path.write_text(f'root = "{root}"\ncache_root = "{cache_root}"\ntotalseg_version = "v2"\n'
+                    '[preprocess]\nspacing_mm = 6.0\nregistration_preset = "demo"\n')
     return path
 
 
@@ -49,59 +52,72 @@ def run(*args) -> int:
     return main([*map(str, args), "--device", "cpu"])
 
 
+def dicom_shard(root: Path) -> str:
+    """The shard (of 3) that holds the scan whose PET is a DICOM series, so the PHI check sees DICOM headers."""
+    rows = sorted(read_manifest(root / "manifest.csv", root).rows, key=lambda r: r.key)
+    dicom = [i for i, row in enumerate(rows) if row.pet.is_dir()]
+    assert dicom, "the cohort should hold a DICOM PET"
+    return f"{dicom[0]}/3"
+
+
+@pytest.fixture(scope="module")
+def built(cohort, tmp_path_factory) -> Path:
+    """The cache of the DICOM-PET scan (one registration for the whole module)."""
+    cache_root = tmp_path_factory.mktemp("cache")
+    assert run("--dataset", config(cohort, cache_root), "--shard", dicom_shard(cohort)) == 0
+    return cache_root / "tiny"
+
+
 @needs_registration
-def test_chain_writes_sound_files_then_skips_them_until_forced(cohort, tmp_path, capsys):
-    dataset = config(cohort, tmp_path)
-    assert run("--dataset", dataset) == 0
-    files = cache_files(tmp_path / "cache" / "tiny")
-    assert len(files) == 3 and all(verify_file(f).ok for f in files)
+def test_chain_writes_a_sound_file_then_skips_it_while_current(cohort, built, capsys):
+    files = cache_files(built)
+    assert len(files) == 1 and verify_file(files[0]).ok
     info = read_info(files[0])
-    assert info.settings["BuildSettings"]["spacing_mm"] == 4.0 and len(info.stations) >= 15
+    assert info.settings["BuildSettings"]["spacing_mm"] == 6.0 and info.settings["RegistrationSettings"]
+    assert set(info.inputs) == {"ct", "pet", "totalseg", "lesions", "atlas_bank"} and len(info.stations) >= 10
     with h5py.File(files[0], "r") as f:
-        assert f[schema.QC_TIMINGS_GROUP].attrs["register"] > 0 and "weight_maps" in f[schema.QC_TIMINGS_GROUP].attrs
-    assert "3 written, 0 skipped" in capsys.readouterr().out
-    assert run("--dataset", dataset) == 0
-    assert "0 written, 3 skipped" in capsys.readouterr().out
-    assert run("--dataset", dataset, "--force", "--shard", "1/2") == 0
-    assert "1 scan(s): 1 written, 0 skipped" in capsys.readouterr().out
+        timings = f[schema.QC_TIMINGS_GROUP].attrs
+        assert timings["register"] > 0 and {"weight_maps", "read_ct", "hash_inputs"} <= set(timings)
+        assert "deformable" in f["qc/registration/atlas-01"]
+    assert run("--dataset", config(cohort, built.parent), "--shard", dicom_shard(cohort)) == 0
+    assert "1 scan(s): 0 written, 1 skipped (current), 0 failed" in capsys.readouterr().out
 
 
 @needs_registration
-def test_no_phi_reaches_the_cache(cohort, tmp_path):
-    """No byte string of a patient's DICOM identity, UIDs or input paths appears anywhere in a cache file."""
-    assert run("--dataset", config(cohort, tmp_path)) == 0
-    dicom = sorted(cohort.glob("scans/*/pet_dicom/*"))
-    assert dicom, "the cohort should hold one DICOM PET"
-    header = pydicom.dcmread(dicom[0], stop_before_pixels=True)
+def test_no_phi_reaches_the_cache(cohort, built):
+    """No byte string of the patient's DICOM identity, UIDs or input paths appears anywhere in the cache file."""
+    header = pydicom.dcmread(sorted(cohort.glob("scans/*/pet_dicom/*"))[0], stop_before_pixels=True)
     secrets = {str(header.PatientName), str(header.StudyInstanceUID), str(header.SeriesInstanceUID),
                str(header.SOPInstanceUID), str(header.FrameOfReferenceUID), str(cohort), "pet_dicom", "nii.gz"}
-    for path in cache_files(tmp_path / "cache" / "tiny"):
+    for path in cache_files(built):
         content = path.read_bytes()
         for secret in secrets:
             assert secret.encode() not in content, f"{secret!r} found in {path}"
 
 
 @needs_registration
-def test_a_failing_scan_is_reported_and_the_others_are_written(cohort, tmp_path, capsys):
+def test_failing_scans_are_reported_and_the_run_goes_on(cohort, built, tmp_path, capsys):
     broken = tmp_path / "broken"
-    subprocess.run(["cp", "-r", str(cohort), str(broken)], check=True)
-    victim = sorted(broken.glob("scans/*/ct.nii.gz"))[1]
-    victim.write_bytes(b"not an image")
-    assert run("--dataset", config(broken, tmp_path)) == 1
+    shutil.copytree(cohort, broken)
+    victims = [d for d in sorted((broken / "scans").iterdir()) if not (d / "pet_dicom").exists()]
+    for victim in victims:
+        (victim / "ct.nii.gz").write_bytes(b"not an image")
+    assert run("--dataset", config(broken, built.parent)) == 1  # the built scan is current: skipped
     captured = capsys.readouterr()
-    assert "2 written, 0 skipped (current), 1 failed" in captured.out
-    assert f"FAILED {victim.parent.name.rsplit('-', 1)[0]}" in captured.err or "FAILED" in captured.err
-    assert "ct" in captured.err.split("FAILED", 1)[1]
-    assert len(cache_files(tmp_path / "cache" / "tiny")) == 2
+    assert "3 scan(s): 0 written, 1 skipped (current), 2 failed" in captured.out
+    for victim in victims:
+        assert f"FAILED {victim.name.rsplit('-', 1)[0]}__{victim.name}: " in captured.err
+    assert "column 'ct'" in captured.err or "ct.nii.gz" in captured.err
 
 
+@pytest.mark.slow
 @needs_registration
 def test_two_runs_of_one_scan_at_once_leave_a_sound_file(cohort, tmp_path):
-    dataset = config(cohort, tmp_path)
+    dataset = config(cohort, tmp_path / "cache")
     command = [sys.executable, "-m", "preprocess", "--dataset", str(dataset), "--force", "--shard", "0/3",
                "--device", "cpu"]
     runs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
-    assert [r.wait(timeout=300) for r in runs] == [0, 0]
+    assert [r.wait(timeout=600) for r in runs] == [0, 0]
     folder = tmp_path / "cache" / "tiny"
     files = cache_files(folder)
     assert len(files) == 1 and verify_file(files[0]).ok
@@ -138,3 +154,10 @@ def test_qc_values_keep_numbers_and_drop_strings_from_provenance():
     assert qc_values(provenance, numeric_only=True)["suv"] == {"factor": 2.5}
     assert qc_values({"atlas-01": {"dice": 0.9, "stage": "affine"}}, numeric_only=False) == {
         "atlas-01": {"dice": 0.9, "stage": "affine"}}
+
+
+def test_registration_qa_records_nest_by_atlas_and_stage():
+    records = [{"atlas": "atlas-01", "stage": "linear", "dice_mean": 0.8, "dice": {"aorta": 0.7}},
+               {"atlas": "atlas-01", "stage": "deformable", "dice_mean": 0.9, "dice": {"aorta": 0.95}}]
+    assert registration_qc(records) == {"atlas-01": {"linear": {"dice_mean": 0.8, "dice": {"aorta": 0.7}},
+                                                     "deformable": {"dice_mean": 0.9, "dice": {"aorta": 0.95}}}}
