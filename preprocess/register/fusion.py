@@ -32,39 +32,32 @@ class StationMap:
         return self.votes.astype(np.float32) / np.float32(self.n_atlases)
 
 
-def atlas_labels(warped_stations: torch.Tensor) -> torch.Tensor:
-    """(N, z, y, x) uint8 station codes: argmax over background and the (N, 17, z, y, x) warped one-hot channels."""
-    background = (1.0 - warped_stations.sum(1, keepdim=True)).clamp_min(0.0)
-    return torch.cat([background, warped_stations], dim=1).argmax(1).to(torch.uint8)
-
-
 class VoteAccumulator:
-    """Running vote counts and summed probabilities (background + 17 stations) over atlases."""
+    """Running vote counts and summed probabilities of background + `n_codes` labels over atlases."""
 
-    def __init__(self, n_stations: int, shape: tuple[int, ...], device: torch.device | str) -> None:
-        self.counts = torch.zeros(n_stations + 1, *shape, dtype=torch.uint8, device=device)
-        self.probability = torch.zeros(n_stations + 1, *shape, dtype=torch.float32, device=device)
+    def __init__(self, n_codes: int, shape: tuple[int, ...], device: torch.device | str) -> None:
+        n_voxels = int(np.prod(shape))
+        self.shape = tuple(shape)
+        self.counts = torch.zeros(n_codes + 1, n_voxels, dtype=torch.uint8, device=device)
+        self.probability = torch.zeros(n_voxels, n_codes + 1, dtype=torch.float32, device=device)
         self.n_atlases = 0
 
-    def add(self, warped_stations: torch.Tensor) -> torch.Tensor:
-        """Add the (N, 17, z, y, x) warped channels of N atlases; returns their (N, z, y, x) labels."""
-        labels = atlas_labels(warped_stations)
-        codes = torch.arange(self.counts.shape[0], device=labels.device).view(1, -1, 1, 1, 1)
-        self.counts += (labels.unsqueeze(1) == codes).sum(0, dtype=torch.uint8)
-        background = (1.0 - warped_stations.sum(1, keepdim=True)).clamp_min(0.0)
-        self.probability += torch.cat([background, warped_stations], dim=1).sum(0)
-        self.n_atlases += labels.shape[0]
+    def add(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Add one atlas' (voxels, 1 + n_codes) warped probabilities; returns its (voxels,) argmax labels."""
+        labels = probabilities.argmax(1)
+        self.counts += labels.unsqueeze(0) == torch.arange(self.counts.shape[0], device=labels.device).unsqueeze(1)
+        self.probability += probabilities
+        self.n_atlases += 1
         return labels
 
     def fused(self) -> tuple[np.ndarray, np.ndarray]:
-        """Majority-vote labels (z, y, x) uint8 and station vote counts (17, z, y, x) uint8."""
-        score = self.counts.float() + 0.5 * self.probability / max(self.n_atlases, 1)
-        labels = score.argmax(0).to(torch.uint8)
-        return labels.cpu().numpy(), self.counts[1:].cpu().numpy()
+        """Majority-vote labels (z, y, x) uint8 and per-code vote counts (n_codes, z, y, x) uint8."""
+        score = self.counts.t().float() + 0.5 * self.probability / max(self.n_atlases, 1)
+        labels = score.argmax(1).to(torch.uint8).reshape(self.shape)
+        return labels.cpu().numpy(), self.counts[1:].reshape(-1, *self.shape).cpu().numpy()
 
 
-def majority_vote(labels: np.ndarray, n_stations: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fuse hard (N, z, y, x) label arrays by majority vote (ties: lowest code); labels and station counts."""
-    codes = np.arange(n_stations + 1).reshape(-1, *([1] * (labels.ndim - 1)))
-    counts = np.stack([(labels == c).sum(0) for c in codes.ravel()]).astype(np.uint8)
+def majority_vote(labels: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse hard (N, z, y, x) label arrays by majority vote (ties: lowest code); labels and per-code counts."""
+    counts = np.stack([(labels == c).sum(0) for c in range(n_codes + 1)]).astype(np.uint8)
     return counts.argmax(0).astype(np.uint8), counts[1:]

@@ -33,13 +33,7 @@ from preprocess.register.linear import (
 from preprocess.register.qa import dice_scores, qa_record
 from preprocess.register.settings import RegistrationSettings
 from preprocess.register.variational import jacobian_determinant, register_deformable
-from preprocess.register.warp import (
-    displaced_points,
-    index_to_normalised,
-    level_points_mm,
-    sampling_grid,
-    warp,
-)
+from preprocess.register.warp import index_to_normalised, warp_labels
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -101,12 +95,11 @@ def map_stations(ct_hu: np.ndarray, structures: np.ndarray, grid: Grid, bank: At
     padded = tuple(max(a.structures.shape[i] for a in atlases) for i in range(3))
 
     fixed_labels = group_labels(structures, groups)
-    moving_labels = [group_labels(a.structures, groups) for a in atlases]
+    moving_labels = _padded([group_labels(a.structures, groups) for a in atlases], padded, 0, np.uint8)
     valid = np.stack([present_groups(m, n_groups, settings.init_min_voxels) for m in moving_labels])
     valid &= present_groups(fixed_labels, n_groups, settings.init_min_voxels)[None]
     fixed = one_hot(torch.from_numpy(fixed_labels).to(dev), n_groups).unsqueeze(0)
-    moving = torch.stack([one_hot(torch.from_numpy(m).to(dev), n_groups)
-                          for m in _padded(moving_labels, padded, 0, np.uint8)])
+    moving = torch.stack([one_hot(torch.from_numpy(m).to(dev), n_groups) for m in moving_labels])
     weights = torch.from_numpy(valid.astype(np.float32)).to(dev)
     timings["channels"] = time.perf_counter() - start
 
@@ -142,36 +135,36 @@ def map_stations(ct_hu: np.ndarray, structures: np.ndarray, grid: Grid, bank: At
     timings["deformable"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    station_map = _warp_and_fuse(grid, spacing, padded, atlases, fixed, moving, groups, valid, matrices,
+    del moving, moving_d, fixed_d
+    station_map = _warp_and_fuse(grid, spacing, padded, atlases, fixed_labels, moving_labels, groups, valid, matrices,
                                  result.field_mm, timings, settings, dev)
     timings["warp_fuse_qa"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
     return station_map
 
 
-def _warp_and_fuse(grid, spacing, padded, atlases, fixed, moving, groups, valid, matrices, field_mm, timings,
-                   settings, dev) -> StationMap:
+def _warp_and_fuse(grid, spacing, padded, atlases, fixed_labels, moving_labels, groups, valid, matrices, field_mm,
+                   timings, settings, dev) -> StationMap:
     """Per atlas: station channels warped through the final transform, QA per stage; then the vote."""
     n_stations = len(stations())
     shape = grid.shape_zyx
-    points = level_points_mm(shape, shape, spacing, dev)
     votes = VoteAccumulator(n_stations, shape, dev)
+    fixed_flat = torch.from_numpy(fixed_labels).to(dev).reshape(-1)
     records = []
     to_mm = {stage: _to_atlas_mm(m.double().cpu().numpy(), padded, spacing) for stage, m in matrices.items()}
     for n, atlas in enumerate(atlases):
-        station_labels = np.zeros(padded, dtype=np.uint8)
-        station_labels[tuple(slice(0, k) for k in atlas.stations.shape)] = atlas.stations
-        final_grid = sampling_grid(displaced_points(points, field_mm[n:n + 1]), matrices["linear"][n:n + 1])
-        channels = one_hot(torch.from_numpy(station_labels).to(dev), n_stations).unsqueeze(0)
-        votes.add(warp(channels, final_grid))
-        del channels
+        station_labels = _padded([atlas.stations], padded, 0, np.uint8)[0]
+        votes.add(warp_labels(station_labels, n_stations, matrices["linear"][n:n + 1], shape, spacing,
+                              field_mm[n:n + 1], dev))
         if not settings.qa:
             continue
         for stage in ("initial", "linear", "deformable"):
-            stage_grid = final_grid if stage == "deformable" else sampling_grid(points, matrices[stage][n:n + 1])
-            dice = dice_scores(fixed, warp(moving[n:n + 1], stage_grid))[0].cpu().numpy()
+            field = field_mm[n:n + 1] if stage == "deformable" else None
+            matrix = matrices["linear" if stage == "deformable" else stage][n:n + 1]
+            warped = warp_labels(moving_labels[n], len(groups), matrix, shape, spacing, field, dev).argmax(1)
+            dice = dice_scores(fixed_flat, warped, len(groups)).cpu().numpy()
             determinant = float(np.linalg.det(to_mm["linear" if stage == "deformable" else stage][n][:3, :3]))
-            jacobian = (jacobian_determinant(field_mm[n:n + 1], (spacing,) * 3) * determinant
+            jacobian = (jacobian_determinant(field, (spacing,) * 3) * determinant
                         if stage == "deformable" else determinant)
             records.append(qa_record(atlas.name, stage, groups, dice, valid[n], jacobian, timings[stage]))
     labels, counts = votes.fused()

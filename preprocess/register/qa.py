@@ -17,13 +17,12 @@ import torch
 STAGES = ("initial", "linear", "deformable")
 
 
-def dice_scores(fixed: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
-    """(N, C) Dice of (1, C, ...) fixed masks and (N, C, ...) warped soft masks thresholded at 0.5."""
-    a = fixed > 0.5
-    b = warped > 0.5
-    dims = tuple(range(2, a.dim()))
-    overlap = (a & b).sum(dims).float()
-    total = a.sum(dims).float() + b.sum(dims).float()
+def dice_scores(fixed_labels: torch.Tensor, warped_labels: torch.Tensor, n_codes: int) -> torch.Tensor:
+    """(n_codes,) Dice per code 1..n_codes of two flat label tensors (1 where a code is in neither)."""
+    joint = torch.bincount(fixed_labels.long() * (n_codes + 1) + warped_labels.long(), minlength=(n_codes + 1) ** 2)
+    table = joint.reshape(n_codes + 1, n_codes + 1).double()
+    overlap = table.diagonal()[1:]
+    total = table.sum(1)[1:] + table.sum(0)[1:]
     return torch.where(total > 0, 2.0 * overlap / total.clamp_min(1.0), torch.ones_like(total))
 
 

@@ -41,8 +41,8 @@ class RegistrationSettings:
     )
     init_min_voxels: int = field(default=20, metadata={"help": "structures smaller than this are not paired"})
     # Affine refinement
-    linear_levels_mm: tuple[float, ...] = field(default=(8.0, 4.0), metadata={"help": "affine pyramid, mm"})
-    linear_iterations: tuple[int, ...] = field(default=(80, 40), metadata={"help": "Adam steps per level"})
+    linear_levels_mm: tuple[float, ...] = field(default=(8.0,), metadata={"help": "affine pyramid, mm"})
+    linear_iterations: tuple[int, ...] = field(default=(60,), metadata={"help": "Adam steps per level"})
     linear_metric: Literal["soft_dice", "ssd"] = field(default="soft_dice", metadata={"help": "affine loss"})
     linear_learning_rate: float = field(default=0.01, metadata={"help": "Adam step of the affine parameters"})
     linear_translation_scale_mm: float = field(

@@ -12,21 +12,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from preprocess.register.regulariser import diffusive_denominator, diffusive_solve, gaussian_smooth
 from preprocess.register.warp import (
+    channels_last,
     compose,
-    displaced_points,
     fixed_normaliser,
     level_points_mm,
     level_shape,
     level_spacing_mm,
     pool_to,
     resize_field,
-    sampling_grid,
-    warp,
+    warp_channels_last,
+    warp_through,
 )
 
 
@@ -48,8 +49,21 @@ def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     return F.avg_pool3d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
 
 
+GRADIENT_MODES = {"symmetric": 0, "fixed": 1, "moving": 2}
+
+
 def demons_force(fixed, warped, fixed_grad, weights, spacing_mm, settings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Force (N, 3, z, y, x) in mm and metric (N,) (weighted mean squared difference) of demons or SSD."""
+    """Force (N, 3, z, y, x) in mm and metric (N,) (weighted mean squared difference) of demons or SSD.
+
+    On CPU one numba pass (`kernels.demons_force_kernel`) computes the same as the tensor code below.
+    """
+    if warped.device.type == "cpu":
+        return demons_force_channels_last(channels_last(fixed), channels_last(warped), weights, spacing_mm, settings)
+    return demons_force_torch(fixed, warped, fixed_grad, weights, spacing_mm, settings)
+
+
+def demons_force_torch(fixed, warped, fixed_grad, weights, spacing_mm, settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tensor implementation of `demons_force` (used on CUDA; `fixed_grad` from `_gradient(fixed)`)."""
     normaliser = sum(h * h for h in spacing_mm) / 3.0
     diff = fixed - warped
     w = weights.view(*weights.shape, 1, 1, 1)
@@ -67,6 +81,22 @@ def demons_force(fixed, warped, fixed_grad, weights, spacing_mm, settings) -> tu
     denominator = sum((w * g * g).sum(1) for g in grads) + (weighted * diff).sum(1) / normaliser
     force = numerator / denominator.clamp_min(1e-9).unsqueeze(1)
     return torch.where(denominator.unsqueeze(1) > 1e-9, force, torch.zeros_like(force)), metric
+
+
+def demons_force_channels_last(fixed: np.ndarray, warped: np.ndarray, weights: torch.Tensor,
+                               spacing_mm: tuple[float, ...], settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPU kernel form of `demons_force` on channels-last arrays fixed (1, z, y, x, C) and warped (N, z, y, x, C)."""
+    from preprocess.register.kernels import demons_force_kernel
+
+    n, nz, ny, nx, _ = warped.shape
+    force = np.empty((n, 3, nz, ny, nx), dtype=np.float32)
+    squared = np.empty((n, nz), dtype=np.float64)
+    w = np.ascontiguousarray(weights.cpu().numpy(), dtype=np.float32)
+    normaliser = sum(h * h for h in spacing_mm) / 3.0
+    demons_force_kernel(fixed, warped, w, np.asarray(spacing_mm, dtype=np.float64), float(normaliser),
+                        GRADIENT_MODES[settings.force_gradient], settings.force == "ssd", force, squared)
+    metric = squared.sum(1) / (nz * ny * nx) / np.maximum(w.sum(1), 1e-6)
+    return torch.from_numpy(force), torch.from_numpy(metric.astype(np.float32))
 
 
 def ncc_force(fixed, warped, weights, spacing_mm, settings) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,18 +168,28 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
         moving_level = pool_to(moving, level_shape(tuple(moving.shape[2:]), spacing_mm, level_mm))
         points = level_points_mm(full, shape, spacing_mm, device)
         field = torch.zeros(n, 3, *shape, device=device) if field is None else resize_field(field, shape)
-        fixed_grad = _gradient(fixed_level, spacing)
+        on_cpu = device.type == "cpu"
+        fixed_grad = None if on_cpu else _gradient(fixed_level, spacing)
+        fixed_cl, moving_cl = (channels_last(fixed_level), channels_last(moving_level)) if on_cpu else (None, None)
         denominator = diffusive_denominator(shape, spacing, settings.time_step * settings.diffusive_alpha_mm2, device)
         active = torch.ones(n, dtype=torch.bool, device=device)
         done_at = torch.full((n,), max_iterations, dtype=torch.long)
         history: list[torch.Tensor] = []
         for iteration in range(max_iterations):
             displacement = exponential(field, points, to_normalised, spacing) if settings.diffeomorphic else field
-            warped = warp(moving_level, sampling_grid(displaced_points(points, displacement), matrices))
-            if settings.force == "ncc":
-                force, metric = ncc_force(fixed_level, warped, weights, spacing, settings)
+            if on_cpu:
+                warped_cl = warp_channels_last(moving_cl, matrices, full, shape, spacing_mm, displacement)
+                if settings.force == "ncc":
+                    warped = torch.from_numpy(warped_cl).permute(0, 4, 1, 2, 3)
+                    force, metric = ncc_force(fixed_level, warped, weights, spacing, settings)
+                else:
+                    force, metric = demons_force_channels_last(fixed_cl, warped_cl, weights, spacing, settings)
             else:
-                force, metric = demons_force(fixed_level, warped, fixed_grad, weights, spacing, settings)
+                warped = warp_through(moving_level, matrices, full, shape, spacing_mm, displacement)
+                if settings.force == "ncc":
+                    force, metric = ncc_force(fixed_level, warped, weights, spacing, settings)
+                else:
+                    force, metric = demons_force_torch(fixed_level, warped, fixed_grad, weights, spacing, settings)
             history.append(metric)
             stop = _stopped(history, settings) & active
             done_at[stop.cpu()] = iteration

@@ -52,14 +52,14 @@ def sampling_grid(points_mm: torch.Tensor, matrices: torch.Tensor) -> torch.Tens
 
     `points_mm` is (z, y, x, 3) shared by all atlases or (N, z, y, x, 3); `matrices` is (N, 4, 4).
     """
-    linear = matrices[:, :3, :3].to(points_mm.dtype)
-    offset = matrices[:, :3, 3].to(points_mm.dtype)
-    if points_mm.dim() == 4:
-        grid = torch.einsum("zyxj,nij->nzyxi", points_mm, linear)
-    else:
-        grid = torch.einsum("nzyxj,nij->nzyxi", points_mm, linear)
-    grid = grid + offset.view(-1, 1, 1, 1, 3)
-    return grid.flip(-1)
+    n = matrices.shape[0]
+    spatial = points_mm.shape[-4:-1]
+    # rows reversed: the grid's last axis is (x, y, z) as grid_sample wants
+    linear_t = matrices[:, :3, :3].to(points_mm.dtype).flip(1).transpose(1, 2)
+    offset = matrices[:, :3, 3].to(points_mm.dtype).flip(1)
+    flat = points_mm.reshape(-1 if points_mm.dim() == 5 else 1, int(np.prod(spatial)), 3)
+    grid = torch.baddbmm(offset.unsqueeze(1), flat.expand(n, -1, -1), linear_t)
+    return grid.reshape(n, *spatial, 3)
 
 
 def displaced_points(points_mm: torch.Tensor, field_mm: torch.Tensor) -> torch.Tensor:
@@ -112,3 +112,74 @@ def compose(first_mm: torch.Tensor, second_mm: torch.Tensor, points_mm: torch.Te
     """Displacement of x -> x + a(x) followed by y -> y + b(y): c(x) = a(x) + b(x + a(x)); a = first, b = second."""
     moved = displaced_points(points_mm, first_mm)
     return first_mm + sample_field(second_mm, moved, to_normalised)
+
+
+def level_axes(full_shape: tuple[int, ...], shape: tuple[int, ...], spacing_mm: float) -> tuple[np.ndarray, ...]:
+    """Per-axis (scale, offset) with fixed-frame mm = scale * level index + offset (see `level_points_mm`)."""
+    ratio = np.asarray(full_shape, dtype=np.float64) / np.asarray(shape, dtype=np.float64)
+    return ratio * spacing_mm, (0.5 * ratio - 0.5) * spacing_mm
+
+
+def normalised_to_index(shape: tuple[int, ...]) -> np.ndarray:
+    """4x4 matrix: grid_sample coordinates (z, y, x, `align_corners=False`) -> continuous voxel index."""
+    return np.linalg.inv(index_to_normalised(shape))
+
+
+def channels_last(images: torch.Tensor) -> np.ndarray:
+    """(N, C, z, y, x) tensor as a contiguous float32 (N, z, y, x, C) array, the layout of the CPU kernels."""
+    return np.ascontiguousarray(images.detach().permute(0, 2, 3, 4, 1).cpu().numpy(), dtype=np.float32)
+
+
+def warp_channels_last(moving: np.ndarray, matrices: torch.Tensor, full_shape: tuple[int, ...],
+                       shape: tuple[int, ...], spacing_mm: float, field_mm: torch.Tensor | None = None) -> np.ndarray:
+    """CPU kernel form of `warp_through`: channels-last moving (M, pz, py, px, C) -> (N, *shape, C)."""
+    from preprocess.register.kernels import warp_kernel
+
+    n = matrices.shape[0]
+    affine = normalised_to_index(tuple(moving.shape[1:4])) @ matrices.detach().double().cpu().numpy()
+    scale, offset = level_axes(full_shape, shape, spacing_mm)
+    field = (np.zeros((n, 0, 1, 1, 1), dtype=np.float32) if field_mm is None
+             else np.ascontiguousarray(field_mm.detach().numpy(), dtype=np.float32))
+    out = np.empty((n, *shape, moving.shape[4]), dtype=np.float32)
+    warp_kernel(moving, np.ascontiguousarray(affine[:, :3]), scale, offset, field, out)
+    return out
+
+
+def warp_through(moving: torch.Tensor, matrices: torch.Tensor, full_shape: tuple[int, ...], shape: tuple[int, ...],
+                 spacing_mm: float, field_mm: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, C, *shape) moving channels sampled at M (q + u(q)) over a level of the fixed grid.
+
+    CPU: one numba pass (`kernels.warp_kernel`); CUDA: `grid_sample`. Both sample trilinearly with zeros outside.
+    """
+    if moving.device.type != "cpu":
+        return warp_through_torch(moving, matrices, full_shape, shape, spacing_mm, field_mm)
+    out = warp_channels_last(channels_last(moving), matrices, full_shape, shape, spacing_mm, field_mm)
+    return torch.from_numpy(out).permute(0, 4, 1, 2, 3)
+
+
+def warp_through_torch(moving: torch.Tensor, matrices: torch.Tensor, full_shape: tuple[int, ...],
+                       shape: tuple[int, ...], spacing_mm: float, field_mm: torch.Tensor | None = None) -> torch.Tensor:
+    """The grid_sample implementation of `warp_through` (used on CUDA)."""
+    points = level_points_mm(full_shape, shape, spacing_mm, moving.device)
+    moved = points if field_mm is None else displaced_points(points, field_mm)
+    return warp(moving, sampling_grid(moved, matrices))
+
+
+def warp_labels(labels: np.ndarray, n_codes: int, matrix: torch.Tensor, full_shape: tuple[int, ...],
+                spacing_mm: float, field_mm: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """(z*y*x, n_codes + 1) probabilities of background and codes 1..n_codes of one atlas' (padded) label array,
+    warped as one-hot channels through `matrix` (1, 4, 4) and `field_mm` (1, 3, z, y, x) onto the full fixed grid.
+
+    Background is 1 minus the sum of the warped channels (1 outside the atlas).
+    """
+    if device.type == "cpu":
+        table = np.eye(n_codes + 1, dtype=np.float32)[:, 1:]
+        out = warp_channels_last(table[labels][None], matrix, full_shape, full_shape, spacing_mm, field_mm)
+        channels = torch.from_numpy(out.reshape(-1, n_codes))
+    else:
+        codes = torch.arange(1, n_codes + 1, device=device).view(-1, 1, 1, 1)
+        one_hot = (torch.from_numpy(labels).to(device).unsqueeze(0) == codes).float().unsqueeze(0)
+        warped = warp_through_torch(one_hot, matrix, full_shape, full_shape, spacing_mm, field_mm)
+        channels = warped[0].reshape(n_codes, -1).t()
+    background = (1.0 - channels.sum(1, keepdim=True)).clamp_min(0.0)
+    return torch.cat([background, channels], dim=1)
