@@ -30,6 +30,6 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=7.4", "ruff>=0.5"],
-        "bench": ["monai>=1.3", "torchio>=0.19"],
+        "bench": ["monai>=1.3", "torchio>=0.19"],  # tested with monai 1.6.1, torchio 1.2.1
     },
 )
