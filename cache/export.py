@@ -6,12 +6,11 @@ The reader accepts such a copy through h5py (slower than the memory map of the c
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
 
-from cache.writer import fsync_path, remove_dead_temps, temp_path
+from cache.writer import atomic_h5
 
 GZIP_LEVEL = 4
 
@@ -34,16 +33,6 @@ def export_file(source: str | Path, target: str | Path, compress: bool = True) -
     source, target = Path(source), Path(target)
     if source.resolve() == target.resolve():
         raise ValueError(f"export target {target} is the source file itself; choose another folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_temps(target.parent, target.stem)
-    temp = temp_path(target)
-    try:
-        with h5py.File(source, "r", locking=False) as src, h5py.File(temp, "w") as dst:
-            _copy(src, dst, compress)
-        fsync_path(temp)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_path(target.parent, directory=True)
+    with atomic_h5(target) as dst, h5py.File(source, "r", locking=False) as src:
+        _copy(src, dst, compress)
     return target

@@ -13,7 +13,8 @@ import json
 import os
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,21 +225,31 @@ def fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
-def write_scan(path: str | Path, record: ScanRecord) -> Path:
-    """Write `record` to `path` atomically (temporary file, flush, fsync, rename); returns `path`."""
-    path = Path(path)
-    _check_record(record)
+@contextmanager
+def atomic_h5(path: Path) -> Iterator[h5py.File]:
+    """An HDF5 file open for writing that appears at `path` only once the block ends without error.
+
+    It is written as a temporary file beside `path` (dead temporaries of this scan removed first), fsynced and
+    renamed into place; on any error the temporary file is deleted and `path` is left as it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_temps(path.parent, path.stem)
     temp = temp_path(path)
     try:
         with h5py.File(temp, "w") as f:
-            _write_contents(f, record)
-            f.flush()
+            yield f
         fsync_path(temp)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     fsync_path(path.parent, directory=True)
+
+
+def write_scan(path: str | Path, record: ScanRecord) -> Path:
+    """Write `record` to `path` atomically (temporary file, flush, fsync, rename); returns `path`."""
+    path = Path(path)
+    _check_record(record)
+    with atomic_h5(path) as f:
+        _write_contents(f, record)
     return path
