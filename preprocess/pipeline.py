@@ -31,6 +31,7 @@ from cache.settings import settings_hash
 from cache.writer import ScanLabels, ScanRecord, remove_dead_temps, write_scan
 from preprocess.settings import PreprocessSettings
 from preprocess.station_stats import station_tables
+from preprocess.step_timing import timed
 from preprocess.suv import SuvSettings
 
 Status = Literal["written", "skipped", "failed"]
@@ -158,14 +159,6 @@ def registration_qc(records) -> dict:
     return nested
 
 
-def _timed(timings: dict[str, float], step: str, work):
-    start = time.perf_counter()
-    try:
-        return work()
-    finally:
-        timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
-
-
 def is_current(path: Path, current_settings_hash: str, inputs_hash: str) -> bool:
     """A cache file exists, reads, and was made from the same settings and input content."""
     if not path.is_file():
@@ -197,17 +190,17 @@ def _process(row: ManifestRow, context: RunContext, timings: dict[str, float], s
     registration = _registration_settings(context.build)
     settings = context.content_settings(registration)
     path = context.dataset.cache_dir / cache_file_name(row.patient_id, row.scan_id)
-    inputs = _timed(timings, "hash_inputs", lambda: input_digests(row, context.atlas_bank_digest))
+    inputs = timed(timings, "hash_inputs", lambda: input_digests(row, context.atlas_bank_digest))
     if not context.force and is_current(path, settings_hash(*settings), mapping_digest(inputs)):
         return ScanOutcome(row.key, "skipped", time.perf_counter() - start, timings)
     prepared = prepare_scan(row, context.dataset, context.build.spacing_mm, context.build.crop_margin_mm,
                             context.suv)
     timings.update(prepared.timings_s)
-    bank = _timed(timings, "load_atlases", lambda: _atlas_bank(context, registration))
-    station_map = _timed(timings, "register", lambda: map_stations(
+    bank = timed(timings, "load_atlases", lambda: _atlas_bank(context, registration))
+    station_map = timed(timings, "register", lambda: map_stations(
         prepared.ct_hu, prepared.structures, prepared.grid, bank, registration, context.device))
     agreement = vote_agreement(station_map.labels, station_map.votes, station_map.n_atlases)
-    tables = _timed(timings, "weight_maps", lambda: station_tables(station_map.labels, prepared.suv, prepared.grid,
+    tables = timed(timings, "weight_maps", lambda: station_tables(station_map.labels, prepared.suv, prepared.grid,
                                                                    agreement))
     qc = {"registration": registration_qc(station_map.qa),
           "registration_timings_s": qc_values(station_map.timings_s, numeric_only=True),
@@ -219,7 +212,7 @@ def _process(row: ManifestRow, context: RunContext, timings: dict[str, float], s
         rule_set=context.dataset.rule_set, qc=qc, lesions=prepared.lesions,
     )
     timings["total"] = time.perf_counter() - start
-    _timed(timings, "write", lambda: write_scan(path, dataclasses.replace(record, qc={**qc, "timings_s": timings})))
+    timed(timings, "write", lambda: write_scan(path, dataclasses.replace(record, qc={**qc, "timings_s": timings})))
     return ScanOutcome(row.key, "written", time.perf_counter() - start, timings)
 
 

@@ -9,12 +9,9 @@ cropped box is resampled. Intensities stay raw: HU (int16) and SUV (float32).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import SimpleITK as sitk
@@ -26,12 +23,12 @@ from preprocess.crop import CropError, crop_grid, mediastinum_box
 from preprocess.dicom_series import DicomSeriesError
 from preprocess.images import ImageReadError, read_image, read_pet_suv
 from preprocess.resample import resample_like, resample_to_spacing
+from preprocess.step_timing import timed, timing
 from preprocess.suv import SuvError, SuvSettings
 from preprocess.totalseg import TotalSegError, load_totalseg
 
 CT_OUTSIDE_HU = -1024  # air, for CT samples outside the scanned volume
 INPUT_ERRORS = (SuvError, DicomSeriesError, ImageReadError, TotalSegError, CropError, RuntimeError, OSError)
-T = TypeVar("T")
 
 
 class PrepareError(ValueError):
@@ -54,21 +51,12 @@ class PreparedScan:
 @contextmanager
 def _input_step(row: ManifestRow, column: str, path: Path | None, timings: dict[str, float], step: str):
     """Time one step and turn an input error into a `PrepareError` naming scan, column and file."""
-    start = time.perf_counter()
-    try:
-        yield
-    except INPUT_ERRORS as error:
-        raise PrepareError(f"scan {row.scan_id!r} (manifest row {row.row}), column {column!r}, file {path}: "
-                           f"{error}") from error
-    finally:
-        timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
-
-
-def _timed(timings: dict[str, float], step: str, work: Callable[[], T]) -> T:
-    start = time.perf_counter()
-    result = work()
-    timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
-    return result
+    with timing(timings, step):
+        try:
+            yield
+        except INPUT_ERRORS as error:
+            raise PrepareError(f"scan {row.scan_id!r} (manifest row {row.row}), column {column!r}, file {path}: "
+                               f"{error}") from error
 
 
 def grid_image(grid: Grid) -> sitk.Image:
@@ -120,13 +108,13 @@ def prepare_scan(row: ManifestRow, dataset: DatasetConfig, spacing_mm: float, cr
         structures = np.ascontiguousarray(sitk.GetArrayViewFromImage(structures_iso)[box], dtype=np.uint8)
     _check_overlap(pet, grid, row)
     reference = grid_image(grid)
-    ct_hu = _timed(timings, "resample_ct", lambda: sitk.GetArrayFromImage(
+    ct_hu = timed(timings, "resample_ct", lambda: sitk.GetArrayFromImage(
         resample_like(sitk.Cast(ct, sitk.sitkFloat32), reference, "linear", CT_OUTSIDE_HU)))
-    suv_array = _timed(timings, "resample_pet", lambda: sitk.GetArrayFromImage(
+    suv_array = timed(timings, "resample_pet", lambda: sitk.GetArrayFromImage(
         resample_like(sitk.Cast(pet, sitk.sitkFloat32), reference, "linear", 0.0)))
     lesion_array = None
     if lesions is not None:
-        lesion_array = _timed(timings, "resample_lesions", lambda: sitk.GetArrayFromImage(
+        lesion_array = timed(timings, "resample_lesions", lambda: sitk.GetArrayFromImage(
             resample_like(lesions, reference, "nearest", 0)))
     provenance = {
         "inputs": {column: None if getattr(row, column) is None else str(getattr(row, column))
