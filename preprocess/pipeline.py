@@ -117,15 +117,14 @@ def vote_agreement(labels: np.ndarray, votes: np.ndarray, n_atlases: int = 1) ->
     """Mean fraction of atlases voting for each fused station inside it.
 
     `votes` counts (or fractions, with n_atlases 1) per station (17, z, y, x), or the winning label's (z, y, x).
+    One pass over the station voxels (gathered, then summed per code), not one pass over the volume per station.
     """
-    agreement = {}
-    for code in np.unique(labels):
-        if code == 0:
-            continue
-        inside = labels == code
-        per_voxel = votes[code - 1] if votes.ndim == 4 else votes
-        agreement[int(code)] = float(per_voxel[inside].mean(dtype=np.float64)) / n_atlases
-    return agreement
+    inside = np.nonzero(labels)
+    codes = labels[inside].astype(np.intp)
+    per_voxel = votes[(codes - 1, *inside)] if votes.ndim == 4 else votes[inside]
+    sums = np.bincount(codes, weights=per_voxel.astype(np.float64, copy=False))
+    counts = np.bincount(codes, minlength=len(sums))
+    return {int(code): float(sums[code] / counts[code]) / n_atlases for code in np.flatnonzero(counts)}
 
 
 def qc_values(value: Any, numeric_only: bool) -> Any:
