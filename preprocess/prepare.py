@@ -79,7 +79,7 @@ def _check_overlap(pet: sitk.Image, grid: Grid, row: ManifestRow) -> None:
                            "belong to the same scan and frame of reference")
 
 
-def _lesion_labels(path: Path, reference: sitk.Image) -> sitk.Image:
+def _lesion_labels(path: Path) -> sitk.Image:
     image = read_image(path)
     values = sitk.GetArrayViewFromImage(image)
     if values.min() < 0 or values.max() > 255 or not np.array_equal(values, np.round(values)):
@@ -100,7 +100,7 @@ def prepare_scan(row: ManifestRow, dataset: DatasetConfig, spacing_mm: float, cr
     lesions = None
     if row.lesions is not None:
         with _input_step(row, "lesions", row.lesions, timings, "read_lesions"):
-            lesions = _lesion_labels(row.lesions, ct)
+            lesions = _lesion_labels(row.lesions)
     with _input_step(row, "totalseg", row.totalseg, timings, "crop"):
         structures_iso = resample_to_spacing(masks.image, spacing_mm, "nearest", 0)
         box = mediastinum_box(sitk.GetArrayViewFromImage(structures_iso), spacing_mm, crop_margin_mm)
