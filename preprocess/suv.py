@@ -3,7 +3,8 @@
 SUVbw = modality value (RescaleSlope x stored + RescaleIntercept) x factor, with per-slice factors. Units BQML
 (and Philips CNTS with an activity-concentration scale factor) use weight / decay-corrected dose; CNTS with
 Philips' SUV scale factor uses it directly; GML (SUV already, of the SUVType given) and CM2ML (SUVbsa) are
-turned back into SUVbw. Anything missing or absurd raises `SuvError` naming the file and the tag: no guessed SUV.
+turned back into SUVbw. Anything missing or absurd raises `SuvError` naming the series folder, the slice
+(position and InstanceNumber, not the file name, which is often a UID) and the tag: no guessed SUV.
 
 `python -m preprocess.suv DICOM_DIR OUT.nii.gz` writes the SUV volume and a JSON sidecar with the rule used.
 """
@@ -217,7 +218,7 @@ def suv_conversion(ds: pydicom.Dataset, settings: SuvSettings = SuvSettings(), s
     `start` is the series' scan start (`suv_times.TimedValue`) for DecayCorrection START, computed from all
     slices by `read_suv_series`; when None it comes from this instance alone.
     """
-    source = source or str(getattr(ds, "filename", None) or "PET dataset")
+    source = source or slice_source(ds)
     intercept = _number(ds, "RescaleIntercept", source, "RescaleIntercept (0028,1052)") or 0.0
     if intercept != 0:
         raise SuvError(f"{source}: RescaleIntercept (0028,1052) is {intercept}, but PET requires 0 (IBSI manual: "
@@ -271,6 +272,19 @@ def _uptake_delay_s(scan, injection, source: str) -> float:
     return delay_s
 
 
+def slice_source(ds: pydicom.Dataset, folder: str | Path | None = None, position: int | None = None,
+                 n_slices: int | None = None) -> str:
+    """How a message names one PET slice: its series folder, place in the series and InstanceNumber (0020,0013).
+
+    Never the file name: DICOM files are often named by their SOP Instance UID, which must not reach logs.
+    """
+    filename = getattr(ds, "filename", None)
+    folder = folder if folder is not None else (Path(filename).parent if isinstance(filename, (str, Path)) else None)
+    place = f"slice {position + 1} of {n_slices}" if position is not None and n_slices is not None else "slice"
+    where = f"{folder}, {place}" if folder is not None else f"PET dataset, {place}"
+    return f"{where} (InstanceNumber {element_text(ds, 'InstanceNumber') or 'missing'})"
+
+
 def suv_factor(ds: pydicom.Dataset, settings: SuvSettings = SuvSettings()) -> float:
     """Factor turning the modality values (RescaleSlope x stored + RescaleIntercept) of one PET instance to SUVbw."""
     return suv_conversion(ds, settings).factor
@@ -296,16 +310,21 @@ def read_suv_series(folder: str | Path, settings: SuvSettings = SuvSettings(),
     """SUVbw volume (float32, geometry of the series, no metadata) of the PET series in `folder`."""
     files = series_files(Path(folder), series_uid, modality=None if series_uid else "PT")
     headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    for ds, f in zip(headers, files, strict=True):
+    sources = [slice_source(ds, folder, k, len(files)) for k, ds in enumerate(headers)]
+    for ds, source in zip(headers, sources, strict=True):
         if element_text(ds, "Modality") != "PT":
-            raise SuvError(f"{f}: Modality (0008,0060) is {element_text(ds, 'Modality')!r}, not PT")
-        if int(_number(ds, "NumberOfFrames", f, "NumberOfFrames (0028,0008)") or 1) != 1:
-            raise SuvError(f"{f}: multi-frame PET (NumberOfFrames (0028,0008) > 1) is not supported")
+            raise SuvError(f"{source}: Modality (0008,0060) is {element_text(ds, 'Modality')!r}, not PT")
+        if int(_number(ds, "NumberOfFrames", source, "NumberOfFrames (0028,0008)") or 1) != 1:
+            raise SuvError(f"{source}: multi-frame PET (NumberOfFrames (0028,0008) > 1) is not supported")
     start = None
     if (element_text(headers[0], "DecayCorrection") or "").upper() == "START":
-        _, decay_constant = _radiopharmaceutical(headers[0], files[0])
-        start = scan_start(headers, list(files), decay_constant)
-    conversions = [suv_conversion(ds, settings, start, f) for ds, f in zip(headers, files, strict=True)]
+        _, decay_constant = _radiopharmaceutical(headers[0], sources[0])
+        start = scan_start(headers, sources, decay_constant)
+    conversions = [suv_conversion(ds, settings, start, source) for ds, source in zip(headers, sources, strict=True)]
+    rules = tuple(dict.fromkeys(c.rule for c in conversions))
+    if len(rules) > 1:
+        raise SuvError(f"{folder}: the slices of one series need different conversions ({' | '.join(rules)}); "
+                       "refusing a mixed series")
     factors = np.array([c.factor for c in conversions], dtype=np.float64)
     image = read_series(files, sitk.sitkFloat64)
     values = sitk.GetArrayViewFromImage(image)
@@ -314,10 +333,6 @@ def read_suv_series(folder: str | Path, settings: SuvSettings = SuvSettings(),
                        "supported")
     suv = sitk.GetImageFromArray((values * factors[:, None, None]).astype(np.float32))
     suv.CopyInformation(image)
-    rules = tuple(dict.fromkeys(c.rule for c in conversions))
-    if len(rules) > 1:
-        raise SuvError(f"{folder}: the slices of one series need different conversions ({' | '.join(rules)}); "
-                       "refusing a mixed series")
     fallbacks = tuple(dict.fromkeys(f for c in conversions for f in c.fallbacks))
     return suv, SuvProvenance(str(folder), len(files), rules, float(factors.min()), float(factors.max()), fallbacks)
 

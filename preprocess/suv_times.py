@@ -18,7 +18,7 @@ GE_CREATOR = "GEMS_PETD_01"
 
 
 class SuvError(ValueError):
-    """A PET header that cannot give a trustworthy SUV; the message names the file and the tag."""
+    """A PET header that cannot give a trustworthy SUV; the message names the slice (`source`) and the tag."""
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,8 @@ def test_prepare_scan_crops_resamples_and_keeps_positions(tmp_path: Path):
 
 def test_errors_name_scan_column_file_and_tag(tmp_path: Path):
     row = _write_case(tmp_path, lambda ds, z: delattr(ds, "PatientWeight"))
-    with pytest.raises(PrepareError, match=r"scan 'S1' \(manifest row 2\), column 'pet', file .*pet: .*slice_000.dcm: "
+    with pytest.raises(PrepareError, match=r"scan 'S1' \(manifest row 2\), column 'pet', file .*pet: "
+                                           r".*pet, slice 1 of 4 \(InstanceNumber 1\): "
                                            r"PatientWeight \(0010,1030\) is missing"):
         prepare_scan(row, DATASET, 2.0, 4.0, SuvSettings())
     scan = prepare_scan(row, DATASET, 2.0, 4.0, SuvSettings(patient_weight_kg=pet_dicom.WEIGHT_KG))
