@@ -107,6 +107,8 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
         start_epoch, best_metric = state["epoch"] + 1, state["best_metric"]
         best_epoch, since_best = state["best_epoch"], state["epochs_since_best"]
         log(f"resuming {run_dir} after epoch {state['epoch']} (best {best_metric:.4f} at epoch {best_epoch})")
+        if since_best >= settings.early_stop_patience:  # it had stopped early: only the predictions remain to do
+            start_epoch = settings.max_epochs + 1
     if ranks.is_main:
         write_config(run_dir, settings, cohort, ranks)
         truncate_metrics(run_dir / "metrics.csv", start_epoch - 1)

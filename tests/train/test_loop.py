@@ -103,3 +103,14 @@ def test_ts2_refuses_a_ts1_checkpoint_of_another_architecture(tiny_dataset, tmp_
     assert main(["ts1", *args(tiny_dataset, tmp_path, "--fold", "2", "--max-epochs", "1")]) == 0
     with pytest.raises(RunError, match="station_encoding: 'embedding' vs 'index'"):
         main(["ts2", *args(tiny_dataset, tmp_path, "--fold", "2", "--station-encoding", "index")])
+
+
+def test_resume_of_an_early_stopped_run_trains_no_further(tiny_dataset, tmp_path):
+    schedule = ("--max-epochs", "4", "--early-stop-patience", "1", "--lr", "0")  # lr 0: no improvement after 1
+    assert main(["ts1", *args(tiny_dataset, tmp_path, *schedule)]) == 0
+    fold = tmp_path / "tiny" / "ts1" / "fold0"
+    stopped = load_checkpoint(fold / "last.pt")
+    assert stopped["epoch"] == 2 and stopped["epochs_since_best"] == 1
+    assert main(["ts1", *args(tiny_dataset, tmp_path, *schedule, "--resume")]) == 0
+    assert load_checkpoint(fold / "last.pt")["epoch"] == 2
+    assert (fold / "predictions_test.csv").is_file()
