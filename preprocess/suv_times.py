@@ -107,9 +107,17 @@ def average_count_time_s(frame_duration_s: float, decay_constant_per_s: float) -
     return math.log(x / -math.expm1(-x)) / decay_constant_per_s
 
 
+def _float(text: str, source: str, tag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise SuvError(f"{source}: {tag} is {text!r}, not a number") from None
+
+
 def frame_duration_s(ds: pydicom.Dataset, source: str) -> float:
+    """ActualFrameDuration in seconds (the tag holds milliseconds)."""
     text = element_text(ds, "ActualFrameDuration")
-    if text is None or float(text) <= 0:
+    if text is None or _float(text, source, "ActualFrameDuration (0018,1242)") <= 0:
         raise SuvError(f"{source}: ActualFrameDuration (0018,1242) is {text!r}; needed to decay-correct the frame")
     return float(text) / 1000.0
 
@@ -122,7 +130,8 @@ def frame_start_from_reference(ds: pydicom.Dataset, decay_constant_per_s: float,
     if acquired is None or reference_ms is None or element_text(ds, "ActualFrameDuration") is None:
         return None
     t_avg = average_count_time_s(frame_duration_s(ds, source), decay_constant_per_s)
-    return acquired + timedelta(seconds=t_avg - float(reference_ms) / 1000.0)
+    reference_s = _float(reference_ms, source, "FrameReferenceTime (0054,1300)") / 1000.0
+    return acquired + timedelta(seconds=t_avg - reference_s)
 
 
 def scan_start(headers: list[pydicom.Dataset], sources: list[str], decay_constant_per_s: float) -> TimedValue:

@@ -306,3 +306,13 @@ def test_no_patient_identifiers_in_written_files(tmp_path: Path, suffix: str):
             data = gzip.decompress(data)
         for secret in _identifiers(folder):
             assert secret not in data, f"{secret!r} found in {path.name}"
+
+
+def test_a_frame_duration_that_is_no_number_is_refused_naming_the_tag(tmp_path: Path):
+    def no_number(ds, z):
+        ds.DecayCorrection = "NONE"
+        ds.CorrectedImage = ["ATTN"]
+        ds.add_new((0x0018, 0x1242), "LO", "abc")  # ActualFrameDuration, as a damaged file may hold it
+
+    with pytest.raises(SuvError, match=r"ActualFrameDuration \(0018,1242\) is 'abc', not a number"):
+        read_suv_series(pet_dicom.write_pet_series(tmp_path / "pet", no_number))
