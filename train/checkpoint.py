@@ -49,9 +49,10 @@ def rng_states(data_rng: np.random.Generator, augment_generator: torch.Generator
 
 def restore_rng_states(states: dict[str, Any], data_rng: np.random.Generator,
                        augment_generator: torch.Generator) -> None:
-    torch.set_rng_state(states["torch"])
+    # RNG states are CPU byte tensors, whatever map_location moved the checkpoint to
+    torch.set_rng_state(states["torch"].cpu())
     if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
     data_rng.bit_generator.state = states["numpy"]
     random.setstate(states["python"])
-    augment_generator.set_state(states["augment"])
+    augment_generator.set_state(states["augment"].cpu())

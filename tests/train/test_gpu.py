@@ -23,6 +23,7 @@ def test_ts1_and_ts2_train_on_cuda_with_amp(tiny_dataset, tmp_path):
     state = load_checkpoint(tmp_path / "tiny" / "ts2" / "fold0" / "last.pt")
     assert state["scaler"]  # AMP's GradScaler ran (its state is empty when disabled)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert main(["ts2", *common[:-1], "3", "--resume"]) == 0  # RNG states restored from a CUDA-mapped checkpoint
 
 
 def test_augmentation_on_cuda_matches_cpu_for_the_same_transforms():
