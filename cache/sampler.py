@@ -217,12 +217,10 @@ class PatchSampler:
         """Patches of (scans[b], stations[b]), centres drawn from the stations' weight maps."""
         if len(scans) != len(stations):
             raise ValueError(f"{len(scans)} scans but {len(stations)} stations")
-        uniforms = rng.random(len(scans))
         centres = np.empty((len(scans), 3), dtype=np.int64)
         for b, (scan_id, name) in enumerate(zip(scans, stations, strict=True)):
             scan = self.reader.scan(scan_id)
-            index, cdf = scan.table(name)
-            flat = int(index[cdf.searchsorted(uniforms[b], side="right")])
+            flat = int(draw_centres(*scan.table(name), 1, rng)[0])
             _, height, width = scan.info.grid.shape_zyx
             centres[b] = (flat // (height * width), flat // width % height, flat % width)
         return self._fill(scans, stations, centres, out)
