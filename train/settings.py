@@ -15,8 +15,9 @@ from configs import CONFIG_DIR
 
 STAGES = ("ts1", "ts2", "ts3")
 PRESETS_DIR = CONFIG_DIR / "train"
-# Settings that may differ between a run and its resume: where and how fast it runs, not what it computes.
-RESUMABLE_CHANGES = ("resume", "stop_after_epoch", "device", "num_workers", "progress")
+# Settings that may differ between a run and its resume: where, how fast and how long it runs, not what each
+# epoch computes.
+RESUMABLE_CHANGES = ("resume", "stop_after_epoch", "max_epochs", "device", "num_workers", "progress")
 
 
 def _tuple(help_text: str, kind: type = int) -> dict:
