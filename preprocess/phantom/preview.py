@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the Agg backend must be chosen before pyplot loads)
-import numpy as np  # noqa: E402
-
-from cache.stations import station  # noqa: E402
-from preprocess.phantom.pet import pet_on_ct_grid  # noqa: E402
-from preprocess.phantom.scan import SimulatedScan  # noqa: E402
+from cache.stations import station
+from preprocess.phantom.pet import pet_on_ct_grid
+from preprocess.phantom.scan import SimulatedScan
 
 
 def _slice_index(scan: SimulatedScan) -> np.ndarray:
@@ -27,7 +24,8 @@ def write_preview(scan: SimulatedScan, path: Path, title: str = "", dpi: int = 7
     suv = pet_on_ct_grid(scan.suv, round(scan.pet_grid.spacing_mm[0] / scan.grid.spacing_mm[0]),
                          scan.grid.shape_zyx) if scan.suv is not None else np.zeros(scan.grid.shape_zyx, np.float32)
     views = [("axial", lambda v: v[z], "upper"), ("coronal", lambda v: v[:, y], "lower")]
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7.5))
+    fig = Figure(figsize=(16, 7.5))  # no pyplot: no global backend or figure registry to set or clean up
+    axes = fig.subplots(2, 4)
     spacing = scan.grid.spacing_mm[0]
     for row, (name, cut, origin) in enumerate(views):
         ct = cut(scan.ct_hu)
@@ -55,4 +53,3 @@ def write_preview(scan: SimulatedScan, path: Path, title: str = "", dpi: int = 7
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
