@@ -9,7 +9,7 @@ from __future__ import annotations
 
 SCHEMA_VERSION = 1
 FILE_SUFFIX = ".h5"
-# Temporary files of the atomic writer: `.<stem>.<pid>.<random>.h5.tmp` in the same folder (git ignores them).
+# Temporary files of the atomic writer: `.<stem>.<host>.<pid>.<random>.h5.tmp` in the same folder (git ignores them).
 TEMP_SUFFIX = ".h5.tmp"
 KEY_SEPARATOR = "__"
 
