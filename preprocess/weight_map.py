@@ -99,6 +99,9 @@ def station_weights(labels: np.ndarray, spacing_zyx_mm: tuple[float, float, floa
     if labels.size >= 2**31:
         raise ValueError(f"{labels.shape} has too many voxels for int32 flat indices")
     labels = np.ascontiguousarray(labels)
+    if labels.size and int(labels.max()) > n_codes:
+        raise ValueError(f"label code {int(labels.max())} in the fused station map is beyond the {n_codes} station "
+                         "codes; the fusion wrote a label that is no station")
     spacing = np.asarray(spacing_zyx_mm, dtype=np.float64)
     bbox, count, sums = _boxes_and_sums(labels, n_codes)
     tables = {}

@@ -44,3 +44,10 @@ def test_single_voxel_station_has_weight_one():
 def test_labels_must_be_three_dimensional():
     with pytest.raises(ValueError, match=r"\(z, y, x\) array"):
         station_weights(np.zeros((4, 4), dtype=np.uint8), (1.0, 1.0, 1.0))
+
+
+def test_a_code_beyond_the_stations_is_refused_not_skipped():
+    labels = np.zeros((3, 3, 3), dtype=np.uint8)
+    labels[1, 1, 1] = 18
+    with pytest.raises(ValueError, match="label code 18 in the fused station map is beyond the 17 station codes"):
+        station_weights(labels, (1.0, 1.0, 1.0))
