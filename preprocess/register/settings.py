@@ -22,12 +22,12 @@ class RegistrationSettings:
     # Channels (group names of preprocess.register.channels.STRUCTURE_GROUPS)
     linear_channels: tuple[str, ...] = field(
         default=("vertebrae", "ribs", "sternum", "trachea", "aorta", "heart"),
-        metadata={"help": "structure groups the affine stage aligns (stable: bones, airway, large vessels)"},
+        metadata={"nargs": "+", "help": "structure groups the affine stage aligns (bones, airway, large vessels)"},
     )
     deformable_channels: tuple[str, ...] = field(
         default=("vertebrae", "ribs", "sternum", "trachea", "esophagus", "aorta", "heart", "pulmonary_vein",
                  "great_veins", "supra_aortic_arteries", "lung_left", "lung_right"),
-        metadata={"help": "structure groups the deformable stage aligns"},
+        metadata={"nargs": "+", "help": "structure groups the deformable stage aligns"},
     )
     use_ct_channel: bool = field(default=False, metadata={"help": "add the windowed CT as a deformable channel"})
     ct_window_low_hu: float = field(default=-200.0, metadata={"help": "CT channel window: this HU maps to 0"})
@@ -41,8 +41,8 @@ class RegistrationSettings:
     )
     init_min_voxels: int = field(default=20, metadata={"help": "structures smaller than this are not paired"})
     # Affine refinement
-    linear_levels_mm: tuple[float, ...] = field(default=(8.0,), metadata={"help": "affine pyramid, mm"})
-    linear_iterations: tuple[int, ...] = field(default=(60,), metadata={"help": "Adam steps per level"})
+    linear_levels_mm: tuple[float, ...] = field(default=(8.0,), metadata={"nargs": "+", "help": "affine pyramid, mm"})
+    linear_iterations: tuple[int, ...] = field(default=(60,), metadata={"nargs": "+", "help": "Adam steps per level"})
     linear_metric: Literal["soft_dice", "ssd"] = field(default="soft_dice", metadata={"help": "affine loss"})
     linear_learning_rate: float = field(default=0.01, metadata={"help": "Adam step of the affine parameters"})
     linear_translation_scale_mm: float = field(
@@ -50,9 +50,11 @@ class RegistrationSettings:
     )
     # Deformable (variational) stage
     deformable_levels_mm: tuple[float, ...] = field(
-        default=(8.0, 4.0, 0.0), metadata={"help": "pyramid, coarse to fine, mm; 0 = the data's spacing"}
+        default=(8.0, 4.0, 0.0), metadata={"nargs": "+", "help": "pyramid, coarse to fine, mm; 0 = the data's spacing"}
     )
-    deformable_iterations: tuple[int, ...] = field(default=(80, 50, 30), metadata={"help": "iterations per level"})
+    deformable_iterations: tuple[int, ...] = field(
+        default=(80, 50, 30), metadata={"nargs": "+", "help": "iterations per level"}
+    )
     force: Literal["demons", "ssd", "ncc"] = field(default="demons", metadata={"help": "force term"})
     force_gradient: Literal["symmetric", "fixed", "moving"] = field(
         default="symmetric", metadata={"help": "image gradient of the demons/SSD force"}
@@ -60,8 +62,9 @@ class RegistrationSettings:
     ncc_radius_vox: int = field(default=2, metadata={"help": "half width of the local NCC window, voxels"})
     time_step: float = field(default=1.0, metadata={"help": "tau: step of the field update"})
     regulariser: Literal["diffusive", "gaussian"] = field(default="diffusive", metadata={"help": "regulariser"})
-    diffusive_alpha_mm2: float = field(
-        default=2.0, metadata={"help": "alpha of (I - tau*alpha*Laplacian), mm^2 (larger = smoother)"}
+    diffusive_alpha_vox2: float = field(
+        default=0.5,
+        metadata={"help": "alpha of (I - tau*alpha*Laplacian) in squared voxels of each level (larger = smoother)"},
     )
     gaussian_sigma_mm: float = field(default=3.0, metadata={"help": "sigma of the Gaussian regulariser, mm"})
     diffeomorphic: bool = field(

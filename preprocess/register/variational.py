@@ -5,7 +5,8 @@ over channels with per-atlas channel weights), update u <- R(u + tau * f) with t
 R = (I - tau*alpha*Laplacian)^-1 (exact, by DCT) or a Gaussian. In diffeomorphic mode the same update acts on a
 velocity field v and the displacement is exp(v) by scaling and squaring. Three levels coarse to fine; a level
 ends for an atlas when its metric made no new minimum for a while or its fitted slope flattened; finished
-atlases keep their field while the others go on, so a batch equals its atlases run one by one.
+atlases keep their field while the others go on, so a batch equals its atlases run one by one. Each level hands
+on, per atlas, the field of its lowest metric (a level that starts to drift is not allowed to spoil the result).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from preprocess.register.warp import (
 
 @dataclass(frozen=True)
 class DeformableResult:
-    """Displacement (N, 3, z, y, x) in mm on the full fixed grid, and per-atlas iteration counts per level."""
+    """Displacement (N, 3, z, y, x) in mm on the full fixed grid; per level and atlas the iterations run and the
+    best metric."""
 
     field_mm: torch.Tensor
     iterations: list[list[int]]
@@ -100,7 +102,7 @@ def demons_force_channels_last(fixed: np.ndarray, warped: np.ndarray, weights: t
 
 
 def ncc_force(fixed, warped, weights, spacing_mm, settings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Force (N, 3, ...) ascending local normalised cross-correlation, and metric (N,) = 1 - mean local NCC."""
+    """Force (N, 3, ...) ascending local squared NCC, and metric (N,) = 1 - mean local squared NCC."""
     r = settings.ncc_radius_vox
     n, c = warped.shape[:2]
     fixed = fixed.expand(n, -1, -1, -1, -1)
@@ -113,8 +115,10 @@ def ncc_force(fixed, warped, weights, spacing_mm, settings) -> tuple[torch.Tenso
     slope = (2.0 * cross / (var_f * var_m) * ((f - mean_f) - cross / var_m * (m - mean_m))).reshape(warped.shape)
     w = weights.view(n, c, 1, 1, 1)
     grads = _gradient(warped, spacing_mm)
-    scale = sum(h * h for h in spacing_mm) / 3.0
-    force = torch.stack([(w * slope * g).sum(1) for g in grads], dim=1) * scale
+    force = torch.stack([(w * slope * g).sum(1) for g in grads], dim=1)
+    # the NCC gradient has no natural length: scale each atlas' force so its longest step is half a voxel
+    peak = force.norm(dim=1).flatten(1).amax(1).clamp_min(1e-12)
+    force = force * (0.5 * min(spacing_mm) / peak).view(-1, 1, 1, 1, 1)
     metric = 1.0 - (w * ncc).mean((2, 3, 4)).sum(1) / weights.sum(1).clamp_min(1e-6)
     return force, metric
 
@@ -171,10 +175,13 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
         on_cpu = device.type == "cpu"
         fixed_grad = None if on_cpu else _gradient(fixed_level, spacing)
         fixed_cl, moving_cl = (channels_last(fixed_level), channels_last(moving_level)) if on_cpu else (None, None)
-        denominator = diffusive_denominator(shape, spacing, settings.time_step * settings.diffusive_alpha_mm2, device)
+        tau_alpha_mm2 = settings.time_step * settings.diffusive_alpha_vox2 * min(spacing) ** 2
+        denominator = diffusive_denominator(shape, spacing, tau_alpha_mm2, device)
         active = torch.ones(n, dtype=torch.bool, device=device)
         done_at = torch.full((n,), max_iterations, dtype=torch.long)
         history: list[torch.Tensor] = []
+        best_metric = torch.full((n,), float("inf"), device=device)
+        best_field = field
         for iteration in range(max_iterations):
             displacement = exponential(field, points, to_normalised, spacing) if settings.diffeomorphic else field
             if on_cpu:
@@ -191,6 +198,9 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
                 else:
                     force, metric = demons_force_torch(fixed_level, warped, fixed_grad, weights, spacing, settings)
             history.append(metric)
+            improved = (metric < best_metric) & active
+            best_metric = torch.where(improved, metric, best_metric)
+            best_field = torch.where(improved.view(-1, 1, 1, 1, 1), field, best_field)
             stop = _stopped(history, settings) & active
             done_at[stop.cpu()] = iteration
             active = active & ~stop
@@ -202,8 +212,9 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
             else:
                 updated = gaussian_smooth(updated, settings.gaussian_sigma_mm, spacing)
             field = torch.where(active.view(-1, 1, 1, 1, 1), updated, field)
+        field = best_field
         all_iterations.append(done_at.tolist())
-        all_metrics.append(history[-1].tolist())
+        all_metrics.append(best_metric.tolist())
     if settings.diffeomorphic:
         field = exponential(field, points, to_normalised, spacing)
     return DeformableResult(resize_field(field, full), all_iterations, all_metrics)

@@ -1,0 +1,72 @@
+import numpy as np
+import torch
+
+from preprocess.register.warp import (
+    compose,
+    fixed_normaliser,
+    index_to_normalised,
+    level_points_mm,
+    pool_to,
+    warp_labels,
+    warp_through,
+    warp_through_torch,
+)
+
+
+def _identity(shape, spacing, n=1):
+    return torch.as_tensor(index_to_normalised(shape) @ np.diag([1 / spacing] * 3 + [1.0]),
+                           dtype=torch.float32).expand(n, 4, 4).contiguous()
+
+
+def test_identity_transform_and_zero_field_give_the_image_back():
+    shape, spacing = (7, 8, 9), 2.0
+    image = torch.rand(2, 3, *shape)
+    matrices = _identity(shape, spacing, 2)
+    zero = torch.zeros(2, 3, *shape)
+    for warped in (warp_through(image, matrices, shape, shape, spacing, zero),
+                   warp_through_torch(image, matrices, shape, shape, spacing, zero)):
+        np.testing.assert_allclose(warped.numpy(), image.numpy(), atol=1e-5)
+
+
+def test_cpu_kernel_equals_grid_sample_for_affine_plus_field():
+    g = torch.Generator().manual_seed(1)
+    full, level, padded, spacing = (12, 10, 11), (6, 5, 6), (13, 11, 12), 2.0
+    matrices = _identity(padded, spacing, 3).clone()
+    matrices[:, :3, :3] += 0.02 * torch.randn(3, 3, 3, generator=g)
+    matrices[:, :3, 3] += 0.05 * torch.randn(3, 3, generator=g)
+    moving = pool_to(torch.rand(3, 4, *padded, generator=g), (7, 6, 6))
+    field = 3.0 * torch.randn(3, 3, *level, generator=g)
+    np.testing.assert_allclose(warp_through(moving, matrices, full, level, spacing, field).numpy(),
+                               warp_through_torch(moving, matrices, full, level, spacing, field).numpy(), atol=1e-5)
+
+
+def test_a_field_of_one_voxel_shifts_the_image_by_one_voxel():
+    shape, spacing = (6, 6, 6), 3.0
+    image = torch.arange(216, dtype=torch.float32).reshape(1, 1, *shape)
+    field = torch.zeros(1, 3, *shape)
+    field[:, 2] = spacing  # +1 voxel along x
+    warped = warp_through(image, _identity(shape, spacing), shape, shape, spacing, field)
+    np.testing.assert_allclose(warped[0, 0, :, :, :-1].numpy(), image[0, 0, :, :, 1:].numpy(), rtol=1e-5)
+    assert float(warped[0, 0, :, :, -1].abs().max()) < float(image.max())  # outside: half zero
+
+
+def test_composition_of_two_constant_shifts_adds_them():
+    shape, spacing = (5, 5, 5), 2.0
+    a = torch.zeros(1, 3, *shape)
+    a[:, 0] = 1.0
+    b = torch.zeros(1, 3, *shape)
+    b[:, 1] = -0.5
+    composed = compose(a, b, level_points_mm(shape, shape, spacing), fixed_normaliser(shape, spacing, "cpu"))
+    np.testing.assert_allclose(composed[:, 0].numpy(), 1.0)
+    np.testing.assert_allclose(composed[:, 1].numpy(), -0.5, atol=1e-6)
+
+
+def test_warped_labels_keep_their_codes_under_identity():
+    labels = np.zeros((6, 7, 8), dtype=np.uint8)
+    labels[1:3, 2:5, 3:6] = 4
+    labels[4, 1, 1] = 2
+    for device in ("cpu",):
+        probabilities = warp_labels(labels, 5, _identity(labels.shape, 2.0), labels.shape, 2.0, None,
+                                    torch.device(device))
+        np.testing.assert_array_equal(probabilities.argmax(1).reshape(labels.shape).numpy(), labels)
+        np.testing.assert_allclose(probabilities.sum(1).numpy(), 1.0, atol=1e-6)
