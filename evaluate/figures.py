@@ -1,5 +1,6 @@
-"""Figures of the report (matplotlib, Agg): confusion matrices as in the paper's Fig. 9, and per-scan QA overlays
-of the fused stations on CT and PET with each station's predicted status."""
+"""Figures of the report: confusion matrices as in the paper's Fig. 9, and per-scan QA overlays of the fused
+stations on CT and PET with each station's predicted status. Matplotlib `Figure` objects rendered by Agg on
+save, so no pyplot state or global backend is touched."""
 
 from __future__ import annotations
 
@@ -7,13 +8,10 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 -- the backend must be chosen first
-import numpy as np  # noqa: E402
-
-from cache.stations import station_names  # noqa: E402
+from cache.stations import station_names
 
 MALIGNANT_COLOUR, BENIGN_COLOUR = "#d62728", "#2ca02c"
 CT_WINDOW_HU = (-200.0, 400.0)
@@ -38,14 +36,14 @@ def _matrix_panel(ax, matrix: np.ndarray, labels: Sequence[str], title: str) -> 
 def confusion_figure(names: Sequence[str], station: Sequence[np.ndarray], n_stage: Sequence[np.ndarray],
                      path: Path, dpi: int = 90) -> Path:
     """One column per method: the pooled station (2x2) and N-stage (4x4) confusion matrices."""
-    fig, axes = plt.subplots(2, len(names), figsize=(2.6 * len(names), 6.0), squeeze=False)
+    fig = Figure(figsize=(2.6 * len(names), 6.0))
+    axes = fig.subplots(2, len(names), squeeze=False)
     for k, name in enumerate(names):
         title = textwrap.fill(name, 26)
         _matrix_panel(axes[0, k], station[k], ["benign", "malig."], f"{title}\nstations")
         _matrix_panel(axes[1, k], n_stage[k], ["N0", "N1", "N2", "N3"], f"{title}\nN-stage")
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
 
 
@@ -67,7 +65,8 @@ def qa_overlay_figure(ct_hu: np.ndarray, suv: np.ndarray, station_labels: np.nda
     `status` is int8[17] (predicted); `probability` adds each station's value to its legend line.
     """
     slices = _qa_slices(station_labels, n_slices)
-    fig, axes = plt.subplots(2, len(slices), figsize=(3.0 * len(slices), 6.2), squeeze=False)
+    fig = Figure(figsize=(3.0 * len(slices), 6.2))
+    axes = fig.subplots(2, len(slices), squeeze=False)
     for k, z in enumerate(slices):
         for row, (image, window, cmap) in enumerate(((ct_hu, CT_WINDOW_HU, "gray"), (suv, SUV_WINDOW, "gray_r"))):
             ax = axes[row, k]
@@ -83,7 +82,6 @@ def qa_overlay_figure(ct_hu: np.ndarray, suv: np.ndarray, station_labels: np.nda
     fig.suptitle(f"{title}\n{subtitle}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
 
 
