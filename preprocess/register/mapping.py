@@ -33,7 +33,14 @@ from preprocess.register.linear import (
 from preprocess.register.qa import dice_scores, qa_record
 from preprocess.register.settings import RegistrationSettings
 from preprocess.register.variational import jacobian_determinant, register_deformable
-from preprocess.register.warp import index_to_normalised, warp_labels
+from preprocess.register.warp import (
+    index_to_normalised,
+    level_shape,
+    level_spacing_mm,
+    pool_to,
+    resize_field,
+    warp_labels,
+)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -136,20 +143,24 @@ def map_stations(ct_hu: np.ndarray, structures: np.ndarray, grid: Grid, bank: At
 
     tick = time.perf_counter()
     del moving, moving_d, fixed_d
-    station_map = _warp_and_fuse(grid, spacing, padded, atlases, fixed_labels, moving_labels, groups, valid, matrices,
+    station_map = _warp_and_fuse(grid, spacing, padded, atlases, fixed, moving_labels, groups, valid, matrices,
                                  result.field_mm, timings, settings, dev)
     timings["warp_fuse_qa"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
     return station_map
 
 
-def _warp_and_fuse(grid, spacing, padded, atlases, fixed_labels, moving_labels, groups, valid, matrices, field_mm,
+def _warp_and_fuse(grid, spacing, padded, atlases, fixed, moving_labels, groups, valid, matrices, field_mm,
                    timings, settings, dev) -> StationMap:
-    """Per atlas: station channels warped through the final transform, QA per stage; then the vote."""
+    """Per atlas: station channels warped through the final transform onto the scan grid, and QA per stage on the
+    grid of the finest deformable level (the same as the scan's unless that level is coarser); then the vote."""
     n_stations = len(stations())
     shape = grid.shape_zyx
     votes = VoteAccumulator(n_stations, shape, dev)
-    fixed_flat = torch.from_numpy(fixed_labels).to(dev).reshape(-1)
+    qa_shape = level_shape(shape, spacing, settings.deformable_levels_mm[-1])
+    qa_spacing = level_spacing_mm(shape, qa_shape, spacing)
+    pooled = pool_to(fixed, qa_shape)
+    fixed_qa = torch.cat([(1.0 - pooled.sum(1, keepdim=True)).clamp_min(0.0), pooled], 1).argmax(1).reshape(-1)
     records = []
     to_mm = {stage: _to_atlas_mm(m.double().cpu().numpy(), padded, spacing) for stage, m in matrices.items()}
     for n, atlas in enumerate(atlases):
@@ -159,13 +170,13 @@ def _warp_and_fuse(grid, spacing, padded, atlases, fixed_labels, moving_labels, 
         if not settings.qa:
             continue
         for stage in ("initial", "linear", "deformable"):
-            field = field_mm[n:n + 1] if stage == "deformable" else None
+            field = resize_field(field_mm[n:n + 1], qa_shape) if stage == "deformable" else None
             matrix = matrices["linear" if stage == "deformable" else stage][n:n + 1]
-            warped = warp_labels(moving_labels[n], len(groups), matrix, shape, spacing, field, dev).argmax(1)
-            dice = dice_scores(fixed_flat, warped, len(groups)).cpu().numpy()
+            warped = warp_labels(moving_labels[n], len(groups), matrix, shape, spacing, field, dev, qa_shape)
+            dice = dice_scores(fixed_qa, warped.argmax(1), len(groups)).cpu().numpy()
             determinant = float(np.linalg.det(to_mm["linear" if stage == "deformable" else stage][n][:3, :3]))
-            jacobian = (jacobian_determinant(field, (spacing,) * 3) * determinant
-                        if stage == "deformable" else determinant)
+            jacobian = (jacobian_determinant(field, qa_spacing) * determinant if stage == "deformable"
+                        else determinant)
             records.append(qa_record(atlas.name, stage, groups, dice, valid[n], jacobian, timings[stage]))
     labels, counts = votes.fused()
     return StationMap(labels=labels, votes=counts, n_atlases=len(atlases), qa=records, timings_s=timings)

@@ -152,6 +152,15 @@ def _stopped(history: list[torch.Tensor], settings) -> torch.Tensor:
     return done
 
 
+def _select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per atlas `a` where `mask` else `b`, without copying when the mask is uniform."""
+    if bool(mask.all()):
+        return a
+    if not bool(mask.any()):
+        return b
+    return torch.where(mask.view(-1, 1, 1, 1, 1), a, b)
+
+
 def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torch.Tensor, matrices: torch.Tensor,
                         spacing_mm: float, settings) -> DeformableResult:
     """Displacement fields (N, 3, z, y, x), mm, that align each atlas (through its matrix) to the fixed image.
@@ -200,7 +209,7 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
             history.append(metric)
             improved = (metric < best_metric) & active
             best_metric = torch.where(improved, metric, best_metric)
-            best_field = torch.where(improved.view(-1, 1, 1, 1, 1), field, best_field)
+            best_field = _select(improved, field, best_field)
             stop = _stopped(history, settings) & active
             done_at[stop.cpu()] = iteration
             active = active & ~stop
@@ -211,7 +220,7 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
                 updated = diffusive_solve(updated, denominator)
             else:
                 updated = gaussian_smooth(updated, settings.gaussian_sigma_mm, spacing)
-            field = torch.where(active.view(-1, 1, 1, 1, 1), updated, field)
+            field = _select(active, updated, field)
         field = best_field
         all_iterations.append(done_at.tolist())
         all_metrics.append(best_metric.tolist())

@@ -166,20 +166,23 @@ def warp_through_torch(moving: torch.Tensor, matrices: torch.Tensor, full_shape:
 
 
 def warp_labels(labels: np.ndarray, n_codes: int, matrix: torch.Tensor, full_shape: tuple[int, ...],
-                spacing_mm: float, field_mm: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+                spacing_mm: float, field_mm: torch.Tensor | None, device: torch.device,
+                shape: tuple[int, ...] | None = None) -> torch.Tensor:
     """(z*y*x, n_codes + 1) probabilities of background and codes 1..n_codes of one atlas' (padded) label array,
-    warped as one-hot channels through `matrix` (1, 4, 4) and `field_mm` (1, 3, z, y, x) onto the full fixed grid.
+    warped as one-hot channels through `matrix` (1, 4, 4) and `field_mm` (1, 3, *shape) onto the fixed grid
+    (`shape`: a level of it; default the full grid).
 
     Background is 1 minus the sum of the warped channels (1 outside the atlas).
     """
+    shape = tuple(full_shape) if shape is None else tuple(shape)
     if device.type == "cpu":
         table = np.eye(n_codes + 1, dtype=np.float32)[:, 1:]
-        out = warp_channels_last(table[labels][None], matrix, full_shape, full_shape, spacing_mm, field_mm)
+        out = warp_channels_last(table[labels][None], matrix, full_shape, shape, spacing_mm, field_mm)
         channels = torch.from_numpy(out.reshape(-1, n_codes))
     else:
         codes = torch.arange(1, n_codes + 1, device=device).view(-1, 1, 1, 1)
         one_hot = (torch.from_numpy(labels).to(device).unsqueeze(0) == codes).float().unsqueeze(0)
-        warped = warp_through_torch(one_hot, matrix, full_shape, full_shape, spacing_mm, field_mm)
+        warped = warp_through_torch(one_hot, matrix, full_shape, shape, spacing_mm, field_mm)
         channels = warped[0].reshape(n_codes, -1).t()
     background = (1.0 - channels.sum(1, keepdim=True)).clamp_min(0.0)
     return torch.cat([background, channels], dim=1)

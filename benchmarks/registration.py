@@ -1,0 +1,207 @@
+"""Multi-atlas registration benchmark: station mapping on the phantom cohort, and our demons vs SimpleITK's.
+
+Part 1 (phantom): every scan of a phantom cohort (generated when missing) is registered to its 5-atlas bank with
+the `full` and `demo` presets; reported: the fraction of truth node centres (nodes.csv) inside the fused station
+of the right name, the same for the linear stage alone, mean structure Dice per stage, seconds per scan.
+
+Part 2 (real CT): the CT of ../shared/data/ct/totalsegmentator/mediastinum_crop against a copy of itself warped by
+a known smooth field (7 mm peak, seeded), CT channel only. Side by side on the same pair and the same number of
+iterations at full resolution: our demons (diffusive, symmetric forces) and its diffeomorphic mode, SimpleITK's
+FastSymmetricForcesDemonsRegistrationFilter and DiffeomorphicDemonsRegistrationFilter: seconds per iteration per
+megavoxel, mean endpoint error inside the body, aorta Dice; plus our default multi-level run.
+
+    .venv/bin/python benchmarks/registration.py --json OUT.json [--root /tmp/lnstage-reg] [--scans 20]
+        [--presets full demo] [--device cpu] [--skip-phantom] [--skip-real-ct]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from cache.stations import station_names
+from preprocess.register import load_atlas_bank, map_stations, registration_settings
+from preprocess.register.atlas_bank import read_cropped_scan
+from preprocess.register.channels import windowed_ct
+from preprocess.register.known_field import smooth_random_field
+from preprocess.register.qa import qa_summary
+from preprocess.register.settings import RegistrationSettings
+from preprocess.register.variational import register_deformable
+from preprocess.register.warp import fixed_normaliser, warp_through
+
+REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "totalsegmentator" / "mediastinum_crop"
+
+
+def node_hits(labels: np.ndarray, grid, nodes_csv: Path) -> tuple[int, int]:
+    """How many truth node centres fall in the fused station of their name, of how many nodes."""
+    names = station_names()
+    with open(nodes_csv, newline="") as f:
+        nodes = list(csv.DictReader(f))
+    if not nodes:
+        return 0, 0
+    points = np.array([[float(n["x_mm"]), float(n["y_mm"]), float(n["z_mm"])] for n in nodes])
+    index = np.rint(grid.physical_to_index(points)).astype(int)
+    inside = np.all((index >= 0) & (index < np.asarray(labels.shape)), axis=1)
+    hits = 0
+    for node, (z, y, x), ok in zip(nodes, index, inside, strict=True):
+        code = labels[z, y, x] if ok else 0
+        hits += bool(code) and names[code - 1] == node["station"]
+    return hits, len(nodes)
+
+
+def ensure_cohort(root: Path, scans: int, spacing_mm: float) -> None:
+    if (root / "manifest.csv").is_file():
+        return
+    from preprocess.phantom.cohort import generate_cohort
+    from preprocess.phantom.settings import PhantomSettings
+
+    generate_cohort(PhantomSettings(out=str(root), patients=scans, atlases=5, seed=7, spacing_mm=spacing_mm))
+
+
+def run_phantom(args: argparse.Namespace) -> dict:
+    root = Path(args.root)
+    ensure_cohort(root, args.scans, args.spacing_mm)
+    bank = load_atlas_bank(root / "atlases", args.spacing_mm, args.crop_margin_mm)
+    scan_dirs = sorted((root / "scans").iterdir())[: args.scans]
+    results = {}
+    for preset in args.presets:
+        settings = registration_settings(preset)
+        linear_only = replace(settings, deformable_iterations=(0,) * len(settings.deformable_iterations), qa=False)
+        rows = []
+        for scan_dir in scan_dirs:
+            scan = read_cropped_scan(scan_dir / "ct.nii.gz", scan_dir / "totalseg.nii.gz", args.spacing_mm,
+                                     args.crop_margin_mm, "v2")
+            start = time.perf_counter()
+            station_map = map_stations(scan.ct_hu, scan.structures, scan.grid, bank, settings, args.device)
+            seconds = time.perf_counter() - start
+            linear_map = map_stations(scan.ct_hu, scan.structures, scan.grid, bank, linear_only, args.device)
+            nodes_csv = root / "truth" / scan_dir.name / "nodes.csv"
+            hits, total = node_hits(station_map.labels, scan.grid, nodes_csv)
+            linear_hits, _ = node_hits(linear_map.labels, scan.grid, nodes_csv)
+            dice = qa_summary(station_map.qa)
+            folding = max(r["folding_fraction"] for r in station_map.qa if r["stage"] == "deformable")
+            rows.append({"scan": scan_dir.name, "shape_zyx": list(scan.grid.shape_zyx), "seconds": seconds,
+                         "nodes": total, "hits": hits, "linear_hits": linear_hits, "dice": dice,
+                         "max_folding_fraction": folding, "timings_s": station_map.timings_s})
+            print(f"{preset} {scan_dir.name}: {hits}/{total} nodes (linear {linear_hits}), Dice "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()) + f", {seconds:.1f} s", flush=True)
+        nodes = sum(r["nodes"] for r in rows)
+        results[preset] = {
+            "scans": len(rows),
+            "nodes": nodes,
+            "node_station_accuracy": sum(r["hits"] for r in rows) / max(nodes, 1),
+            "node_station_accuracy_linear_only": sum(r["linear_hits"] for r in rows) / max(nodes, 1),
+            "dice_mean": {stage: float(np.mean([r["dice"][stage] for r in rows])) for stage in rows[0]["dice"]},
+            "seconds_per_scan_mean": float(np.mean([r["seconds"] for r in rows])),
+            "seconds_per_scan_max": float(np.max([r["seconds"] for r in rows])),
+            "max_folding_fraction": float(max(r["max_folding_fraction"] for r in rows)),
+            "per_scan": rows,
+        }
+    return results
+
+
+def _real_ct_pair(device: str):
+    ct_image = sitk.ReadImage(str(REAL_CT / "ct_cropped.nii.gz"))
+    ct = sitk.GetArrayFromImage(ct_image).astype(np.float32)
+    aorta = sitk.GetArrayFromImage(sitk.ReadImage(str(REAL_CT / "aorta.nii.gz"))).astype(np.float32)
+    spacing, shape = float(ct_image.GetSpacing()[0]), ct.shape
+    images = torch.stack([windowed_ct(ct, -200, 400), torch.from_numpy(aorta),
+                          torch.from_numpy((ct > -500).astype(np.float32))])[None].to(device)
+    truth = smooth_random_field(shape, spacing, 7.0, 80.0, torch.Generator().manual_seed(11)).to(device)
+    identity = fixed_normaliser(shape, spacing, device)[None]
+    fixed = warp_through(images, identity, shape, shape, spacing, truth)
+    return ct_image, images, fixed, truth, identity, spacing, shape
+
+
+def _scores(field, images, fixed, truth, identity, spacing, shape) -> dict:
+    registered = warp_through(images, identity, shape, shape, spacing, field)
+    a, b = fixed[0, 1] > 0.5, registered[0, 1] > 0.5
+    body = fixed[0, 2] > 0.5
+    return {"endpoint_error_mm": float((field - truth).norm(dim=1)[0][body].mean()),
+            "aorta_dice": 2 * float((a & b).sum()) / float(a.sum() + b.sum())}
+
+
+def _sitk_field(ct_image, flt, fixed, moving, device) -> torch.Tensor:
+    f = sitk.GetImageFromArray(fixed.cpu().numpy())
+    m = sitk.GetImageFromArray(moving.cpu().numpy())
+    f.CopyInformation(ct_image)
+    m.CopyInformation(ct_image)
+    displacement = sitk.GetArrayFromImage(flt.Execute(f, m))  # (z, y, x, 3) physical x, y, z
+    direction = np.asarray(ct_image.GetDirection()).reshape(3, 3)
+    along_axes = (displacement @ direction)[..., ::-1]  # components along the grid's z, y, x
+    return torch.from_numpy(np.ascontiguousarray(along_axes)).permute(3, 0, 1, 2)[None].float().to(device)
+
+
+def run_real_ct(args: argparse.Namespace) -> dict:
+    ct_image, images, fixed, truth, identity, spacing, shape = _real_ct_pair(args.device)
+    megavoxels = float(np.prod(shape)) / 1e6
+    body = fixed[0, 2] > 0.5
+    out = {"shape_zyx": list(shape), "spacing_mm": spacing, "peak_displacement_mm": float(truth.norm(dim=1).max()),
+           "initial": {"endpoint_error_mm": float(truth.norm(dim=1)[0][body].mean())}, "iterations": args.iterations}
+    one_level = RegistrationSettings(deformable_levels_mm=(0.0,), deformable_iterations=(args.iterations,),
+                                     stop_no_new_minimum_iterations=0, stop_line_fit_iterations=0)
+    weights = torch.ones(1, 1, device=args.device)
+    runs = {
+        "ours_demons": lambda: register_deformable(fixed[:, :1], images[:, :1], weights, identity, spacing,
+                                                   one_level).field_mm,
+        "ours_diffeomorphic": lambda: register_deformable(fixed[:, :1], images[:, :1], weights, identity, spacing,
+                                                          replace(one_level, diffeomorphic=True)).field_mm,
+    }
+    for name, cls in (("sitk_fast_symmetric_forces", sitk.FastSymmetricForcesDemonsRegistrationFilter),
+                      ("sitk_diffeomorphic", sitk.DiffeomorphicDemonsRegistrationFilter)):
+        def run(cls=cls):
+            flt = cls()
+            flt.SetNumberOfIterations(args.iterations)
+            flt.SetStandardDeviations(1.5)
+            return _sitk_field(ct_image, flt, fixed[0, 0], images[0, 0], args.device)
+        runs[name] = run
+    multi = RegistrationSettings(deformable_levels_mm=(6.0, 3.0, 0.0), deformable_iterations=(50, 50, 100),
+                                 stop_line_fit_slope=1e-5)
+    runs["ours_multilevel_default"] = lambda: register_deformable(fixed[:, :1], images[:, :1], weights, identity,
+                                                                  spacing, multi).field_mm
+    for name, run in runs.items():
+        start = time.perf_counter()
+        field = run()
+        seconds = time.perf_counter() - start
+        out[name] = {"seconds": seconds, "seconds_per_iteration_per_megavoxel": seconds / args.iterations / megavoxels,
+                     **_scores(field, images, fixed, truth, identity, spacing, shape)}
+        print(f"real CT {name}: {json.dumps(out[name])}", flush=True)
+    out["ours_multilevel_default"].pop("seconds_per_iteration_per_megavoxel")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--root", default="/tmp/lnstage-registration", help="phantom cohort (generated if missing)")
+    parser.add_argument("--scans", type=int, default=20)
+    parser.add_argument("--spacing-mm", type=float, default=2.0)
+    parser.add_argument("--crop-margin-mm", type=float, default=20.0)
+    parser.add_argument("--presets", nargs="+", default=["full", "demo"])
+    parser.add_argument("--iterations", type=int, default=50, help="iterations of the side-by-side comparison")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--skip-phantom", action="store_true")
+    parser.add_argument("--skip-real-ct", action="store_true")
+    args = parser.parse_args()
+    result = {"device": args.device, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+              "load_average_start": os.getloadavg()}
+    if not args.skip_real_ct:
+        result["real_ct"] = run_real_ct(args)
+    if not args.skip_phantom:
+        result["phantom"] = run_phantom(args)
+    result["load_average_end"] = os.getloadavg()
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
