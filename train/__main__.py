@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import sys
 
-from train.loop import run_training
+from cache.manifest import ManifestError
+from cache.reader import CacheError
+from cache.settings import SettingsError
+from train.checkpoint import CheckpointError
+from train.data import MissingCacheError
+from train.folds import FoldError
+from train.loop import RunError, run_training
 from train.settings import parse_train_settings
+
+# Errors whose message already names the file, the setting and the fix: printed without a traceback.
+USER_ERRORS = (SettingsError, ManifestError, CacheError, MissingCacheError, FoldError, CheckpointError, RunError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,4 +23,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
