@@ -114,3 +114,10 @@ def test_resume_of_an_early_stopped_run_trains_no_further(tiny_dataset, tmp_path
     assert main(["ts1", *args(tiny_dataset, tmp_path, *schedule, "--resume")]) == 0
     assert load_checkpoint(fold / "last.pt")["epoch"] == 2
     assert (fold / "predictions_test.csv").is_file()
+
+
+def test_command_line_error_is_one_line_and_exit_status_1(tiny_dataset, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "train", "ts1", *args(tiny_dataset, tmp_path, "--resume")],
+                            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: --resume: no checkpoint") and "Traceback" not in result.stderr
