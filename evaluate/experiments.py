@@ -276,16 +276,14 @@ def timing_steps(plan: StudyPlan, device: torch.device, test_paths: list[Path], 
     their baseline features computed; the baselines' seconds cover them all)."""
     recorded = recorded_step_times(test_paths)
     sampling, inference = inference_times(plan, device)
-    steps = [*preprocessing_steps("TS1", recorded), sampling, inference]
+    steps = [*preprocessing_steps(recorded), sampling, inference]
     features = "timed here over every scan of the cohort"
     threshold_name = next(n for n in methods if n.startswith("Thresholding"))
-    steps += [*preprocessing_steps(threshold_name, recorded),
-              per_scan(threshold_name, "thresholding (cutoff per fold) + rule-based N-staging",
+    steps += [per_scan(threshold_name, "thresholding (cutoff per fold) + rule-based N-staging",
                        baseline_seconds["thresholding"], n_all, features)]
     for source in (k.split()[1] for k in baseline_seconds if k.startswith("overlap")):
         name = next(n for n in methods if n.startswith("Lesion overlap") and LESION_SOURCE_LABELS[source] in n)
-        steps += [*preprocessing_steps(name, recorded),
-                  per_scan(name, "baseline features: SUVmax, lesion masks/segmentation, station overlap "
+        steps += [per_scan(name, "baseline features: SUVmax, lesion masks/segmentation, station overlap "
                                  "(all lesion sources)", features_seconds, n_all, features),
                   per_scan(name, "overlap cutoff per fold + rule-based N-staging",
                            baseline_seconds[f"overlap {source}"], n_all, features)]

@@ -18,6 +18,9 @@ import numpy as np
 
 from cache import schema
 
+# The pipeline name of the preprocessing steps every method shares; each method's total adds them.
+PREPROCESSING = "Preprocessing (every method)"
+
 
 @dataclass(frozen=True)
 class StepTime:
@@ -33,7 +36,7 @@ class StepTime:
 
 def recorded_step_times(paths: Sequence[Path]) -> dict[str, np.ndarray]:
     """Step name -> seconds per scan, from each cache file's `/qc/timings_s` (NaN where a file lacks the step),
-    in the order the first file recorded them. Files without the group are skipped."""
+    steps by name (HDF5 keeps attributes by name). Files without the group are skipped."""
     per_file: list[dict[str, float]] = []
     for path in paths:
         with h5py.File(path, "r", locking=False) as f:
@@ -53,9 +56,9 @@ def _step(pipeline: str, step: str, values: Sequence[float] | np.ndarray, source
     return StepTime(pipeline, step, mean, sd, int(values.size), source)
 
 
-def preprocessing_steps(pipeline: str, recorded: dict[str, np.ndarray]) -> list[StepTime]:
-    """One row per recorded preprocessing step (the pipeline's own total left out: the table sums its own)."""
-    return [_step(pipeline, f"preprocess: {name}", values, "cache /qc/timings_s")
+def preprocessing_steps(recorded: dict[str, np.ndarray]) -> list[StepTime]:
+    """One PREPROCESSING row per recorded step (the recorded total left out: the table sums the steps)."""
+    return [_step(PREPROCESSING, name, values, "cache /qc/timings_s")
             for name, values in recorded.items() if name != "total"]
 
 
@@ -65,11 +68,12 @@ def per_scan(pipeline: str, step: str, seconds: float, n_scans: int, source: str
 
 
 def totals(steps: Sequence[StepTime]) -> dict[str, float]:
-    """Pipeline -> sum of its steps' mean seconds per scan."""
+    """Pipeline -> sum of its steps' mean seconds per scan, the shared preprocessing included in each method's."""
     out: dict[str, float] = {}
     for s in steps:
         out[s.pipeline] = out.get(s.pipeline, 0.0) + (0.0 if math.isnan(s.mean_s) else s.mean_s)
-    return out
+    shared = out.get(PREPROCESSING, 0.0)
+    return {p: v if p == PREPROCESSING else v + shared for p, v in out.items()}
 
 
 def _seconds(value: float) -> str:
@@ -86,7 +90,8 @@ def timing_markdown(steps: Sequence[StepTime]) -> str:
         for s in (s for s in steps if s.pipeline == pipeline):
             lines.append(f"| {pipeline} | {s.step} | {_seconds(s.mean_s)} | {_seconds(s.sd_s)} | {s.n_scans} | "
                          f"{s.source} |")
-        lines.append(f"| {pipeline} | **Total** | **{_seconds(total[pipeline])}** | | | |")
+        label = "**Total**" if pipeline == PREPROCESSING else "**Total** (with preprocessing)"
+        lines.append(f"| {pipeline} | {label} | **{_seconds(total[pipeline])}** | | | |")
     return "\n".join(lines)
 
 

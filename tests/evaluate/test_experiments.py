@@ -17,7 +17,7 @@ from evaluate.__main__ import main
 from evaluate.evaluation import EvaluationError
 from evaluate.experiment_plan import ExperimentSettings, differing_settings, plan_runs
 from evaluate.experiments import MARKER, STOPPED, plan_study, run_experiments
-from evaluate.timing_table import preprocessing_steps, recorded_step_times, totals
+from evaluate.timing_table import PREPROCESSING, per_scan, preprocessing_steps, recorded_step_times, totals
 from preprocess.synthetic_scan import synthetic_record
 from tests.train.conftest import write_tiny_cohort
 from train.loop import run_training
@@ -171,8 +171,10 @@ def test_table7_takes_each_step_from_the_cache_files_records(tmp_path):
         paths.append(write_scan(tmp_path / f"p{i}__s0.h5", dataclasses.replace(record, qc={"timings_s": timings})))
     recorded = recorded_step_times(paths)
     assert list(recorded) == ["read_ct", "register", "total", "weight_maps"]
-    steps = {s.step: s for s in preprocessing_steps("TS1", recorded)}
-    assert set(steps) == {"preprocess: read_ct", "preprocess: register", "preprocess: weight_maps"}
-    assert steps["preprocess: register"].mean_s == 15.0 and steps["preprocess: register"].n_scans == 2
-    assert steps["preprocess: weight_maps"].n_scans == 1
-    assert totals(list(steps.values())) == {"TS1": pytest.approx(2.0 + 15.0 + 2.0)}
+    steps = {s.step: s for s in preprocessing_steps(recorded)}
+    assert set(steps) == {"read_ct", "register", "weight_maps"}
+    assert steps["register"].mean_s == 15.0 and steps["register"].n_scans == 2
+    assert steps["weight_maps"].n_scans == 1
+    inference = per_scan("TS1", "inference", 3.0, 10, "timed")
+    assert totals([*steps.values(), inference]) == {PREPROCESSING: pytest.approx(2.0 + 15.0 + 2.0),
+                                                    "TS1": pytest.approx(19.0 + 0.3)}
