@@ -76,6 +76,7 @@ def read_cropped_scan(ct_path: Path, totalseg_path: Path, spacing_mm: float, cro
     ct = read_image(Path(ct_path))
     masks = load_totalseg(Path(totalseg_path), ct, totalseg_version).image
     structures_iso = resample_to_spacing(masks, spacing_mm, "nearest", 0)
+    # a view into the SimpleITK buffer: copied out below before the image is freed
     structures_full = sitk.GetArrayViewFromImage(structures_iso)
     box = mediastinum_box(structures_full, spacing_mm, crop_margin_mm)
     grid = crop_grid(Grid.from_sitk(structures_iso), box)
@@ -83,7 +84,7 @@ def read_cropped_scan(ct_path: Path, totalseg_path: Path, spacing_mm: float, cro
     grid.apply_to_sitk(reference)
     ct_hu = sitk.GetArrayFromImage(resample_like(sitk.Cast(ct, sitk.sitkFloat32), reference, "linear", CT_OUTSIDE_HU))
     return CroppedScan(np.clip(np.rint(ct_hu), -32768, 32767).astype(np.int16),
-                       np.ascontiguousarray(structures_full[box], dtype=np.uint8), grid, reference)
+                       np.array(structures_full[box], dtype=np.uint8, copy=True), grid, reference)
 
 
 def read_labels_on(path: Path, reference: sitk.Image, like: Path) -> np.ndarray:

@@ -21,8 +21,6 @@ from preprocess.register.regulariser import diffusive_denominator, diffusive_sol
 from preprocess.register.warp import (
     channels_last,
     compose,
-    fixed_normaliser,
-    level_points_mm,
     level_shape,
     level_spacing_mm,
     pool_to,
@@ -123,14 +121,14 @@ def ncc_force(fixed, warped, weights, spacing_mm, settings) -> tuple[torch.Tenso
     return force, metric
 
 
-def exponential(velocity_mm: torch.Tensor, points_mm: torch.Tensor, to_normalised: torch.Tensor,
+def exponential(velocity_mm: torch.Tensor, full_shape: tuple[int, ...], spacing_mm: float,
                 level_spacing: tuple[float, ...]) -> torch.Tensor:
     """Displacement exp(v) by scaling and squaring, with per atlas enough squarings for steps under half a voxel."""
     peak = velocity_mm.norm(dim=1).flatten(1).amax(1) / min(level_spacing)
     steps = torch.ceil(torch.log2((peak / 0.5).clamp_min(1.0))).long()
     field = velocity_mm / (2.0 ** steps.to(velocity_mm.dtype)).view(-1, 1, 1, 1, 1)
     for k in range(int(steps.max().item()) if len(steps) else 0):
-        squared = compose(field, field, points_mm, to_normalised)
+        squared = compose(field, field, full_shape, spacing_mm)
         field = torch.where((k < steps).view(-1, 1, 1, 1, 1), squared, field)
     return field
 
@@ -171,7 +169,6 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
     full = tuple(fixed.shape[2:])
     device = fixed.device
     n = moving.shape[0]
-    to_normalised = fixed_normaliser(full, spacing_mm, device)
     field = None
     all_iterations, all_metrics = [], []
     for level_mm, max_iterations in zip(settings.deformable_levels_mm, settings.deformable_iterations, strict=True):
@@ -179,7 +176,6 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
         spacing = level_spacing_mm(full, shape, spacing_mm)
         fixed_level = pool_to(fixed, shape)
         moving_level = pool_to(moving, level_shape(tuple(moving.shape[2:]), spacing_mm, level_mm))
-        points = level_points_mm(full, shape, spacing_mm, device)
         field = torch.zeros(n, 3, *shape, device=device) if field is None else resize_field(field, shape)
         on_cpu = device.type == "cpu"
         fixed_grad = None if on_cpu else _gradient(fixed_level, spacing)
@@ -192,7 +188,7 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
         best_metric = torch.full((n,), float("inf"), device=device)
         best_field = field
         for iteration in range(max_iterations):
-            displacement = exponential(field, points, to_normalised, spacing) if settings.diffeomorphic else field
+            displacement = exponential(field, full, spacing_mm, spacing) if settings.diffeomorphic else field
             if on_cpu:
                 warped_cl = warp_channels_last(moving_cl, matrices, full, shape, spacing_mm, displacement)
                 if settings.force == "ncc":
@@ -225,7 +221,7 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
         all_iterations.append(done_at.tolist())
         all_metrics.append(best_metric.tolist())
     if settings.diffeomorphic:
-        field = exponential(field, points, to_normalised, spacing)
+        field = exponential(field, full, spacing_mm, spacing)
     return DeformableResult(resize_field(field, full), all_iterations, all_metrics)
 
 

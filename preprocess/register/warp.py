@@ -101,17 +101,15 @@ def fixed_normaliser(full_shape: tuple[int, ...], spacing_mm: float, device: tor
     return torch.as_tensor(index_to_normalised(full_shape) @ index_from_mm, dtype=torch.float32, device=device)
 
 
-def sample_field(field_mm: torch.Tensor, points_mm: torch.Tensor, to_normalised: torch.Tensor) -> torch.Tensor:
-    """(N, 3, ...) field values at (N, z, y, x, 3) fixed-frame points (trilinear, border values outside)."""
-    grid = torch.einsum("nzyxj,ij->nzyxi", points_mm, to_normalised[:3, :3]) + to_normalised[:3, 3]
-    return F.grid_sample(field_mm, grid.flip(-1), mode="bilinear", padding_mode="border", align_corners=False)
+def compose(first_mm: torch.Tensor, second_mm: torch.Tensor, full_shape: tuple[int, ...],
+            spacing_mm: float) -> torch.Tensor:
+    """Displacement of x -> x + a(x) followed by y -> y + b(y): c(x) = a(x) + b(x + a(x)); a = first, b = second.
 
-
-def compose(first_mm: torch.Tensor, second_mm: torch.Tensor, points_mm: torch.Tensor,
-            to_normalised: torch.Tensor) -> torch.Tensor:
-    """Displacement of x -> x + a(x) followed by y -> y + b(y): c(x) = a(x) + b(x + a(x)); a = first, b = second."""
-    moved = displaced_points(points_mm, first_mm)
-    return first_mm + sample_field(second_mm, moved, to_normalised)
+    Both fields (N, 3, *level) lie on one level of the fixed grid; b is taken as 0 outside the grid.
+    """
+    shape = tuple(first_mm.shape[2:])
+    identity = fixed_normaliser(full_shape, spacing_mm, first_mm.device).expand(first_mm.shape[0], 4, 4)
+    return first_mm + warp_through(second_mm, identity.contiguous(), full_shape, shape, spacing_mm, first_mm)
 
 
 def level_axes(full_shape: tuple[int, ...], shape: tuple[int, ...], spacing_mm: float) -> tuple[np.ndarray, ...]:

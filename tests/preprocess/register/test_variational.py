@@ -53,9 +53,9 @@ def test_exponential_of_a_constant_velocity_is_that_shift():
     shape, spacing = (5, 6, 7), 2.0
     velocity = torch.zeros(1, 3, *shape)
     velocity[:, 1] = 3.0
-    result = exponential(velocity, level_points_mm(shape, shape, spacing), fixed_normaliser(shape, spacing, "cpu"),
-                         (spacing,) * 3)
-    np.testing.assert_allclose(result.numpy(), velocity.numpy(), atol=1e-5)
+    result = exponential(velocity, shape, spacing, (spacing,) * 3)
+    # inside (away from the border, where the shifted field meets zero outside) it is exactly the shift
+    np.testing.assert_allclose(result[:, :, :, 2:-2].numpy(), velocity[:, :, :, 2:-2].numpy(), atol=1e-5)
 
 
 def _recovery(settings):
