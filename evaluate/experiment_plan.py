@@ -101,6 +101,19 @@ class PlannedRun:
         return dataclasses.replace(self.settings, fold=fold, init_from=init_from, resume=resume, overwrite=overwrite)
 
 
+@dataclass(frozen=True)
+class FoldRun:
+    """One row's run on one fold: whether the study found it complete (reused) or trained it, and its training
+    time (the trainer's epoch seconds, summed over resumes)."""
+
+    row: str
+    fold: int
+    fold_dir: Path
+    reused: bool
+    train_seconds: float
+    epochs: int
+
+
 def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

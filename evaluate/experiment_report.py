@@ -22,7 +22,7 @@ import torch
 from cache.dataset import DatasetConfig
 from cache.settings import settings_dict
 from evaluate.comparison import Cohort, MethodPredictions, MethodResult, PairedTests
-from evaluate.experiment_plan import ABLATIONS, ROWS, ExperimentSettings, PlannedRun, differing_settings
+from evaluate.experiment_plan import ABLATIONS, ROWS, ExperimentSettings, FoldRun, PlannedRun, differing_settings
 from evaluate.figures import confusion_figure
 from evaluate.paper_claims import Claim, claims_markdown, paper_claims, verdict
 from evaluate.report import methods_table_markdown, paired_tests_markdown, write_methods_csv, write_paired_tests_csv
@@ -36,7 +36,7 @@ class StudyReport:
     study: ExperimentSettings
     config: DatasetConfig
     runs: dict[str, PlannedRun]
-    fold_runs: list  # evaluate.experiments.FoldRun
+    fold_runs: list[FoldRun]
     folds: tuple[int, ...]
     fold_file: Path
     cohort: Cohort

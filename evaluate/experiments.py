@@ -32,7 +32,14 @@ from evaluate.baselines.cohort import overlap_method, thresholding_method
 from evaluate.cohort import CohortData, load_cohort
 from evaluate.comparison import Cohort, MethodPredictions, MethodResult, compare_methods, evaluate_method
 from evaluate.evaluation import LESION_SOURCE_LABELS, parse_folds
-from evaluate.experiment_plan import ExperimentSettings, PlannedRun, data_key, plan_runs, schedule_overrides
+from evaluate.experiment_plan import (
+    ExperimentSettings,
+    FoldRun,
+    PlannedRun,
+    data_key,
+    plan_runs,
+    schedule_overrides,
+)
 from evaluate.experiment_report import StudyReport, write_study_report
 from evaluate.model_predictions import model_method
 from evaluate.settings import EvaluateSettings
@@ -46,18 +53,6 @@ from train.settings import TrainSettings, preset_values
 
 MARKER = "experiment_run.json"
 STOPPED = 3  # exit status of a study stopped by --stop-after-runs
-
-
-@dataclass(frozen=True)
-class FoldRun:
-    """One row's run on one fold: whether this invocation trained it or found it complete, and its training time."""
-
-    row: str
-    fold: int
-    fold_dir: Path
-    reused: bool
-    train_seconds: float
-    epochs: int
 
 
 def is_complete(fold_dir: Path, key: str) -> bool:

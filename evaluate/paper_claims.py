@@ -83,7 +83,7 @@ def table4_claims(results: dict[str, MethodResult], tests: dict[tuple[str, str],
                                "TS1's N-staging differs significantly from thresholding's", t4))
     claims += [_significant(tests[("TS1", o)], "mcnemar", "p < 0.05 (autoPET)",
                             f"TS1's station predictions differ significantly from {o}", t4) for o in overlaps]
-    others = [n for n in results if n not in ("TS2",) and n in {"TS1", "TS3", thresholding, *overlaps}]
+    others = ["TS1", "TS3", thresholding, *overlaps]
     best_other = max((_mean(results[n], "n_stage", "accuracy") for n in others), default=math.nan)
     ts2 = _mean(results["TS2"], "n_stage", "accuracy")
     claims.append(Claim(t4, "TS2 has the highest N-stage accuracy of all methods", "0.64 vs at most 0.63",
