@@ -108,8 +108,23 @@ def compose(first_mm: torch.Tensor, second_mm: torch.Tensor, full_shape: tuple[i
     Both fields (N, 3, *level) lie on one level of the fixed grid; b is taken as 0 outside the grid.
     """
     shape = tuple(first_mm.shape[2:])
+    if first_mm.device.type == "cpu":
+        from preprocess.register.kernels import compose_kernel
+
+        out = np.empty(first_mm.shape, dtype=np.float32)
+        compose_kernel(np.ascontiguousarray(first_mm.numpy(), dtype=np.float32),
+                       np.ascontiguousarray(second_mm.numpy(), dtype=np.float32),
+                       np.asarray(level_spacing_mm(full_shape, shape, spacing_mm), dtype=np.float64), out)
+        return torch.from_numpy(out)
+    return compose_torch(first_mm, second_mm, full_shape, spacing_mm)
+
+
+def compose_torch(first_mm: torch.Tensor, second_mm: torch.Tensor, full_shape: tuple[int, ...],
+                  spacing_mm: float) -> torch.Tensor:
+    """The grid_sample implementation of `compose` (used on CUDA)."""
+    shape = tuple(first_mm.shape[2:])
     identity = fixed_normaliser(full_shape, spacing_mm, first_mm.device).expand(first_mm.shape[0], 4, 4)
-    return first_mm + warp_through(second_mm, identity.contiguous(), full_shape, shape, spacing_mm, first_mm)
+    return first_mm + warp_through_torch(second_mm, identity.contiguous(), full_shape, shape, spacing_mm, first_mm)
 
 
 def level_axes(full_shape: tuple[int, ...], shape: tuple[int, ...], spacing_mm: float) -> tuple[np.ndarray, ...]:

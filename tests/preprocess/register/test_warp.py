@@ -3,6 +3,7 @@ import torch
 
 from preprocess.register.warp import (
     compose,
+    compose_torch,
     index_to_normalised,
     pool_to,
     warp_labels,
@@ -57,6 +58,13 @@ def test_composition_of_two_constant_shifts_adds_them():
     composed = compose(a, b, shape, spacing)
     np.testing.assert_allclose(composed[:, 0].numpy(), 1.0)
     np.testing.assert_allclose(composed[:, 1, :-1].numpy(), -0.5, atol=1e-6)  # last z plane samples outside
+
+
+def test_cpu_composition_kernel_equals_grid_sample_composition():
+    g = torch.Generator().manual_seed(3)
+    full, level = (12, 10, 14), (6, 5, 7)
+    a, b = 3.0 * torch.randn(2, 3, *level, generator=g), 3.0 * torch.randn(2, 3, *level, generator=g)
+    np.testing.assert_allclose(compose(a, b, full, 2.0).numpy(), compose_torch(a, b, full, 2.0).numpy(), atol=1e-5)
 
 
 def test_warped_labels_keep_their_codes_under_identity():
