@@ -156,6 +156,8 @@ def plan_study(study: ExperimentSettings) -> StudyPlan:
     """Read the dataset and its folds (made once when absent) and plan every row's run."""
     config = load_dataset(study.dataset, root=study.root or None, cache_root=study.cache_root or None)
     manifest = read_manifest(config.manifest_path, config.root, config.rule_set, check_files=False)
+    for issue in manifest.issues:  # the trainer leaves these rows out too
+        print(f"warning: manifest row left out: {issue}")
     rows = list(manifest.rows)
     fold_sets, fold_file = study_folds(study, config, rows)
     folds = parse_folds(study.folds, tuple(f.index for f in fold_sets))
