@@ -179,3 +179,50 @@ def compose_kernel(first, second, level_spacing, out):  # pragma: no cover (numb
                 out[n, 0, z, y, x] = first[n, 0, z, y, x] + v0
                 out[n, 1, z, y, x] = first[n, 1, z, y, x] + v1
                 out[n, 2, z, y, x] = first[n, 2, z, y, x] + v2
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def warp_labels_kernel(labels, affine, axis_scale, axis_offset, field, out):  # pragma: no cover (numba)
+    """Warped one-hot probabilities of a label array without building the one-hot channels.
+
+    labels (pz, py, px) uint8; out (z, y, x, K + 1): per voxel, the trilinear weight of each code's corners
+    (code 0 and everything outside the array count as background), i.e. the warped one-hot channels with
+    background = 1 - sum. affine (3, 4), field (3, z, y, x) mm or shape (0, 1, 1, 1), as in `warp_kernel`.
+    """
+    nz, ny, nx, n_codes = out.shape
+    pz, py, px = labels.shape
+    has_field = field.shape[0] == 3
+    for z in numba.prange(nz):
+        for y in range(ny):
+            for x in range(nx):
+                qz = axis_scale[0] * z + axis_offset[0]
+                qy = axis_scale[1] * y + axis_offset[1]
+                qx = axis_scale[2] * x + axis_offset[2]
+                if has_field:
+                    qz += field[0, z, y, x]
+                    qy += field[1, z, y, x]
+                    qx += field[2, z, y, x]
+                sz = affine[0, 0] * qz + affine[0, 1] * qy + affine[0, 2] * qx + affine[0, 3]
+                sy = affine[1, 0] * qz + affine[1, 1] * qy + affine[1, 2] * qx + affine[1, 3]
+                sx = affine[2, 0] * qz + affine[2, 1] * qy + affine[2, 2] * qx + affine[2, 3]
+                z0 = int(np.floor(sz))
+                y0 = int(np.floor(sy))
+                x0 = int(np.floor(sx))
+                fz = sz - z0
+                fy = sy - y0
+                fx = sx - x0
+                for c in range(n_codes):
+                    out[z, y, x, c] = 0.0
+                for dz in range(2):
+                    zz = z0 + dz
+                    wz = fz if dz else 1.0 - fz
+                    for dy in range(2):
+                        yy = y0 + dy
+                        wy = wz * (fy if dy else 1.0 - fy)
+                        for dx in range(2):
+                            xx = x0 + dx
+                            w = wy * (fx if dx else 1.0 - fx)
+                            code = 0
+                            if 0 <= zz < pz and 0 <= yy < py and 0 <= xx < px:
+                                code = labels[zz, yy, xx]
+                            out[z, y, x, code] += w

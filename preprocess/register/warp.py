@@ -189,13 +189,26 @@ def warp_labels(labels: np.ndarray, n_codes: int, matrix: torch.Tensor, full_sha
     """
     shape = tuple(full_shape) if shape is None else tuple(shape)
     if device.type == "cpu":
-        table = np.eye(n_codes + 1, dtype=np.float32)[:, 1:]
-        out = warp_channels_last(table[labels][None], matrix, full_shape, shape, spacing_mm, field_mm)
-        channels = torch.from_numpy(out.reshape(-1, n_codes))
-    else:
-        codes = torch.arange(1, n_codes + 1, device=device).view(-1, 1, 1, 1)
-        one_hot = (torch.from_numpy(labels).to(device).unsqueeze(0) == codes).float().unsqueeze(0)
-        warped = warp_through_torch(one_hot, matrix, full_shape, shape, spacing_mm, field_mm)
-        channels = warped[0].reshape(n_codes, -1).t()
+        from preprocess.register.kernels import warp_labels_kernel
+
+        affine = normalised_to_index(labels.shape) @ matrix.detach().double().cpu().numpy()[0]
+        scale, offset = level_axes(full_shape, shape, spacing_mm)
+        field = (np.zeros((0, 1, 1, 1), dtype=np.float32) if field_mm is None
+                 else np.ascontiguousarray(field_mm[0].detach().numpy(), dtype=np.float32))
+        out = np.empty((*shape, n_codes + 1), dtype=np.float32)
+        warp_labels_kernel(np.ascontiguousarray(labels, dtype=np.uint8), np.ascontiguousarray(affine[:3]), scale,
+                           offset, field, out)
+        return torch.from_numpy(out.reshape(-1, n_codes + 1))
+    return warp_labels_torch(labels, n_codes, matrix, full_shape, spacing_mm, field_mm, device, shape)
+
+
+def warp_labels_torch(labels: np.ndarray, n_codes: int, matrix: torch.Tensor, full_shape: tuple[int, ...],
+                      spacing_mm: float, field_mm: torch.Tensor | None, device: torch.device,
+                      shape: tuple[int, ...]) -> torch.Tensor:
+    """The grid_sample implementation of `warp_labels` (used on CUDA): one-hot channels, then warped."""
+    codes = torch.arange(1, n_codes + 1, device=device).view(-1, 1, 1, 1)
+    one_hot = (torch.from_numpy(labels).to(device).unsqueeze(0) == codes).float().unsqueeze(0)
+    warped = warp_through_torch(one_hot, matrix, full_shape, shape, spacing_mm, field_mm)
+    channels = warped[0].reshape(n_codes, -1).t()
     background = (1.0 - channels.sum(1, keepdim=True)).clamp_min(0.0)
     return torch.cat([background, channels], dim=1)

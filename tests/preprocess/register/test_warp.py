@@ -7,6 +7,7 @@ from preprocess.register.warp import (
     index_to_normalised,
     pool_to,
     warp_labels,
+    warp_labels_torch,
     warp_through,
     warp_through_torch,
 )
@@ -76,3 +77,16 @@ def test_warped_labels_keep_their_codes_under_identity():
                                     torch.device(device))
         np.testing.assert_array_equal(probabilities.argmax(1).reshape(labels.shape).numpy(), labels)
         np.testing.assert_allclose(probabilities.sum(1).numpy(), 1.0, atol=1e-6)
+
+
+def test_label_kernel_equals_warped_one_hot_channels():
+    g = torch.Generator().manual_seed(4)
+    labels = torch.randint(0, 6, (9, 8, 10), generator=g).to(torch.uint8).numpy()
+    full, level = (8, 9, 9), (4, 5, 4)
+    matrix = _identity(labels.shape, 2.0).clone()
+    matrix[:, :3, :3] += 0.03 * torch.randn(1, 3, 3, generator=g)
+    matrix[:, :3, 3] += 0.1 * torch.randn(1, 3, generator=g)
+    field = 2.0 * torch.randn(1, 3, *level, generator=g)
+    a = warp_labels(labels, 5, matrix, full, 2.0, field, torch.device("cpu"), level)
+    b = warp_labels_torch(labels, 5, matrix, full, 2.0, field, torch.device("cpu"), level)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
