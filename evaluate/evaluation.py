@@ -21,7 +21,7 @@ from evaluate.baselines.cohort import overlap_method, thresholding_method
 from evaluate.cohort import CohortData, load_cohort
 from evaluate.comparison import Cohort, MethodPredictions, compare_methods, evaluate_method
 from evaluate.figures import confusion_figure, qa_overlay_figure
-from evaluate.model_predictions import model_method, run_folds
+from evaluate.model_predictions import model_method, run_folds, test_folds
 from evaluate.report import claims_markdown, methods_table_markdown, paired_tests_markdown, write_report
 from evaluate.settings import EvaluateSettings
 
@@ -99,11 +99,10 @@ def compare_on_folds(settings: EvaluateSettings, config: DatasetConfig, run: Pat
     """The run's predictions and both baselines on the test scans of the chosen folds.
 
     The baselines choose their cutoffs on each fold's training scans, so they are computed over every fold's
-    scans (all folds of the run) and then restricted to the chosen folds.
+    scans (all folds of the fold file) and then restricted to the chosen folds.
     """
-    folds_available = run_folds(run)
-    folds = parse_folds(settings.folds, tuple(folds_available))
-    test_fold = {p: k for k, patients in folds_available.items() for p in patients}
+    folds = parse_folds(settings.folds, tuple(run_folds(run)))
+    test_fold = test_folds(run, config.label_column)
     data = load_cohort(cache_files(config.cache_dir), test_fold, config.label_column, settings,
                        expected_settings(build_settings_for(settings.dataset)))
     model = model_method(run, data, folds, config, settings)

@@ -58,6 +58,30 @@ def run_folds(run: Path) -> dict[int, tuple[str, ...]]:
     return {k: tuple(sorted(t["patient_id"].unique())) for k, t in read_fold_predictions(run).items()}
 
 
+def fold_file(run: Path, label_column: str) -> Path:
+    """The fold file train made for the run's dataset: `<runs_dir>/<dataset>/folds_<label_column>.json`."""
+    return run.parent / f"folds_{label_column}.json"
+
+
+def test_folds(run: Path, label_column: str) -> dict[str, int]:
+    """Patient -> test fold over the whole dataset: from the run's fold file, so that the baselines have every
+    fold's training scans even when the run has predictions for some folds only; without a fold file, from the
+    run's predictions files (which must then cover every fold). The run's test patients must match the file."""
+    by_run = run_folds(run)
+    path = fold_file(run, label_column)
+    if not path.is_file():
+        return {p: k for k, patients in by_run.items() for p in patients}
+    from train.folds import read_fold_file
+
+    folds, _ = read_fold_file(path)
+    by_file = {f.index: tuple(sorted(f.test)) for f in folds}
+    for k, patients in by_run.items():
+        if by_file.get(k) != patients:
+            raise RunError(f"{run}/fold{k}/{PREDICTIONS_FILE}: its test patients differ from fold {k} of {path}; "
+                           "the run was trained on another split: retrain it")
+    return {p: k for k, patients in by_file.items() for p in patients}
+
+
 def model_method(run: Path, data: CohortData, folds: tuple[int, ...], config: DatasetConfig,
                  settings: EvaluateSettings) -> MethodPredictions:
     """The run's test predictions for the cohort scans of `folds`, in cohort order.

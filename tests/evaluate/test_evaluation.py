@@ -124,3 +124,35 @@ def test_predictions_with_other_labels_are_refused(tmp_path):
     with pytest.raises(RunError, match="station labels of p0/s0 differ"):
         main(["--dataset", str(config), "--run", str(run), "--out", str(tmp_path / "r")])
     assert station("7").index == 10 and np.int8
+
+
+def _write_fold_file(run, n=6):
+    from train.folds import Fold, write_fold_file
+
+    folds = [Fold(k, (), (), tuple(f"p{i}" for i in range(n) if i % 3 == k)) for k in range(3)]
+    labels = {f"p{i}": (2 if i % 2 == 0 else 0, 1 if i % 2 == 0 else 0) for i in range(n)}
+    write_fold_file(run.parent / "folds_cN.json", folds, {p: "s" for p in labels}, labels, "cN", 0.2, 0)
+
+
+def test_a_run_with_some_folds_uses_the_fold_file_for_the_baselines(tmp_path):
+    import shutil
+
+    config = _dataset(tmp_path)
+    run = _cohort(tmp_path)
+    _write_fold_file(run)
+    shutil.rmtree(run / "fold1")
+    shutil.rmtree(run / "fold2")
+    out = tmp_path / "report"
+    assert main(["--dataset", str(config), "--run", str(run), "--out", str(out), "--n-qa-scans", "0"]) == 0
+    report = (out / "report.md").read_text()
+    assert "folds 0)" in report and "SUV threshold: fold 0: 3.5" in report
+
+
+def test_a_run_on_another_split_is_refused(tmp_path):
+    config = _dataset(tmp_path)
+    run = _cohort(tmp_path)
+    _write_fold_file(run)
+    (run / "fold0" / "predictions_test.csv").rename(run / "fold0" / "moved.csv")
+    (run / "fold1" / "predictions_test.csv").rename(run / "fold0" / "predictions_test.csv")
+    with pytest.raises(RunError, match="test patients differ from fold 0"):
+        main(["--dataset", str(config), "--run", str(run), "--out", str(tmp_path / "r")])
