@@ -68,7 +68,11 @@ class RegistrationSettings:
     )
     gaussian_sigma_mm: float = field(default=3.0, metadata={"help": "sigma of the Gaussian regulariser, mm"})
     diffeomorphic: bool = field(
-        default=False, metadata={"help": "integrate a velocity field by scaling and squaring (no folding)"}
+        default=False, metadata={"help": "diffeomorphic update by scaling and squaring (see diffeomorphic_update)"}
+    )
+    diffeomorphic_update: Literal["velocity", "compositive"] = field(
+        default="velocity",
+        metadata={"help": "velocity: u = exp(v), v updated additively; compositive: u <- R(u o exp(tau f))"},
     )
     stop_no_new_minimum_iterations: int = field(
         default=15, metadata={"help": "stop a level after this many iterations without a new minimum (0: off)"}

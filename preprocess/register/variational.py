@@ -2,8 +2,10 @@
 
 Per iteration: warp the moving channels through M (q + u(q)), compute the force (demons, SSD or local NCC, summed
 over channels with per-atlas channel weights), update u <- R(u + tau * f) with the diffusive regulariser
-R = (I - tau*alpha*Laplacian)^-1 (exact, by DCT) or a Gaussian. In diffeomorphic mode the same update acts on a
-velocity field v and the displacement is exp(v) by scaling and squaring. Three levels coarse to fine; a level
+R = (I - tau*alpha*Laplacian)^-1 (exact, by DCT) or a Gaussian. Diffeomorphic mode, `velocity` update: the same
+update acts on a velocity field v and the displacement is exp(v) by scaling and squaring (every iteration);
+`compositive` update (as ITK's DiffeomorphicDemons): u <- R(u o exp(tau * f)), where exp of the small update needs
+one or two squarings. Three levels coarse to fine; a level
 ends for an atlas when its metric made no new minimum for a while or its fitted slope flattened; finished
 atlases keep their field while the others go on, so a batch equals its atlases run one by one. Each level hands
 on, per atlas, the field of its lowest metric (a level that starts to drift is not allowed to spoil the result).
@@ -188,7 +190,8 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
         best_metric = torch.full((n,), float("inf"), device=device)
         best_field = field
         for iteration in range(max_iterations):
-            displacement = exponential(field, full, spacing_mm, spacing) if settings.diffeomorphic else field
+            velocity = settings.diffeomorphic and settings.diffeomorphic_update == "velocity"
+            displacement = exponential(field, full, spacing_mm, spacing) if velocity else field
             if on_cpu:
                 warped_cl = warp_channels_last(moving_cl, matrices, full, shape, spacing_mm, displacement)
                 if settings.force == "ncc":
@@ -211,7 +214,11 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
             active = active & ~stop
             if not bool(active.any()):
                 break
-            updated = field + settings.time_step * force
+            if settings.diffeomorphic and settings.diffeomorphic_update == "compositive":
+                step = exponential(settings.time_step * force, full, spacing_mm, spacing)
+                updated = compose(step, field, full, spacing_mm)
+            else:
+                updated = field + settings.time_step * force
             if settings.regulariser == "diffusive":
                 updated = diffusive_solve(updated, denominator)
             else:
@@ -220,7 +227,7 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
         field = best_field
         all_iterations.append(done_at.tolist())
         all_metrics.append(best_metric.tolist())
-    if settings.diffeomorphic:
+    if settings.diffeomorphic and settings.diffeomorphic_update == "velocity":
         field = exponential(field, full, spacing_mm, spacing)
     return DeformableResult(resize_field(field, full), all_iterations, all_metrics)
 

@@ -79,7 +79,9 @@ def test_deformable_stage_recovers_a_smooth_shift():
 
 def test_diffeomorphic_mode_and_gaussian_regulariser_also_converge_without_folding():
     base = RegistrationSettings(deformable_levels_mm=(4.0, 0.0), deformable_iterations=(30, 30))
-    for settings in (replace(base, diffeomorphic=True), replace(base, regulariser="gaussian", gaussian_sigma_mm=2.0),
+    for settings in (replace(base, diffeomorphic=True),
+                     replace(base, diffeomorphic=True, diffeomorphic_update="compositive"),
+                     replace(base, regulariser="gaussian", gaussian_sigma_mm=2.0),
                      replace(base, force="ncc")):
         before, after, result = _recovery(settings)
         assert after < 0.2 * before, settings
