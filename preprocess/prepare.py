@@ -105,7 +105,8 @@ def prepare_scan(row: ManifestRow, dataset: DatasetConfig, spacing_mm: float, cr
         structures_iso = resample_to_spacing(masks.image, spacing_mm, "nearest", 0)
         box = mediastinum_box(sitk.GetArrayViewFromImage(structures_iso), spacing_mm, crop_margin_mm)
         grid = crop_grid(Grid.from_sitk(structures_iso), box)
-        structures = np.ascontiguousarray(sitk.GetArrayViewFromImage(structures_iso)[box], dtype=np.uint8)
+        # A copy, never a view: a view of a SimpleITK image dangles once the image is freed at return.
+        structures = np.array(sitk.GetArrayViewFromImage(structures_iso)[box], dtype=np.uint8, copy=True)
     _check_overlap(pet, grid, row)
     reference = grid_image(grid)
     ct_hu = timed(timings, "resample_ct", lambda: sitk.GetArrayFromImage(
