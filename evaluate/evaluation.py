@@ -74,7 +74,8 @@ def _qa_figures(data: CohortData, method: MethodPredictions, out: Path, n_scans:
     return paths
 
 
-def _subset(cohort: Cohort, keep: np.ndarray) -> Cohort:
+def restrict(cohort: Cohort, keep: np.ndarray) -> Cohort:
+    """The cohort's scans where `keep` holds."""
     return dataclasses.replace(cohort, patient_ids=tuple(np.array(cohort.patient_ids)[keep]),
                                scan_ids=tuple(np.array(cohort.scan_ids)[keep]),
                                tumor_sides=tuple(s for s, k in zip(cohort.tumor_sides, keep, strict=True) if k),
@@ -82,7 +83,8 @@ def _subset(cohort: Cohort, keep: np.ndarray) -> Cohort:
                                fold=cohort.fold[keep])
 
 
-def _restrict(method: MethodPredictions, keep: np.ndarray) -> MethodPredictions:
+def restrict_method(method: MethodPredictions, keep: np.ndarray) -> MethodPredictions:
+    """A method's predictions of the scans where `keep` holds."""
     return dataclasses.replace(method, station_pred=method.station_pred[keep],
                                station_score=method.station_score[keep], n_pred=method.n_pred[keep])
 
@@ -111,10 +113,10 @@ def compare_on_folds(settings: EvaluateSettings, config: DatasetConfig, run: Pat
                                  LESION_SOURCE_LABELS[source]) for source, overlap in data.lesion_overlap.items()]
     keep = np.isin(data.cohort.fold, folds)
     evaluated = dataclasses.replace(
-        data, cohort=_subset(data.cohort, keep), paths=tuple(np.array(data.paths)[keep]),
+        data, cohort=restrict(data.cohort, keep), paths=tuple(np.array(data.paths)[keep]),
         suv_max=data.suv_max[keep], lesion_overlap={k: v[keep] for k, v in data.lesion_overlap.items()},
         n_lesions={k: v[keep] for k, v in data.n_lesions.items()})
-    return Comparison(evaluated, (model, *[_restrict(m, keep) for m in baselines]))
+    return Comparison(evaluated, (model, *[restrict_method(m, keep) for m in baselines]))
 
 
 def _header(config: DatasetConfig, run: Path, comparison: Comparison) -> list[str]:

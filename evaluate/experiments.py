@@ -31,7 +31,7 @@ from cache.stations import station_names
 from evaluate.baselines.cohort import overlap_method, thresholding_method
 from evaluate.cohort import CohortData, load_cohort
 from evaluate.comparison import Cohort, MethodPredictions, MethodResult, compare_methods, evaluate_method
-from evaluate.evaluation import LESION_SOURCE_LABELS, parse_folds
+from evaluate.evaluation import LESION_SOURCE_LABELS, parse_folds, restrict, restrict_method
 from evaluate.experiment_plan import (
     ExperimentSettings,
     FoldRun,
@@ -123,20 +123,6 @@ def evaluate_settings(study: ExperimentSettings) -> EvaluateSettings:
     return EvaluateSettings(**{**preset, "dataset": study.dataset, "root": study.root,
                                "cache_root": study.cache_root, "lesion_source": study.lesion_source,
                                "n_permutations": study.n_permutations, "seed": study.seed, "device": study.device})
-
-
-def restrict(cohort: Cohort, keep: np.ndarray) -> Cohort:
-    """The cohort's scans where `keep` holds."""
-    return dataclasses.replace(cohort, patient_ids=tuple(np.array(cohort.patient_ids)[keep]),
-                               scan_ids=tuple(np.array(cohort.scan_ids)[keep]),
-                               tumor_sides=tuple(s for s, k in zip(cohort.tumor_sides, keep, strict=True) if k),
-                               station_true=cohort.station_true[keep], n_true=cohort.n_true[keep],
-                               fold=cohort.fold[keep])
-
-
-def restrict_method(method: MethodPredictions, keep: np.ndarray) -> MethodPredictions:
-    return dataclasses.replace(method, station_pred=method.station_pred[keep],
-                               station_score=method.station_score[keep], n_pred=method.n_pred[keep])
 
 
 @dataclass(frozen=True)
