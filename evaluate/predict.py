@@ -27,6 +27,7 @@ from cache.schema import cache_file_name
 from cache.stations import UnknownTumorSideError, n_stage, station_names
 from evaluate.figures import qa_overlay_figure
 from evaluate.settings import PredictSettings
+from preprocess.step_timing import timed
 
 PATIENT_ID, SCAN_ID = "new", "scan"
 
@@ -52,14 +53,6 @@ class ScanPrediction:
     rule_set: str
     stations: tuple[StationPrediction, ...]
     timings_s: dict[str, float]
-
-
-def _timed(timings: dict[str, float], step: str, work):
-    start = time.perf_counter()
-    try:
-        return work()
-    finally:
-        timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
 
 
 def _check_inputs(settings: PredictSettings) -> None:
@@ -177,12 +170,12 @@ def run_predict(settings: PredictSettings) -> int:
     out = Path(settings.out or f"predict_{Path(settings.ct).name.split('.')[0]}")
     out.mkdir(parents=True, exist_ok=True)
     device = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model, train_settings = _timed(timings, "load_model", lambda: load_trained(settings.model, device))
+    model, train_settings = timed(timings, "load_model", lambda: load_trained(settings.model, device))
     config, build = _dataset(settings, train_settings.dataset, out)
     row = _row(settings)
     timings.update(preprocess_scan(row, config, build, device))
     part = open_part(config, [row], (PATIENT_ID,), expected_settings(build))
-    probabilities = _timed(timings, "inference", lambda: predict(
+    probabilities = timed(timings, "inference", lambda: predict(
         model, part, train_settings, torch.device(device), samples=train_settings.inference_samples,
         seed=train_settings.seed).station_prob[0])
     cache_path = config.cache_dir / cache_file_name(PATIENT_ID, SCAN_ID)
@@ -196,7 +189,7 @@ def run_predict(settings: PredictSettings) -> int:
         positive = [s.name for s in stations if s.malignant]
         stage, by_side = stage_both_sides(positive, row.tumor_side, config.rule_set)
         status = np.array([int(s.malignant) for s in stations], dtype=np.int8)
-        _timed(timings, "outputs", lambda: (
+        timed(timings, "outputs", lambda: (
             write_station_mask(np.asarray(scan.station_labels), info.grid, row.ct, out / "stations.nii.gz"),
             qa_overlay_figure(np.asarray(scan.ct), np.asarray(scan.suv), np.asarray(scan.station_labels), status,
                               f"{Path(settings.ct).name}: N{stage if stage is not None else '?'}",
