@@ -12,6 +12,18 @@ import numba
 import numpy as np
 
 
+@numba.njit(inline="always", fastmath=True, cache=True)
+def _source_position(z, y, x, axis_scale, axis_offset, uz, uy, ux, a):  # pragma: no cover (numba)
+    """Continuous moving index (z, y, x) of fixed voxel (z, y, x): a @ (q + u), q = axis_scale * index + offset."""
+    qz = axis_scale[0] * z + axis_offset[0] + uz
+    qy = axis_scale[1] * y + axis_offset[1] + uy
+    qx = axis_scale[2] * x + axis_offset[2] + ux
+    sz = a[0, 0] * qz + a[0, 1] * qy + a[0, 2] * qx + a[0, 3]
+    sy = a[1, 0] * qz + a[1, 1] * qy + a[1, 2] * qx + a[1, 3]
+    sx = a[2, 0] * qz + a[2, 1] * qy + a[2, 2] * qx + a[2, 3]
+    return sz, sy, sx
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def warp_kernel(moving, affine, axis_scale, axis_offset, field, out):  # pragma: no cover (numba)
     """Trilinear samples (zero outside) of channels-last moving (M, pz, py, px, C) at affine[n] @ (q + u(q)).
@@ -31,16 +43,10 @@ def warp_kernel(moving, affine, axis_scale, axis_offset, field, out):  # pragma:
         a = affine[n]
         for y in range(ny):
             for x in range(nx):
-                qz = axis_scale[0] * z + axis_offset[0]
-                qy = axis_scale[1] * y + axis_offset[1]
-                qx = axis_scale[2] * x + axis_offset[2]
+                uz = uy = ux = 0.0
                 if has_field:
-                    qz += field[n, 0, z, y, x]
-                    qy += field[n, 1, z, y, x]
-                    qx += field[n, 2, z, y, x]
-                sz = a[0, 0] * qz + a[0, 1] * qy + a[0, 2] * qx + a[0, 3]
-                sy = a[1, 0] * qz + a[1, 1] * qy + a[1, 2] * qx + a[1, 3]
-                sx = a[2, 0] * qz + a[2, 1] * qy + a[2, 2] * qx + a[2, 3]
+                    uz, uy, ux = field[n, 0, z, y, x], field[n, 1, z, y, x], field[n, 2, z, y, x]
+                sz, sy, sx = _source_position(z, y, x, axis_scale, axis_offset, uz, uy, ux, a)
                 z0 = int(np.floor(sz))
                 y0 = int(np.floor(sy))
                 x0 = int(np.floor(sx))
@@ -214,16 +220,10 @@ def warp_labels_kernel(labels, affine, axis_scale, axis_offset, field, out):  # 
     for z in numba.prange(nz):
         for y in range(ny):
             for x in range(nx):
-                qz = axis_scale[0] * z + axis_offset[0]
-                qy = axis_scale[1] * y + axis_offset[1]
-                qx = axis_scale[2] * x + axis_offset[2]
+                uz = uy = ux = 0.0
                 if has_field:
-                    qz += field[0, z, y, x]
-                    qy += field[1, z, y, x]
-                    qx += field[2, z, y, x]
-                sz = affine[0, 0] * qz + affine[0, 1] * qy + affine[0, 2] * qx + affine[0, 3]
-                sy = affine[1, 0] * qz + affine[1, 1] * qy + affine[1, 2] * qx + affine[1, 3]
-                sx = affine[2, 0] * qz + affine[2, 1] * qy + affine[2, 2] * qx + affine[2, 3]
+                    uz, uy, ux = field[0, z, y, x], field[1, z, y, x], field[2, z, y, x]
+                sz, sy, sx = _source_position(z, y, x, axis_scale, axis_offset, uz, uy, ux, affine)
                 z0 = int(np.floor(sz))
                 y0 = int(np.floor(sy))
                 x0 = int(np.floor(sx))
