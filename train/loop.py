@@ -49,7 +49,7 @@ from train.settings import RESUMABLE_CHANGES, TrainSettings
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_ce", "train_mse", "train_pseudo", "train_bce",
                   "val_station_bacc", "val_n_bacc", "val_metric", "best_metric", "seconds")
-ARCHITECTURE = ("channels", "patch_size_vox", "station_encoding", "embedding_dim", "station_mask_channel")
+ARCHITECTURE = ("channels", "patch_size_vox", "station_encoding", "embedding_dim", "station_mask_channel", "norm")
 
 
 class RunError(RuntimeError):

@@ -13,11 +13,21 @@ N_STAGES = 4
 SIDE_CODES = {"R": 0, "L": 1}  # tumour side -> index of its one-hot entry; unknown side encodes as (0, 0)
 
 
-def conv_block(in_channels: int, out_channels: int, dropout: float) -> nn.Sequential:
-    """Conv3d k3 (no bias) -> InstanceNorm3d -> Dropout3d -> MaxPool3d(2) -> ReLU; halves each edge."""
+NORMS = {"instance": nn.InstanceNorm3d, "batch": nn.BatchNorm3d}
+
+
+def conv_block(in_channels: int, out_channels: int, dropout: float, norm: str = "instance") -> nn.Sequential:
+    """Conv3d k3 (no bias) -> norm -> Dropout3d -> MaxPool3d(2) -> ReLU; halves each edge.
+
+    "instance" (the paper's) standardises every channel over its own patch, so a feature's absolute level (how
+    hot a node is in SUV) survives only relative to the rest of the patch; "batch" keeps it (running statistics
+    at inference).
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
     return nn.Sequential(
         nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.InstanceNorm3d(out_channels),
+        NORMS[norm](out_channels),
         nn.Dropout3d(dropout),
         nn.MaxPool3d(2),
         nn.ReLU(inplace=True),
@@ -28,7 +38,7 @@ class StationClassifier(nn.Module):
     """Malignancy logit of one station patch; the station identity joins the image features at the end.
 
     `station_encoding`: "embedding" (a learned vector per station) or "index" (the paper's scalar,
-    station index / 16 in [0, 1]).
+    station index / 16 in [0, 1]); `norm`: the normalisation of every block (see `conv_block`).
     """
 
     def __init__(
@@ -39,12 +49,13 @@ class StationClassifier(nn.Module):
         patch_size_vox: int = 64,
         station_encoding: str = "embedding",
         embedding_dim: int = 8,
+        norm: str = "instance",
     ):
         super().__init__()
         assert len(channels) == len(dropout)
         blocks, previous = [], in_channels
         for out, rate in zip(channels, dropout, strict=True):
-            blocks.append(conv_block(previous, out, rate))
+            blocks.append(conv_block(previous, out, rate, norm))
             previous = out
         self.features = nn.Sequential(*blocks)
         edge = patch_size_vox // 2 ** len(channels)
@@ -112,6 +123,7 @@ def build_classifier(settings) -> StationClassifier:
         patch_size_vox=settings.patch_size_vox,
         station_encoding=settings.station_encoding,
         embedding_dim=settings.embedding_dim,
+        norm=settings.norm,
     )
 
 

@@ -61,6 +61,11 @@ class TrainSettings:
     )
     embedding_dim: int = field(default=8, metadata={"help": "size of the learned station embedding"})
     station_mask_channel: bool = field(default=False, metadata={"help": "add the binary station mask as a channel"})
+    norm: Literal["instance", "batch"] = field(
+        default="instance",
+        metadata={"help": "normalisation in every conv block: instance (the paper's; absolute uptake is seen only "
+                          "relative to the patch) or batch (keeps it)"},
+    )
     head_hidden: int = field(default=32, metadata={"help": "TS2/TS3: width of the head's hidden linear layer"})
     # patches and augmentation
     patch_size_vox: int = field(default=64, metadata={"help": "edge of the cubic input patch, in voxels"})

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from train.model import N_STAGES, N_STATIONS, NStageModel, StationClassifier, encode_side
@@ -40,3 +41,21 @@ def test_n_stage_model_shares_the_classifier_over_17_stations():
 
 def test_side_encoding_marks_unknown_as_zeros():
     assert encode_side(["R", "L", None]).tolist() == [[1, 0], [0, 1], [0, 0]]
+
+
+def test_batch_norm_keeps_the_absolute_uptake_that_instance_norm_removes():
+    """Two patches that differ only by a constant factor: instance norm makes them identical, batch norm not."""
+    torch.manual_seed(0)
+    patch = torch.rand(1, 2, 8, 8, 8)
+    pair = torch.cat([patch, 3.0 * patch])
+    station = torch.tensor([4, 4])
+    instance = StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=8, norm="instance").eval()
+    batch = StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=8, norm="batch").eval()
+    logits_instance, logits_batch = instance(pair, station), batch(pair, station)
+    torch.testing.assert_close(logits_instance[0], logits_instance[1], atol=1e-4, rtol=1e-4)
+    assert abs(float(logits_batch[0] - logits_batch[1])) > 1e-3
+
+
+def test_unknown_norm_is_refused():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        StationClassifier(channels=(4,), dropout=(0.0,), patch_size_vox=4, norm="layer")
