@@ -20,7 +20,7 @@ from configs import CONFIG_DIR
 DATASETS_DIR = CONFIG_DIR / "datasets"
 # Tables of a dataset config that override a stage's settings for this dataset (e.g. `[preprocess]
 # spacing_mm = 2.0` for the demo); each stage checks its table against its own settings dataclass.
-STAGE_TABLES = ("preprocess", "train", "evaluate")
+STAGE_TABLES = ("phantom", "preprocess", "train", "evaluate")  # [phantom]: how the demo cohort is drawn
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,13 @@ from pathlib import Path
 from cache.build_settings import BuildSettings
 from cache.dataset import DatasetConfig, load_dataset, stage_overrides
 from cache.manifest import ManifestError, manifest_summary, read_manifest
-from cache.settings import SettingsError, format_settings, settings_from_namespace, settings_parents
+from cache.settings import (
+    SettingsError,
+    format_settings,
+    settings_from_namespace,
+    settings_parents,
+    values_from_mapping,
+)
 from preprocess.settings import PreprocessSettings
 from preprocess.suv import SuvSettings
 
@@ -48,14 +54,26 @@ def check_manifest(settings: PreprocessSettings) -> int:
 
 
 def ensure_demo_cohort(dataset: DatasetConfig, build: BuildSettings) -> None:
-    """Generate the synthetic demo cohort at the dataset root when it is not there (or was left unfinished)."""
-    from preprocess.phantom.cohort import cohort_is_complete, generate_cohort
+    """Generate the synthetic demo cohort at the dataset root when it is not there, was left unfinished, or was
+    drawn with other settings than the dataset config's `[phantom]` table asks for.
+
+    Patients are drawn from per-patient random streams, so a redrawn cohort repeats the scans both share and
+    their cache files stay current.
+    """
+    from preprocess.phantom.cohort import MARKER, cohort_is_complete, generate_cohort
     from preprocess.phantom.settings import PhantomSettings
 
-    if cohort_is_complete(dataset.root):
+    table = values_from_mapping(PhantomSettings, stage_overrides(dataset.name, "phantom"),
+                                f"dataset {dataset.name!r}, table [phantom]")
+    wanted = PhantomSettings(**{**table, "out": str(Path(dataset.root)), "spacing_mm": build.spacing_mm})
+    if cohort_is_complete(dataset.root, wanted):
         return
-    print(f"no finished demo cohort at {dataset.root}: generating it there first")
-    generate_cohort(PhantomSettings(out=str(Path(dataset.root)), spacing_mm=build.spacing_mm))
+    if cohort_is_complete(dataset.root):
+        print(f"the demo cohort at {dataset.root} was drawn with other settings than {wanted} "
+              f"(see its {MARKER}): drawing it again")
+    else:
+        print(f"no finished demo cohort at {dataset.root}: generating it there first")
+    generate_cohort(wanted)
 
 
 def preprocess(settings: PreprocessSettings, build: BuildSettings, suv: SuvSettings) -> int:

@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cache.manifest import write_manifest
+from cache.settings import from_toml
 from preprocess.phantom.deformation import field_grid
 from preprocess.phantom.delineation import delineate
 from preprocess.phantom.labels import draw_stage_labels
@@ -25,9 +26,16 @@ KNOWN_ENTRIES = (*OUTPUT_FOLDERS, "manifest.csv", MARKER, "cache")
 PATIENT_STREAM, ATLAS_STREAM, SELECTION_STREAM, LABEL_STREAM = 0, 1, 2, 3
 
 
-def cohort_is_complete(root: str | Path) -> bool:
-    """True when `root` holds a finished phantom cohort (the marker file is written last)."""
-    return (Path(root) / MARKER).is_file() and (Path(root) / "manifest.csv").is_file()
+def cohort_is_complete(root: str | Path, settings: PhantomSettings | None = None) -> bool:
+    """True when `root` holds a finished phantom cohort (the marker file is written last), made with `settings`
+    when given (where it is written and whether previews were drawn do not count)."""
+    marker = Path(root) / MARKER
+    if not (marker.is_file() and (Path(root) / "manifest.csv").is_file()):
+        return False
+    if settings is None:
+        return True
+    made = dataclasses.replace(from_toml(PhantomSettings, marker), out=settings.out, preview=settings.preview)
+    return made == settings
 
 
 def patient_ids(index: int) -> tuple[str, str]:

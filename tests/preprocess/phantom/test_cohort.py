@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from cache.dataset import stage_overrides
 from cache.manifest import read_manifest
-from cache.settings import from_toml
+from cache.settings import from_toml, values_from_mapping
 from cache.stations import n_stage, station
 from preprocess.nifti_labels import read_label_extension
 from preprocess.phantom.__main__ import main
@@ -166,3 +168,16 @@ def test_an_unfinished_cohort_is_redone_and_the_cache_folder_kept(tmp_path: Path
 def test_marker_records_the_settings_as_toml(tiny_cohort: Path):
     written = from_toml(PhantomSettings, tiny_cohort / "phantom.toml")
     assert written == PhantomSettings(out=str(tiny_cohort), **TINY)
+
+
+def test_a_cohort_drawn_with_other_settings_is_not_the_one_asked_for(tiny_cohort: Path):
+    asked = PhantomSettings(out=str(tiny_cohort), **TINY)
+    assert cohort_is_complete(tiny_cohort, asked)
+    assert cohort_is_complete(tiny_cohort, dataclasses.replace(asked, out="elsewhere", preview=not asked.preview))
+    assert not cohort_is_complete(tiny_cohort, dataclasses.replace(asked, patients=asked.patients + 1))
+    assert not cohort_is_complete(tiny_cohort, dataclasses.replace(asked, seed=asked.seed + 1))
+
+
+def test_the_demo_config_phantom_table_is_valid_phantom_settings():
+    table = values_from_mapping(PhantomSettings, stage_overrides("demo", "phantom"), "demo [phantom]")
+    assert PhantomSettings(**table).patients >= 30
