@@ -121,3 +121,17 @@ def test_command_line_error_is_one_line_and_exit_status_1(tiny_dataset, tmp_path
                             cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: --resume: no checkpoint") and "Traceback" not in result.stderr
+
+
+def test_the_demo_model_with_mask_channel_and_batch_norm_trains_and_ts3_leaves_its_statistics_alone(
+        tiny_dataset, tmp_path):
+    demo_model = ("--fold", "2", "--max-epochs", "1", "--station-mask-channel", "--norm", "batch")
+    assert main(["ts1", *args(tiny_dataset, tmp_path, *demo_model)]) == 0
+    ts1 = weights(tmp_path / "tiny" / "ts1" / "fold2" / "best.pt")
+    assert ts1["features.0.0.weight"].shape[1] == 3 and "features.0.1.running_mean" in ts1
+    with pytest.raises(RunError, match="norm: 'batch' vs 'instance'"):
+        main(["ts3", *args(tiny_dataset, tmp_path, "--fold", "2", "--station-mask-channel")])
+    assert main(["ts3", *args(tiny_dataset, tmp_path, *demo_model)]) == 0
+    ts3 = weights(tmp_path / "tiny" / "ts3" / "fold2" / "last.pt")
+    for key, value in ts1.items():  # running means and variances included: frozen means eval mode
+        torch.testing.assert_close(ts3[f"classifier.{key}"], value, rtol=0, atol=0)
