@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from tqdm import tqdm
 
 from cache.build_settings import build_settings_for, expected_settings
@@ -48,7 +48,7 @@ from train.model import NStageModel, build_model
 from train.settings import RESUMABLE_CHANGES, TrainSettings
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_ce", "train_mse", "train_pseudo", "train_bce",
-                  "val_station_bacc", "val_n_bacc", "val_metric", "best_metric", "seconds")
+                  "val_station_bacc", "val_station_auc", "val_n_bacc", "val_metric", "best_metric", "seconds")
 ARCHITECTURE = ("channels", "patch_size_vox", "station_encoding", "embedding_dim", "station_mask_channel", "norm")
 
 
@@ -129,8 +129,8 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
         plan = epoch_plan(classes, samples, batch_per_rank, data_rng, ranks.world_size)[ranks.rank::ranks.world_size]
         batches = loader(dataset, plan, settings.num_workers, pin_memory=device.type == "cuda")
         losses = train_one_epoch(trained, batches, optimizer, scaler, augment_generator, settings, ranks, epoch)
-        station_bacc, n_bacc = validate(model, cohort.val, settings, device)
-        metric = station_bacc if settings.stage == "ts1" else n_bacc
+        scores = validate(model, cohort.val, settings, device)
+        metric = selection_metric(scores, settings)
         scheduler.step(metric)
         improved = metric > best_metric
         if improved:
@@ -147,11 +147,12 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
                 save_checkpoint(run_dir / "best.pt", state)
             save_checkpoint(run_dir / "last.pt", state)
             append_metrics(run_dir / "metrics.csv", {
-                "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **losses, "val_station_bacc": station_bacc,
-                "val_n_bacc": n_bacc, "val_metric": metric, "best_metric": best_metric,
-                "seconds": time.monotonic() - started})
-            log(f"epoch {epoch}: loss {losses['train_loss']:.4f}, val station bacc {station_bacc:.3f}, "
-                f"N bacc {n_bacc:.3f}, best {best_metric:.3f} (epoch {best_epoch})")
+                "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **losses,
+                **{f"val_{name}": value for name, value in scores.items()}, "val_metric": metric,
+                "best_metric": best_metric, "seconds": time.monotonic() - started})
+            log(f"epoch {epoch}: loss {losses['train_loss']:.4f}, val station bacc {scores['station_bacc']:.3f}, "
+                f"AUC {scores['station_auc']:.3f}, N bacc {scores['n_bacc']:.3f}, best {best_metric:.3f} "
+                f"(epoch {best_epoch})")
         if since_best >= settings.early_stop_patience:
             log(f"early stop: no improvement for {since_best} epochs")
             break
@@ -218,22 +219,32 @@ def scan_batch_loss(model, patches: torch.Tensor, batch: ScanBatch, weights: Los
 
 
 def validate(model: torch.nn.Module, part: CohortPart, settings: TrainSettings,
-             device: torch.device) -> tuple[float, float]:
-    """(station balanced accuracy, N-stage balanced accuracy) on the validation part, NaN when undefined."""
+             device: torch.device) -> dict[str, float]:
+    """Station balanced accuracy and AUC, N-stage balanced accuracy on the validation part (0 when undefined)."""
     predictions = predict(model, part, settings, device, samples=settings.inference_samples, seed=settings.seed)
     with warnings.catch_warnings():  # a small validation part may lack a class the model predicts: expected
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true", category=UserWarning)
-        return _balanced_accuracies(part, predictions)
+        return validation_scores(part, predictions)
 
 
-def _balanced_accuracies(part: CohortPart, predictions) -> tuple[float, float]:
+def validation_scores(part: CohortPart, predictions) -> dict[str, float]:
     known = ~np.isnan(predictions.station_prob) & (part.station_status >= 0)
-    station_bacc = (balanced_accuracy_score(part.station_status[known], predictions.station_prob[known] >= 0.5)
-                    if known.any() else math.nan)
+    truth, probability = part.station_status[known], predictions.station_prob[known]
+    station_bacc = balanced_accuracy_score(truth, probability >= 0.5) if known.any() else math.nan
+    station_auc = roc_auc_score(truth, probability) if len(np.unique(truth)) == 2 else math.nan
     staged = (part.n_stage >= 0) & (predictions.n_pred >= 0)
     n_bacc = balanced_accuracy_score(part.n_stage[staged], predictions.n_pred[staged]) if staged.any() else math.nan
+    scores = {"station_bacc": station_bacc, "station_auc": station_auc, "n_bacc": n_bacc}
     # NaN would never count as an improvement; treat an undefined metric as the worst value
-    return (0.0 if math.isnan(station_bacc) else float(station_bacc)), (0.0 if math.isnan(n_bacc) else float(n_bacc))
+    return {name: 0.0 if math.isnan(value) else float(value) for name, value in scores.items()}
+
+
+def selection_metric(scores: dict[str, float], settings: TrainSettings) -> float:
+    """What picks the best epoch, steps the learning rate and stops early: TS1 the station score named by
+    `val_metric`, TS2/TS3 the N-stage balanced accuracy."""
+    if settings.stage != "ts1":
+        return scores["n_bacc"]
+    return scores["station_auc"] if settings.val_metric == "auc" else scores["station_bacc"]
 
 
 def load_cohort(settings: TrainSettings, log) -> Cohort:

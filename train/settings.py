@@ -95,6 +95,12 @@ class TrainSettings:
     lr: float = field(default=5e-4, metadata={"help": "Adam learning rate"})
     weight_decay: float = field(default=1e-3, metadata={"help": "Adam weight decay"})
     max_epochs: int = field(default=150, metadata={"help": "most epochs"})
+    val_metric: Literal["balanced_accuracy", "auc"] = field(
+        default="balanced_accuracy",
+        metadata={"help": "TS1: validation score that picks the best epoch, steps the learning rate and stops "
+                          "early: station balanced accuracy at the 0.5 cutoff (the paper's) or station AUC (steadier "
+                          "on a small validation part)"},
+    )
     early_stop_patience: int = field(default=30, metadata={"help": "stop after this many epochs without improvement"})
     plateau_patience: int = field(default=10, metadata={"help": "ReduceLROnPlateau patience (epochs)"})
     plateau_factor: float = field(default=0.5, metadata={"help": "ReduceLROnPlateau factor"})
