@@ -55,11 +55,7 @@ def check_manifest(settings: PreprocessSettings) -> int:
 
 def ensure_demo_cohort(dataset: DatasetConfig, build: BuildSettings) -> None:
     """Generate the synthetic demo cohort at the dataset root when it is not there, was left unfinished, or was
-    drawn with other settings than the dataset config's `[phantom]` table asks for.
-
-    Patients are drawn from per-patient random streams, so a redrawn cohort repeats the scans both share and
-    their cache files stay current.
-    """
+    drawn with other settings than the dataset config's `[phantom]` table asks for."""
     from preprocess.phantom.cohort import MARKER, cohort_is_complete, generate_cohort
     from preprocess.phantom.settings import PhantomSettings
 
