@@ -42,6 +42,13 @@ class DatasetConfig:
     totalseg_version: Literal["auto", "v1", "v2"] = field(
         default="auto", metadata={"help": "TotalSegmentator label ids of multilabel files (auto: from header)"}
     )
+    station_labels: bool = field(
+        default=True,
+        metadata={
+            "help": "the manifest's station lists can be trusted; false: N-stage only (no TS1, station loss or "
+            "station metric sees this dataset's scans; TS2/TS3 and N-stage metrics do)"
+        },
+    )
 
     def resolve(self, path: str | Path) -> Path:
         """A manifest or config path, relative ones against the dataset root."""
