@@ -37,8 +37,8 @@ def conv_block(in_channels: int, out_channels: int, dropout: float, norm: str = 
 class StationClassifier(nn.Module):
     """Malignancy logit of one station patch; the station identity joins the image features at the end.
 
-    `station_encoding`: "embedding" (a learned vector per station) or "index" (the paper's scalar,
-    station index / 16 in [0, 1]); `norm`: the normalisation of every block (see `conv_block`).
+    `station_encoding`: "index" (the paper's, the default: the scalar station index / 16 in [0, 1]) or
+    "embedding" (a learned vector per station); `norm`: the normalisation of every block (see `conv_block`).
     """
 
     def __init__(
@@ -47,7 +47,7 @@ class StationClassifier(nn.Module):
         channels: tuple[int, ...] = (8, 16, 32, 64, 128, 256),
         dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.2, 0.2, 0.2),
         patch_size_vox: int = 64,
-        station_encoding: str = "embedding",
+        station_encoding: str = "index",
         embedding_dim: int = 8,
         norm: str = "instance",
     ):

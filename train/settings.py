@@ -56,10 +56,13 @@ class TrainSettings:
     dropout: tuple[float, ...] = field(
         default=(0.05, 0.1, 0.2, 0.2, 0.2, 0.2), metadata=_tuple("Dropout3d rate per conv block", float)
     )
-    station_encoding: Literal["embedding", "index"] = field(
-        default="embedding", metadata={"help": "station identity: learned embedding, or the paper's scalar index"}
+    station_encoding: Literal["index", "embedding"] = field(
+        default="index",
+        metadata={"help": "station identity joined to the image features: the paper's scalar station index "
+                          "(index / 16), or a learned embedding of embedding_dim values (benchmarks/README.md, "
+                          "\"TS2/TS3 that learn\", compares them)"},
     )
-    embedding_dim: int = field(default=8, metadata={"help": "size of the learned station embedding"})
+    embedding_dim: int = field(default=8, metadata={"help": "size of the learned station embedding (embedding only)"})
     station_mask_channel: bool = field(default=False, metadata={"help": "add the binary station mask as a channel"})
     norm: Literal["instance", "batch"] = field(
         default="instance",

@@ -101,8 +101,8 @@ def test_ts2_starts_from_the_ts1_classifier_of_the_same_fold_and_ts3_keeps_it_fr
 
 def test_ts2_refuses_a_ts1_checkpoint_of_another_architecture(tiny_dataset, tmp_path):
     assert main(["ts1", *args(tiny_dataset, tmp_path, "--fold", "2", "--max-epochs", "1")]) == 0
-    with pytest.raises(RunError, match="station_encoding: 'embedding' vs 'index'"):
-        main(["ts2", *args(tiny_dataset, tmp_path, "--fold", "2", "--station-encoding", "index")])
+    with pytest.raises(RunError, match="station_encoding: 'index' vs 'embedding'"):
+        main(["ts2", *args(tiny_dataset, tmp_path, "--fold", "2", "--station-encoding", "embedding")])
 
 
 def test_resume_of_an_early_stopped_run_trains_no_further(tiny_dataset, tmp_path):

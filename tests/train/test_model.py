@@ -5,10 +5,10 @@ from train.model import N_STAGES, N_STATIONS, NStageModel, StationClassifier, en
 
 
 def test_six_blocks_reduce_64_patch_to_one_logit_per_sample():
-    model = StationClassifier(channels=(8, 16, 32, 64, 128, 256), patch_size_vox=64)
+    model = StationClassifier(channels=(8, 16, 32, 64, 128, 256), patch_size_vox=64, station_encoding="embedding")
     logits = model(torch.rand(2, 2, 64, 64, 64), torch.tensor([0, 16]))
     assert logits.shape == (2,)
-    assert model.classifier.in_features == 256 + 8
+    assert model.classifier.in_features == 256 + 8  # the learned embedding's 8 values
     assert all(not block[0].bias for block in model.features)  # Conv3d without bias
     assert [block[2].p for block in model.features] == [0.05, 0.1, 0.2, 0.2, 0.2, 0.2]
 
@@ -20,12 +20,17 @@ def test_five_block_variant_for_32_patches_with_scalar_station_index_and_mask_ch
     assert model.classifier.in_features == 128 + 1
 
 
-def test_station_identity_changes_the_logit():
+@pytest.mark.parametrize("encoding", ["index", "embedding"])
+def test_station_identity_changes_the_logit(encoding):
     torch.manual_seed(0)
-    model = StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4).eval()
+    model = StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4, station_encoding=encoding)
     patch = torch.rand(1, 2, 4, 4, 4).repeat(2, 1, 1, 1, 1)
-    logits = model(patch, torch.tensor([0, 1]))
+    logits = model.eval()(patch, torch.tensor([0, 1]))
     assert logits[0] != logits[1]
+
+
+def test_the_paper_station_index_is_the_default():
+    assert StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4).classifier.in_features == 8 + 1
 
 
 def test_n_stage_model_shares_the_classifier_over_17_stations():
