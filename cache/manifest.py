@@ -12,6 +12,7 @@ one check reports all of them and the good rows can still run.
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 
+from cache.schema import KEY_SEPARATOR
 from cache.stations import (
     StationError,
     UnknownTumorSideError,
@@ -34,6 +36,15 @@ COLUMNS = (
 )
 REQUIRED_VALUES = ("patient_id", "scan_id", "ct", "pet")
 LABEL_COLUMNS = {"cN": ("n_clinical", "stations_clinical"), "pN": ("n_pathological", "stations_pathological")}
+ID_COLUMNS = ("patient_id", "scan_id")
+# Ids become file names (`<patient_id>__<scan_id>.h5`): ASCII letters and digits at both ends, `.`, `_` and `-`
+# inside, never `__` (the key separator, so no two (patient, scan) pairs share a file) and never `:` or `/`
+# (left free for namespacing ids by dataset). 64 characters keep every name, temporary ones too, under 255 bytes.
+ID_MAX_LENGTH = 64
+ID_PATTERN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+ID_RULE = (f"an id is 1-{ID_MAX_LENGTH} ASCII letters, digits, '.', '_' or '-', starting and ending with a letter "
+           f"or digit, without {KEY_SEPARATOR!r}")
+N_STAGE_PATTERN = re.compile(r"[Nn]?([0-3])")
 
 
 class ManifestError(ValueError):
@@ -50,6 +61,15 @@ class ManifestIssue:
 
     def __str__(self) -> str:
         return f"{self.manifest}, row {self.row}, column {self.column!r}: {self.value!r} {self.problem}"
+
+
+def id_problem(value: str) -> str | None:
+    """Why `value` cannot be a patient or scan id (None when it can): see ID_RULE."""
+    if len(value) > ID_MAX_LENGTH:
+        return f"is {len(value)} characters long; {ID_RULE}"
+    if not ID_PATTERN.fullmatch(value) or KEY_SEPARATOR in value:
+        return f"is not a valid id; {ID_RULE}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -72,8 +92,8 @@ class ManifestRow:
 
     @property
     def key(self) -> str:
-        """File stem of this scan's cache file: `<patient_id>__<scan_id>`."""
-        return f"{self.patient_id}__{self.scan_id}"
+        """File stem of this scan's cache file: `<patient_id>__<scan_id>` (unique: ids never hold `__`)."""
+        return f"{self.patient_id}{KEY_SEPARATOR}{self.scan_id}"
 
     def n_stage(self, label_column: Literal["cN", "pN"]) -> int | None:
         return getattr(self, LABEL_COLUMNS[label_column][0])
@@ -123,6 +143,13 @@ class _RowReader:
             self.issue(column, "is empty; this column is required")
         return value
 
+    def identifier(self, column: str) -> str:
+        value = self.text(column)
+        problem = id_problem(value) if value else None
+        if problem:
+            self.issue(column, problem)
+        return value
+
     def path(self, column: str) -> Path | None:
         value = self.text(column)
         if not value:
@@ -144,12 +171,11 @@ class _RowReader:
         value = self.text(column)
         if not value:
             return None
-        if value.upper().startswith("N"):
-            value = value[1:]
-        if not value.isdigit() or not 0 <= int(value) <= 3:
-            self.issue(column, "is not an N-stage 0-3 (or empty)")
+        match = N_STAGE_PATTERN.fullmatch(value)  # ASCII digits only: "²".isdigit() and int("٣") == 3
+        if match is None:
+            self.issue(column, "is not an N-stage 0-3 (or N0-N3, or empty)")
             return None
-        return int(value)
+        return int(match.group(1))
 
     def station_list(self, column: str) -> tuple[str, ...]:
         try:
@@ -181,8 +207,8 @@ def _parse_row(reader: _RowReader, rule_set: str) -> ManifestRow:
     reader.check_consistency("n_pathological", "stations_pathological", side, n_p, st_p, rule_set)
     return ManifestRow(
         row=reader.row,
-        patient_id=reader.text("patient_id"),
-        scan_id=reader.text("scan_id"),
+        patient_id=reader.identifier("patient_id"),
+        scan_id=reader.identifier("scan_id"),
         ct=reader.path("ct") or Path(),
         pet=reader.path("pet") or Path(),
         totalseg=reader.path("totalseg"),
@@ -209,14 +235,17 @@ def read_manifest(path: str | Path, root: str | Path, rule_set: str = "paper", c
             issues = tuple(ManifestIssue(path, 1, c, "", "column is missing from the header") for c in missing)
             return Manifest(path, (), issues)
         raw_rows = [{k.strip(): v for k, v in r.items() if k is not None} for r in table]
-    rows, issues, seen = [], [], {}
+    rows, issues, seen, seen_keys = [], [], {}, {}
     for line, values in enumerate(raw_rows, start=2):
         reader = _RowReader(path, root, line, values, check_files)
         row = _parse_row(reader, rule_set)
-        scan_id = row.scan_id
+        scan_id, key = row.scan_id, row.key.casefold()  # case-insensitive file systems fold names
         if scan_id and scan_id in seen:
             reader.issue("scan_id", f"is a duplicate of row {seen[scan_id]}")
+        elif scan_id and key in seen_keys:
+            reader.issue("scan_id", f"names the same cache file as row {seen_keys[key]} (ids differ only in case)")
         seen.setdefault(scan_id, line)
+        seen_keys.setdefault(key, line)
         issues.extend(reader.issues)
         if not reader.issues:
             rows.append(row)

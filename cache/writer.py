@@ -24,7 +24,7 @@ import numpy as np
 from cache import schema
 from cache.checksums import array_digest, mapping_digest
 from cache.grid import Grid
-from cache.manifest import ManifestRow
+from cache.manifest import ManifestRow, id_problem
 from cache.settings import settings_dict, settings_hash
 from cache.stations import stations
 
@@ -95,7 +95,11 @@ def package_version() -> str:
 
 
 def _check_record(record: ScanRecord) -> None:
-    where = f"scan {record.patient_id}/{record.scan_id}"
+    where = f"scan {record.patient_id!r}/{record.scan_id!r}"
+    for name in ("patient_id", "scan_id"):  # ids become file names: refuse any that could leave the folder
+        problem = id_problem(getattr(record, name))
+        if problem:
+            raise CacheWriteError(f"{where}: {name} {getattr(record, name)!r} {problem}")
     expected = {"ct_hu": np.int16, "suv": np.float32, "station_labels": np.uint8}
     for name, dtype in expected.items():
         array = getattr(record, name)

@@ -74,3 +74,41 @@ def test_all_problems_reported_not_just_the_first(tmp_path):
     rows = [good_row(tmp_path, "a", tumor_side="X", n_clinical="9", stations_clinical="4Q")]
     manifest = read(tmp_path, rows)
     assert {i.column for i in manifest.issues} == {"tumor_side", "n_clinical", "stations_clinical"}
+
+
+@pytest.mark.parametrize("column", ["patient_id", "scan_id"])
+@pytest.mark.parametrize("value", ["../../x", "/abs/p", "a/b", "a__b", "_a", "a_", "a b", "dé", "x" * 65, "a:b", ".."])
+def test_ids_outside_the_alphabet_are_refused(tmp_path, column, value):
+    bad = {**good_row(tmp_path, "bad"), column: value}
+    manifest = read(tmp_path, [good_row(tmp_path, "ok"), bad])
+    assert [r.scan_id for r in manifest.rows] == ["ok"]
+    assert [(i.row, i.column, i.value) for i in manifest.issues] == [(3, column, value)]
+    assert "id" in manifest.issues[0].problem
+
+
+def test_ids_in_the_alphabet_are_accepted(tmp_path):
+    manifest = read(tmp_path, [good_row(tmp_path, "Lung_Dx-A0001.s1", patient_id="Lung_Dx-A0001"),
+                               good_row(tmp_path, "b", patient_id="x" * 64)])
+    assert not manifest.issues and len(manifest.rows) == 2
+
+
+def test_rows_that_would_share_a_cache_file_cannot_both_pass(tmp_path):
+    """`a__b,c` and `a,b__c` used to map to one file `a__b__c.h5`; ids differing only in case fold to one file."""
+    manifest = read(tmp_path, [good_row(tmp_path, "c", patient_id="a__b"), good_row(tmp_path, "b__c", patient_id="a")])
+    assert {(i.row, i.column) for i in manifest.issues} == {(2, "patient_id"), (3, "scan_id")}
+    manifest = read(tmp_path, [good_row(tmp_path, "s1", patient_id="P1"), good_row(tmp_path, "S1", patient_id="p1")])
+    assert [(i.row, i.column) for i in manifest.issues] == [(3, "scan_id")]
+    assert "same cache file as row 2" in str(manifest.issues[0])
+
+
+@pytest.mark.parametrize("value", ["²", "٣", "N٣", "2.0", "N 2"])
+def test_n_stage_is_ascii_digits_only(tmp_path, value):
+    manifest = read(tmp_path, [good_row(tmp_path, "ok"), good_row(tmp_path, "bad", n_clinical=value,
+                                                                    stations_clinical="")])
+    assert [(i.row, i.column, i.value) for i in manifest.issues] == [(3, "n_clinical", value)]
+
+
+def test_n_stage_forms_that_are_accepted(tmp_path):
+    forms = (("a", "N3"), ("b", "n1"), ("c", "0"))
+    rows = [good_row(tmp_path, s, n_clinical=v, stations_clinical="") for s, v in forms]
+    assert [r.n_clinical for r in read(tmp_path, rows).rows] == [3, 1, 0]

@@ -1,5 +1,6 @@
 """The atomic writer: complete files only, schema layout, no temporary litter, concurrent writers."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -106,3 +107,11 @@ def test_two_processes_writing_one_scan_leave_a_valid_file(tmp_path):
         from preprocess.synthetic_scan import synthetic_record
         candidates.append(synthetic_record("p1", "s1", np.random.default_rng(seed), (96, 128, 128), 1.0).ct_hu)
     assert any(np.array_equal(stored, c) for c in candidates)
+
+
+@pytest.mark.parametrize("field", ["patient_id", "scan_id"])
+def test_an_id_that_could_leave_the_folder_is_refused_before_any_file_is_made(tmp_path, record, field):
+    folder = tmp_path / "root" / "tiny"
+    with pytest.raises(CacheWriteError, match=f"{field} '../../x' is not a valid id"):
+        write_scan(folder / "x.h5", dataclasses.replace(record, **{field: "../../x"}))
+    assert not any(tmp_path.rglob("*.h5*"))

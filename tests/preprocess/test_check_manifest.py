@@ -42,3 +42,11 @@ def test_root_override_by_environment(tmp_path, capsys, monkeypatch):
     config.write_text('root = "/nonexistent"\n')
     monkeypatch.setenv("LNSTAGE_ROOT_MINI", str(tmp_path))
     assert main(["--dataset", str(config), "--check"]) == 0
+
+
+def test_check_refuses_ids_that_leave_the_cache_folder_and_names_the_row(tmp_path, capsys):
+    config = write_dataset(tmp_path, [row("1"), row("2", patient_id="../../x"), row("3", n_clinical="²")])
+    assert main(["--dataset", str(config), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "row 3, column 'patient_id': '../../x' is not a valid id" in err
+    assert "row 4, column 'n_clinical': '²'" in err
