@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cache.dataset import stage_overrides
-from cache.settings import settings_dict, values_from_mapping
+from cache.dataset import read_study_file, stage_overrides, study_file
+from cache.settings import SettingsError, settings_dict, values_from_mapping
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,19 @@ class BuildSettings:
 
 
 def build_settings_for(dataset: str) -> BuildSettings:
-    """Current build settings of a dataset: defaults, then its config's `[preprocess]` values for these fields."""
+    """Current build settings of a dataset: defaults, then its config's `[preprocess]` values for these fields.
+
+    A study's members must share them (one patch geometry for the pool); a study whose members differ is refused.
+    """
+    path = study_file(dataset)
+    if path is not None:
+        members = read_study_file(path)["members"]
+        settings = {m: build_settings_for(m) for m in members}
+        if len(set(settings.values())) > 1:
+            raise SettingsError(f"study {path}: its members' caches are built with different settings "
+                                f"({settings}); pooled patches need one geometry: align the members' [preprocess] "
+                                "tables")
+        return settings[members[0]]
     table = stage_overrides(dataset, "preprocess")
     names = {f.name for f in dataclasses.fields(BuildSettings)}
     values = {k: v for k, v in table.items() if k in names}

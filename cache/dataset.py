@@ -4,6 +4,14 @@
 without editing the shared config: the flag `--root`, else the environment variable `LNSTAGE_ROOT_<NAME>`
 (name upper-cased, other characters as `_`, e.g. `LNSTAGE_ROOT_UKSH_1`), else the config's `root`.
 The cache root likewise: `--cache-root`, else `LNSTAGE_CACHE_ROOT`, else the config (relative to the root).
+
+A study (`configs/studies/<name>.toml`, or a TOML path with a `members` list) pools several dataset configs under
+one name, accepted wherever `--dataset` is: `python -m preprocess` preprocesses each member into its own cache,
+`train` and `evaluate` pool them. Inside a study patient ids are namespaced by dataset (`UKSH-1/P001`), so two
+members may use the same id. Members must agree on the label column, the rule set and the cache build settings
+(one patch geometry for the pool). A study's `[train]` and `[evaluate]` settings are its first member's tables
+updated by the study file's own. A dataset named on its own is a study of one member with its ids as they are,
+so every stage has one code path.
 """
 
 from __future__ import annotations
@@ -14,10 +22,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from cache.manifest import ManifestRow, read_manifest
 from cache.settings import SettingsError, read_toml, values_from_mapping
 from configs import CONFIG_DIR
 
 DATASETS_DIR = CONFIG_DIR / "datasets"
+STUDIES_DIR = CONFIG_DIR / "studies"
+NAMESPACE_SEPARATOR = "/"  # study patient ids: "<dataset>/<patient_id>" (manifest ids never hold "/")
+STUDY_KEYS = ("members", "train", "evaluate")  # what a study file may hold
 # Tables of a dataset config that override a stage's settings for this dataset (e.g. `[preprocess]
 # spacing_mm = 2.0` for the demo); each stage checks its table against its own settings dataclass.
 STAGE_TABLES = ("phantom", "preprocess", "train", "evaluate")  # [phantom]: how the demo cohort is drawn
@@ -114,6 +126,118 @@ def load_dataset(dataset: str, root: str | None = None, cache_root: str | None =
 
 
 def stage_overrides(dataset: str, stage: str) -> dict:
-    """The `[stage]` table of a dataset config: that stage's setting values for this dataset."""
+    """The `[stage]` table of a dataset config: that stage's setting values for this dataset.
+
+    For a study: `[train]`/`[evaluate]` are its first member's table updated by the study's own; `[preprocess]`
+    and `[phantom]` belong to each member (`python -m preprocess` runs per member), so asking a study is an error.
+    """
     assert stage in STAGE_TABLES
-    return dict(read_toml(config_file(dataset)).get(stage, {}))
+    path = study_file(dataset)
+    if path is None:
+        return dict(read_toml(config_file(dataset)).get(stage, {}))
+    data = read_study_file(path)
+    if stage not in ("train", "evaluate"):
+        raise SettingsError(f"{path}: a study has no [{stage}] table; each member's own applies, e.g. "
+                            f"python -m preprocess --dataset {data['members'][0]}")
+    return {**stage_overrides(data["members"][0], stage), **data.get(stage, {})}
+
+
+def study_names() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in STUDIES_DIR.glob("*.toml")))
+
+
+def study_file(name: str) -> Path | None:
+    """The study file `name` refers to (a name in `configs/studies/` or a TOML path with `members`), else None.
+
+    A name that is both a study and a dataset is refused: which one a run pooled would depend on lookup order.
+    """
+    path = Path(name)
+    if path.suffix == ".toml" or path.is_file():
+        return path if path.is_file() and "members" in read_toml(path) else None
+    candidate = STUDIES_DIR / f"{name}.toml"
+    if not candidate.is_file():
+        return None
+    if (DATASETS_DIR / f"{name}.toml").is_file():
+        raise SettingsError(f"{name!r} names both {candidate} and {DATASETS_DIR / f'{name}.toml'}; rename one")
+    return candidate
+
+
+def read_study_file(path: Path) -> dict:
+    """A study file's contents, checked: a non-empty list of distinct members, known keys only."""
+    data = read_toml(path)
+    unknown = sorted(set(data) - set(STUDY_KEYS))
+    if unknown:
+        raise SettingsError(f"{path}: unknown key(s) {', '.join(unknown)}; a study holds {', '.join(STUDY_KEYS)}")
+    members = data.get("members")
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        raise SettingsError(f"{path}: 'members' must be a non-empty list of dataset config names or TOML paths")
+    if len({Path(m).stem for m in members}) != len(members):
+        raise SettingsError(f"{path}: 'members' lists a dataset twice: {members}")
+    return data
+
+
+@dataclass(frozen=True)
+class Study:
+    """Datasets trained and evaluated as one pool; a dataset named on its own is a study of one member whose
+    patient ids are not namespaced (`namespaced` False)."""
+
+    name: str
+    members: tuple[DatasetConfig, ...]
+    namespaced: bool
+
+    @property
+    def label_column(self) -> str:
+        return self.members[0].label_column
+
+    @property
+    def rule_set(self) -> str:
+        return self.members[0].rule_set
+
+    def member(self, name: str) -> DatasetConfig:
+        return next(m for m in self.members if m.name == name)
+
+    def patient_id(self, member: DatasetConfig, patient_id: str) -> str:
+        """The pool's id of a member's patient: `<dataset>/<id>` in a study, the id itself for one dataset."""
+        return f"{member.name}{NAMESPACE_SEPARATOR}{patient_id}" if self.namespaced else patient_id
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One manifest row of a study member, with the patient's id in the pool (`patient_id`; the row keeps the
+    member's own id, which names the cache file)."""
+
+    member: DatasetConfig
+    row: ManifestRow
+    patient_id: str
+
+
+def load_study(name: str, root: str | None = None, cache_root: str | None = None) -> Study:
+    """A study by name or path, or a single dataset as a study of one; members checked to pool."""
+    path = study_file(name)
+    if path is None:
+        return Study(config_file(name).stem, (load_dataset(name, root, cache_root),), namespaced=False)
+    data = read_study_file(path)
+    if root:
+        raise SettingsError(f"--root names one dataset's root, study {path.stem!r} has {len(data['members'])} "
+                            "members; set each member's root in its config or its LNSTAGE_ROOT_<NAME> variable")
+    members = tuple(load_dataset(m, None, cache_root) for m in data["members"])
+    for key in ("label_column", "rule_set"):
+        values = {m.name: getattr(m, key) for m in members}
+        if len(set(values.values())) > 1:
+            raise SettingsError(f"study {path}: its members differ in {key} ({values}); one fold file and one "
+                                f"report need one {key}: set it alike in the members' configs")
+    return Study(path.stem, members, namespaced=True)
+
+
+def study_rows(study: Study, log=print) -> list[StudyRow]:
+    """Every usable manifest row of every member (rows with problems are logged and left out, as the trainer
+    always did), with pool patient ids."""
+    rows = []
+    for member in study.members:
+        manifest = read_manifest(member.manifest_path, member.root, member.rule_set, check_files=False)
+        if manifest.issues:
+            log(f"warning: {len(manifest.issues)} manifest row problem(s) in {member.name}; those rows are left out:")
+            for issue in manifest.issues:
+                log(f"  {issue}")
+        rows += [StudyRow(member, r, study.patient_id(member, r.patient_id)) for r in manifest.rows]
+    return rows

@@ -12,6 +12,14 @@ patient's scans; "N?" when the N-stage is unknown. Rare strata are merged by thi
      into "rare", and a "rare" stratum still smaller than n_folds joins the largest stratum.
 Folds: StratifiedKFold(n_folds, shuffle, fold_seed) over patients; validation: a stratified share
 `val_fraction` of each training part (StratifiedShuffleSplit, same seed).
+
+A study (several datasets, `cache.dataset.Study`) is split member by member, each by the rule above on its own
+patients, and fold k of the study is the union of the members' fold k (ids namespaced `<dataset>/<id>`). So a
+member's folds do not depend on the other members: appending a member adds its patients to every fold and moves
+nobody, and a member's patients sit in the same folds as when it is split alone. The study's file
+(`<runs_dir>/<study>/folds_<label_column>.json`) holds one section per member, each checked against that
+member's manifest as a single dataset's file is; a member the file lacks is split and added, a member the study
+no longer lists is refused.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
+from cache.dataset import NAMESPACE_SEPARATOR, Study, StudyRow
 from cache.manifest import ManifestRow
 
 MERGE_RULE = (
@@ -144,29 +153,56 @@ def fold_file_path(runs_dir: str | Path, dataset: str, label_column: str) -> Pat
     return Path(runs_dir) / Path(dataset).stem / f"folds_{label_column}.json"
 
 
-def write_fold_file(path: Path, folds: list[Fold], stratum: dict[str, str], labels: dict[str, tuple[int, int]],
-                    label_column: str, val_fraction: float, seed: int) -> None:
-    """JSON with the folds and each patient's labels and stratum (to detect manifest changes); atomic."""
-    data = {
+def fold_section(folds: list[Fold], stratum: dict[str, str], labels: dict[str, tuple[int, int]],
+                 label_column: str, val_fraction: float, seed: int) -> dict:
+    """The folds and each patient's labels and stratum (to detect manifest changes), as the file stores them."""
+    return {
         "label_column": label_column, "n_folds": len(folds), "val_fraction": val_fraction, "fold_seed": seed,
         "merge_rule": MERGE_RULE,
         "patients": {p: {"n_stage": labels[p][0], "n_positive": labels[p][1], "stratum": stratum[p]}
                      for p in sorted(labels)},
         "folds": [{"index": f.index, "train": list(f.train), "val": list(f.val), "test": list(f.test)} for f in folds],
     }
+
+
+def write_fold_file(path: Path, folds: list[Fold], stratum: dict[str, str], labels: dict[str, tuple[int, int]],
+                    label_column: str, val_fraction: float, seed: int) -> None:
+    """A single dataset's fold file (`fold_section`), written atomically."""
+    write_json(path, fold_section(folds, stratum, labels, label_column, val_fraction, seed))
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write a fold file atomically (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps(data, indent=1))
     os.replace(temporary, path)
 
 
+def section_folds(data: dict) -> list[Fold]:
+    return [Fold(f["index"], tuple(f["train"]), tuple(f["val"]), tuple(f["test"])) for f in data["folds"]]
+
+
 def read_fold_file(path: Path) -> tuple[list[Fold], dict]:
+    """The folds of a fold file (a study's: merged over its members, ids namespaced) and its raw contents."""
     data = json.loads(Path(path).read_text())
-    folds = [Fold(f["index"], tuple(f["train"]), tuple(f["val"]), tuple(f["test"])) for f in data["folds"]]
-    return folds, data
+    if "members" not in data:
+        return section_folds(data), data
+    return merge_members({name: section_folds(section) for name, section in data["members"].items()}), data
 
 
-def check_fold_file(path: Path, data: dict, labels: dict[str, tuple[int, int]], label_column: str,
+def merge_members(folds: dict[str, list[Fold]]) -> list[Fold]:
+    """Fold k of a study: the union of its members' fold k, ids namespaced `<dataset>/<id>`."""
+    def ids(part: str, k: int) -> tuple[str, ...]:
+        return tuple(sorted(f"{name}{NAMESPACE_SEPARATOR}{p}" for name, member in folds.items()
+                            for p in getattr(member[k], part)))
+
+    n_folds = {len(member) for member in folds.values()}
+    assert len(n_folds) == 1, n_folds  # every section is checked against one n_folds first
+    return [Fold(k, ids("train", k), ids("val", k), ids("test", k)) for k in range(n_folds.pop())]
+
+
+def check_fold_file(path: Path | str, data: dict, labels: dict[str, tuple[int, int]], label_column: str,
                     n_folds: int, val_fraction: float, seed: int) -> None:
     """Refuse a fold file made from other patients, labels or split settings, naming what differs."""
     fix = (f"restore the manifest, or delete {path} to split anew (runs on the old split are then no longer "
@@ -192,8 +228,46 @@ def load_or_make_folds(path: Path, rows: list[ManifestRow], label_column: str, n
     labels = patient_labels(rows, label_column)
     if path.is_file():
         folds, data = read_fold_file(path)
+        if "members" in data:
+            raise FoldError(f"{path} holds a study's folds (members {', '.join(data['members'])}), not one "
+                            "dataset's; pass the study's name, or another --runs-dir")
         check_fold_file(path, data, labels, label_column, n_folds, val_fraction, seed)
         return folds
     folds, stratum = make_folds(labels, n_folds, val_fraction, seed)
     write_fold_file(path, folds, stratum, labels, label_column, val_fraction, seed)
     return folds
+
+
+def load_or_make_study_folds(path: Path, study: Study, rows: list[StudyRow], n_folds: int, val_fraction: float,
+                             seed: int, log=print) -> list[Fold]:
+    """A study's folds (pool ids), each member split on its own; a single dataset's as `load_or_make_folds`."""
+    label_column = study.label_column
+    if not study.namespaced:
+        return load_or_make_folds(path, [r.row for r in rows], label_column, n_folds, val_fraction, seed)
+    data = json.loads(path.read_text()) if path.is_file() else {"study": study.name, "members": {}}
+    if "members" not in data:
+        raise FoldError(f"{path} holds one dataset's folds, not study {study.name!r}'s; delete it or use another "
+                        "--runs-dir")
+    names = [m.name for m in study.members]
+    dropped = sorted(set(data["members"]) - set(names))
+    if dropped:
+        raise FoldError(f"{path}: member(s) {', '.join(dropped)} of the stored folds are no longer in study "
+                        f"{study.name!r}; runs on these folds trained on them: restore the study's members, or "
+                        f"delete {path} to split anew (then rerun every stage)")
+    added = []
+    for name in names:
+        labels = patient_labels([r.row for r in rows if r.member.name == name], label_column)
+        if name in data["members"]:
+            check_fold_file(f"{path}, member {name}", data["members"][name], labels, label_column, n_folds,
+                            val_fraction, seed)
+            continue
+        if not labels:
+            raise FoldError(f"study {study.name!r}: member {name} has no usable manifest row; check its manifest "
+                            f"with: python -m preprocess --dataset {name} --check")
+        folds, stratum = make_folds(labels, n_folds, val_fraction, seed)
+        data["members"][name] = fold_section(folds, stratum, labels, label_column, val_fraction, seed)
+        added.append(name)
+    if added:
+        log(f"{path}: member(s) {', '.join(added)} split into folds and added (other members' folds unchanged)")
+        write_json(path, data)
+    return merge_members({name: section_folds(data["members"][name]) for name in names})

@@ -83,3 +83,54 @@ def test_changed_manifest_is_refused_with_the_fix(tmp_path):
 def test_too_few_patients_is_an_error(tmp_path):
     with pytest.raises(FoldError, match="2 patient"):
         load_or_make_folds(tmp_path / "f.json", cohort_rows(tmp_path, n_patients=2), "cN", 5, 0.2, 0)
+
+
+def _member(tmp_path, name, n_patients):
+    """A dataset config whose manifest (cohort_rows) lies in its own folder."""
+    from cache.dataset import DatasetConfig
+
+    folder = tmp_path / name
+    folder.mkdir()
+    cohort_rows(folder, n_patients=n_patients)
+    return DatasetConfig(name=name, root=str(folder))
+
+
+def _study_folds(tmp_path, members):
+    from cache.dataset import Study, study_rows
+    from train.folds import load_or_make_study_folds
+
+    study = Study("pool", tuple(members), namespaced=True)
+    return load_or_make_study_folds(tmp_path / "folds.json", study, study_rows(study), 5, 0.2, 0, log=lambda _: None)
+
+
+def test_study_folds_are_patient_disjoint_across_members_and_stable_when_a_member_is_appended(tmp_path):
+    a, b = _member(tmp_path, "A", 40), _member(tmp_path, "B", 25)
+    first = _study_folds(tmp_path, [a])
+    both = _study_folds(tmp_path, [a, b])
+    pool = {f"A/P{i:03d}" for i in range(40)} | {f"B/P{i:03d}" for i in range(25)}
+    assert sorted(p for f in both for p in f.test) == sorted(pool)  # both P000s, each tested exactly once
+    for fold in both:
+        parts = [set(fold.train), set(fold.val), set(fold.test)]
+        assert sum(map(len, parts)) == len(pool) and set().union(*parts) == pool
+    for old, new in zip(first, both, strict=True):  # A's patients keep their part of every fold
+        for part in ("train", "val", "test"):
+            assert {p for p in getattr(new, part) if p.startswith("A/")} == set(getattr(old, part))
+    # a member's folds are its folds as a single dataset, ids namespaced
+    (tmp_path / "single.json").unlink(missing_ok=True)
+    alone = load_or_make_folds(tmp_path / "single.json", cohort_rows(tmp_path / "A"), "cN", 5, 0.2, 0)
+    assert [tuple(f"A/{p}" for p in f.test) for f in alone] == [f.test for f in first]
+    assert _study_folds(tmp_path, [a, b]) == both  # read back, unchanged
+
+
+def test_study_folds_refuse_a_changed_member_manifest_and_a_dropped_member(tmp_path):
+    a, b = _member(tmp_path, "A", 40), _member(tmp_path, "B", 25)
+    _study_folds(tmp_path, [a, b])
+
+    def relabel(rows):
+        rows[3]["n_clinical"], rows[3]["stations_clinical"] = "3", "4L"
+
+    cohort_rows(tmp_path / "B", n_patients=25, change=relabel)
+    with pytest.raises(FoldError, match="member B .*changed labels.*P003"):
+        _study_folds(tmp_path, [a, b])
+    with pytest.raises(FoldError, match="member.*B of the stored folds are no longer in study"):
+        _study_folds(tmp_path, [a])
