@@ -16,6 +16,7 @@ before the trainer cuts the centre patch. For an even edge E the centre voxel si
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import h5py
@@ -201,20 +202,8 @@ class PatchSampler:
         """Every (scan id, station name) present in the reader's files."""
         return [(i, name) for i, info in enumerate(self.reader.infos) for name in info.stations]
 
-    def _fill(self, scans: Sequence[int], stations: Sequence[str], centres: np.ndarray,
-              out: np.ndarray | None) -> PatchBatch:
-        out = self.buffer(len(scans)) if out is None else out
-        if out.shape[0] < len(scans) or out.shape[1:] != self.buffer(0).shape[1:] or out.dtype != np.float32:
-            raise ValueError(f"out buffer {out.shape} {out.dtype} does not fit {len(scans)} patches of "
-                             f"{self.buffer(0).shape[1:]} float32")
-        codes = np.array([self.station(i, s).code for i, s in zip(scans, stations, strict=True)], dtype=np.int64)
-        for b, scan_id in enumerate(scans):
-            read_crop(self.reader.scan(scan_id), centres[b], self.settings, out[b], int(codes[b]))
-        return PatchBatch(out[: len(scans)], centres, np.asarray(scans, dtype=np.int64), codes)
-
-    def sample(self, scans: Sequence[int], stations: Sequence[str], rng: np.random.Generator,
-               out: np.ndarray | None = None) -> PatchBatch:
-        """Patches of (scans[b], stations[b]), centres drawn from the stations' weight maps."""
+    def draw(self, scans: Sequence[int], stations: Sequence[str], rng: np.random.Generator) -> np.ndarray:
+        """Crop centres (B, 3) int64 (z, y, x) of (scans[b], stations[b]), drawn in order from the weight maps."""
         if len(scans) != len(stations):
             raise ValueError(f"{len(scans)} scans but {len(stations)} stations")
         centres = np.empty((len(scans), 3), dtype=np.int64)
@@ -223,12 +212,51 @@ class PatchSampler:
             flat = int(draw_centres(*scan.table(name), 1, rng)[0])
             _, height, width = scan.info.grid.shape_zyx
             centres[b] = (flat // (height * width), flat // width % height, flat % width)
-        return self._fill(scans, stations, centres, out)
+        return centres
+
+    def centroids(self, scans: Sequence[int], stations: Sequence[str]) -> np.ndarray:
+        """Crop centres (B, 3) int64 (z, y, x): the stations' centroids (the deterministic inference patch)."""
+        if len(scans) != len(stations):
+            raise ValueError(f"{len(scans)} scans but {len(stations)} stations")
+        return np.array([centroid_centre(self.station(i, s)) for i, s in zip(scans, stations, strict=True)],
+                        dtype=np.int64).reshape(-1, 3)
+
+    def fill(self, scans: Sequence[int], stations: Sequence[str], centres: np.ndarray, out: np.ndarray | None = None,
+             slots: np.ndarray | None = None, pool: Executor | None = None, parts: int = 1) -> PatchBatch:
+        """Crops of (scans[b], stations[b]) centred on centres[b], written into out[slots[b]] (default out[b]).
+
+        With a thread `pool`, the crops are cut in `parts` chunks at once: the kernels release the GIL, so the
+        threads run on as many cores. Files are opened here, in the calling thread (the reader is not
+        thread-safe). `image` of the result is `out[:B]`, or all of `out` when `slots` are given.
+        """
+        n = len(scans)
+        slots = np.arange(n) if slots is None else np.asarray(slots, dtype=np.int64)
+        out = self.buffer(n) if out is None else out
+        if (len(slots) != n or out.shape[1:] != self.buffer(0).shape[1:] or out.dtype != np.float32
+                or (n and not 0 <= slots.min() <= slots.max() < out.shape[0])):
+            raise ValueError(f"out buffer {out.shape} {out.dtype} does not fit {n} patches of "
+                             f"{self.buffer(0).shape[1:]} float32 at slots up to {slots.max() if n else 0}")
+        codes = np.array([self.station(i, s).code for i, s in zip(scans, stations, strict=True)], dtype=np.int64)
+        jobs = [(self.reader.scan(i), centres[b], out[slots[b]], int(codes[b])) for b, i in enumerate(scans)]
+
+        def cut(chunk: Sequence[tuple]) -> None:
+            for scan, centre, target, code in chunk:
+                read_crop(scan, centre, self.settings, target, code)
+
+        if pool is None or parts <= 1 or n < 2:
+            cut(jobs)
+        else:
+            bounds = np.linspace(0, n, min(parts, n) + 1).astype(int)
+            for future in [pool.submit(cut, jobs[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]:
+                future.result()
+        image = out if len(slots) and not np.array_equal(slots, np.arange(n)) else out[:n]
+        return PatchBatch(image, np.asarray(centres, dtype=np.int64), np.asarray(scans, dtype=np.int64), codes)
+
+    def sample(self, scans: Sequence[int], stations: Sequence[str], rng: np.random.Generator,
+               out: np.ndarray | None = None) -> PatchBatch:
+        """Patches of (scans[b], stations[b]), centres drawn from the stations' weight maps."""
+        return self.fill(scans, stations, self.draw(scans, stations, rng), out)
 
     def centroid(self, scans: Sequence[int], stations: Sequence[str], out: np.ndarray | None = None) -> PatchBatch:
         """Patches centred on the stations' centroids (the deterministic inference patch)."""
-        if len(scans) != len(stations):
-            raise ValueError(f"{len(scans)} scans but {len(stations)} stations")
-        centres = np.array([centroid_centre(self.station(i, s)) for i, s in zip(scans, stations, strict=True)],
-                           dtype=np.int64).reshape(-1, 3)
-        return self._fill(scans, stations, centres, out)
+        return self.fill(scans, stations, self.centroids(scans, stations), out)
