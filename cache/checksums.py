@@ -1,7 +1,9 @@
-"""Content digests: of arrays (per cache dataset, checked by `python -m cache verify`) and of input files.
+"""Content digests: of arrays and attribute sets (per cache dataset and object, checked by `python -m cache
+verify`) and of input files.
 
 A dataset's digest covers its dtype, shape and values, not how HDF5 lays it out, so a compressed export
-carries the same checksums as the contiguous original.
+carries the same checksums as the contiguous original. The attributes of every group and dataset (labels,
+grid, station statistics, settings, QC) are digested per object under the key `@<path>` (`@/` for the root).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cache import schema
 from cache.manifest import ManifestRow
 
 DIGEST_SIZE = 16
@@ -75,6 +78,93 @@ def mapping_digest(values: Mapping) -> str:
     hasher = _hasher()
     hasher.update(json.dumps(values, sort_keys=True).encode())
     return hasher.hexdigest()
+
+
+ATTRS_KEY_PREFIX = "@"
+
+
+def attrs_key(name: str) -> str:
+    """Checksum key of an object's attribute set: `@image/ct`, `@labels`, `@/` for the root group."""
+    return ATTRS_KEY_PREFIX + (name.strip("/") or "/")
+
+
+def _attr_bytes(value) -> bytes:
+    """Canonical bytes of one attribute value: text as UTF-8, numbers as dtype, shape and little-endian values."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return b"s" + value.encode()
+    array = np.asarray(value)
+    if array.dtype.kind in "OSU":
+        return b"t" + json.dumps([str(v.decode() if isinstance(v, bytes) else v) for v in array.ravel()]).encode()
+    return f"{array.dtype.newbyteorder('<').str}{array.shape}".encode() + _little_endian(array).tobytes()
+
+
+def attrs_digest(attrs: Mapping) -> str:
+    """Hex digest of an attribute set: every name and value, names sorted."""
+    hasher = _hasher()
+    for name in sorted(attrs):
+        hasher.update(name.encode() + b"\0" + _attr_bytes(attrs[name]) + b"\0")
+    return hasher.hexdigest()
+
+
+def attribute_digests(f: h5py.File, skip: str) -> dict[str, str]:
+    """`{attrs_key(path): attrs_digest}` of every object in the file with attributes, the root included, except
+    the group `skip` (where the checksums themselves live)."""
+    digests = {attrs_key("/"): attrs_digest(f.attrs)} if len(f.attrs) else {}
+
+    def collect(name: str, item) -> None:  # visititems stops at the first callback that returns a value
+        if name != skip and len(item.attrs):
+            digests[attrs_key(name)] = attrs_digest(item.attrs)
+
+    f.visititems(collect)
+    return digests
+
+
+def _datasets(f: h5py.File) -> dict[str, h5py.Dataset]:
+    found: dict[str, h5py.Dataset] = {}
+
+    def collect(name: str, item) -> None:  # visititems stops at the first callback that returns a value
+        if isinstance(item, h5py.Dataset):
+            found[name] = item
+
+    f.visititems(collect)
+    return found
+
+
+def _compare(kind: str, path: Path, current: Mapping[str, str | None], stored: Mapping[str, str]) -> list[str]:
+    """One line per name whose digest is missing, different (None: unreadable) or listed without an object."""
+    problems = []
+    for name in sorted(set(current) | set(stored)):
+        digest = current.get(name, "")
+        if name not in stored:
+            problems.append(f"{path}: {kind} {name!r} has no checksum")
+        elif name not in current:
+            problems.append(f"{path}: {kind} {name!r} is listed in /checksums but missing")
+        elif digest is None:
+            problems.append(f"{path}: {kind} {name!r} cannot be read (damaged)")
+        elif digest != stored[name]:
+            problems.append(f"{path}: {kind} {name!r} does not match its checksum (content changed or damaged)")
+    return problems
+
+
+def _readable_digest(dataset: h5py.Dataset) -> str | None:
+    try:
+        return dataset_digest(dataset)
+    except OSError:  # a damaged compressed chunk fails to decode
+        return None
+
+
+def content_problems(f: h5py.File, path: Path) -> list[str]:
+    """Every dataset and every object's attribute set of an open cache file against `/checksums`; one line
+    naming the file and the dataset or object per mismatch (empty when all match)."""
+    stored = dict(f[schema.CHECKSUMS_GROUP].attrs) if schema.CHECKSUMS_GROUP in f else {}
+    attrs = {k[1:]: v for k, v in attribute_digests(f, schema.CHECKSUMS_GROUP).items()}
+    stored_attrs = {k[1:]: v for k, v in stored.items() if k.startswith(ATTRS_KEY_PREFIX)}
+    datasets = {name: _readable_digest(dataset) for name, dataset in _datasets(f).items()}
+    stored_datasets = {k: v for k, v in stored.items() if not k.startswith(ATTRS_KEY_PREFIX)}
+    return _compare("attributes of", path, attrs, stored_attrs) + _compare("dataset", path, datasets,
+                                                                           stored_datasets)
 
 
 INPUT_ROLES = ("ct", "pet", "totalseg", "lesions")

@@ -25,13 +25,17 @@ import numpy as np
 
 from cache import schema
 from cache.build_settings import settings_differences
+from cache.checksums import content_problems
 from cache.grid import Grid
+from cache.stations import stations as station_catalogue
 from cache.writer import ScanLabels
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only
 # Bumped in every forked child, so a reader notices a fork with an integer compare instead of a getpid call.
 _fork_generation = [0]
 os.register_at_fork(after_in_child=lambda: _fork_generation.__setitem__(0, _fork_generation[0] + 1))
+# Files whose checksums this process (or its parent before a fork) has verified: path -> (inode, size, mtime).
+_verified: dict[Path, tuple[int, int, int]] = {}
 
 
 class CacheError(ValueError):
@@ -104,8 +108,13 @@ def check_schema(f: h5py.File, path: Path) -> None:
     if version is None:
         raise SchemaVersionError(f"{path}: no {schema.SCHEMA_VERSION_ATTR!r} attribute, so not a cache file of this "
                                  f"tool (or an unfinished one); rebuild with: {schema.rebuild_command(dataset)}")
-    if int(version) != schema.SCHEMA_VERSION:
-        raise SchemaVersionError(f"{path}: schema version {int(version)}, this tool reads version "
+    try:
+        number = int(version)
+    except (TypeError, ValueError):
+        raise SchemaVersionError(f"{path}: {schema.SCHEMA_VERSION_ATTR!r} is {version!r}, not a number; the file is "
+                                 f"damaged: rebuild with: {schema.rebuild_command(dataset)}") from None
+    if number != schema.SCHEMA_VERSION:
+        raise SchemaVersionError(f"{path}: schema version {number}, this tool reads version "
                                  f"{schema.SCHEMA_VERSION}; rebuild with: {schema.rebuild_command(dataset)}")
 
 
@@ -142,34 +151,125 @@ def _labels(f: h5py.File) -> ScanLabels:
     )
 
 
+def _metadata_problems(info: ScanInfo, shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Cheap invariants of a file's metadata (no volume is read): what a flipped byte in an attribute or a
+    hand edit would break. Each problem names the field."""
+    shape, grid = info.grid.shape_zyx, info.grid
+    problems = [f"{name} has shape {s}, not the CT's {shape}" for name, s in shapes.items() if s != shape]
+    if not (len(shape) == 3 and min(shape) > 0):
+        problems.append(f"image/ct has shape {shape}")
+    if not (np.all(np.isfinite(grid.spacing_mm)) and min(grid.spacing_mm) > 0 and np.all(np.isfinite(grid.origin_mm))
+            and abs(abs(np.linalg.det(grid.direction_matrix)) - 1) < 1e-3):
+        problems.append(f"grid spacing {grid.spacing_mm}, origin {grid.origin_mm} or direction {grid.direction} "
+                        "is not a valid geometry")
+    codes = {s.name: s.code for s in station_catalogue()}
+    for name, station in info.stations.items():
+        z0, y0, x0, z1, y1, x1 = station.bbox
+        numbers = (station.volume_ml, station.suv_max, station.suv_mean, station.vote_agreement, *station.centroid_mm)
+        if codes.get(name) != station.code:
+            problems.append(f"station {name!r} has code {station.code}, the catalogue says {codes.get(name)}")
+        if not (0 <= z0 < z1 <= shape[0] and 0 <= y0 < y1 <= shape[1] and 0 <= x0 < x1 <= shape[2]):
+            problems.append(f"station {name!r} bbox {station.bbox} is not inside the volume {shape}")
+        elif not all(lo - 0.5 <= c <= hi - 0.5
+                     for c, lo, hi in zip(station.centroid_vox, (z0, y0, x0), (z1, y1, x1), strict=True)):
+            problems.append(f"station {name!r} centroid_vox {station.centroid_vox} is outside its bbox")
+        if not np.all(np.isfinite(numbers)) or station.volume_ml < 0 or not 0 <= station.vote_agreement <= 1:
+            problems.append(f"station {name!r} statistics are not finite or out of range: volume_ml "
+                            f"{station.volume_ml}, suv_max {station.suv_max}, suv_mean {station.suv_mean}, "
+                            f"vote_agreement {station.vote_agreement}")
+    labels = info.labels
+    if labels.tumor_side not in (None, "R", "L"):
+        problems.append(f"labels tumor_side {labels.tumor_side!r} is not R, L or empty")
+    for name in ("n_clinical", "n_pathological"):
+        if getattr(labels, name) not in (None, 0, 1, 2, 3):
+            problems.append(f"labels {name} {getattr(labels, name)} is not 0-3 or unknown ({schema.UNKNOWN_N})")
+    for name in ("station_clinical", "station_pathological"):
+        vector = getattr(labels, name)
+        if vector.shape != (len(codes),) or not np.isin(vector, (-1, 0, 1)).all():
+            problems.append(f"labels {name} {vector.tolist()} is not {len(codes)} values of -1, 0, 1")
+    return problems
+
+
 def _info_from_file(f: h5py.File, path: Path) -> ScanInfo:
+    """The file's metadata, refused (CacheError naming the field and the rebuild command) when any item is
+    missing, unparsable or breaks an invariant: never a traceback, so every caller can report and go on."""
     check_schema(f, path)
+    dataset = str(f.attrs.get(schema.DATASET_ATTR, "<dataset>"))
+    damaged = f"the file is damaged: rebuild with: {schema.rebuild_command(dataset)}"
     try:
         a = f.attrs
         ct = f[schema.CT]
         stations = {name: _station_info(group) for name, group in f[schema.STATIONS_GROUP].items()
                     if isinstance(group, h5py.Group)}
         stations = dict(sorted(stations.items(), key=lambda item: item[1].code))
-        return ScanInfo(
+        info = ScanInfo(
             path=path, schema_version=int(a[schema.SCHEMA_VERSION_ATTR]), dataset=str(a[schema.DATASET_ATTR]),
             patient_id=str(a[schema.PATIENT_ID_ATTR]), scan_id=str(a[schema.SCAN_ID_ATTR]),
             created=str(a[schema.CREATED_ATTR]), package_version=str(a[schema.PACKAGE_VERSION_ATTR]),
             settings_hash=str(a[schema.SETTINGS_HASH_ATTR]), inputs_hash=str(a[schema.INPUTS_HASH_ATTR]),
-            rule_set=str(a[schema.RULE_SET_ATTR]), settings=json.loads(a[schema.SETTINGS_ATTR]),
-            inputs=json.loads(a[schema.INPUTS_ATTR]), grid=Grid.from_attrs(ct.shape, ct.attrs),
+            rule_set=str(a[schema.RULE_SET_ATTR]), settings=_json_attr(a, schema.SETTINGS_ATTR),
+            inputs=_json_attr(a, schema.INPUTS_ATTR), grid=Grid.from_attrs(ct.shape, ct.attrs),
             stations=stations, labels=_labels(f), compressed=ct.compression is not None or ct.chunks is not None,
         )
+        shapes = {name: f[name].shape for name in (schema.SUV, schema.STATION_LABELS)}
     except KeyError as error:
-        dataset = f.attrs.get(schema.DATASET_ATTR, "<dataset>")
-        raise CacheError(f"{path}: schema version {schema.SCHEMA_VERSION} item missing ({error}); the file is "
-                         f"damaged: rebuild with: {schema.rebuild_command(dataset)}") from None
+        raise CacheError(f"{path}: schema version {schema.SCHEMA_VERSION} item missing ({error}); {damaged}") from None
+    except (ValueError, TypeError, IndexError, OSError) as error:
+        raise CacheError(f"{path}: unreadable metadata ({type(error).__name__}: {error}); {damaged}") from None
+    problems = _metadata_problems(info, shapes)
+    if problems:
+        raise CacheError(f"{path}: {'; '.join(problems)}; {damaged}")
+    return info
 
 
-def read_info(path: str | Path, expected_settings: Mapping[str, Mapping] | None = None) -> ScanInfo:
-    """Metadata of a cache file; refuses another schema version and, when given, other settings."""
+def _json_attr(attrs, name: str) -> dict:
+    value = json.loads(attrs[name])  # a JSONDecodeError is a ValueError: reported by the caller
+    if not isinstance(value, dict):
+        raise ValueError(f"attribute {name!r} is not a JSON object")
+    return value
+
+
+def check_tables(path: Path, station: str, n_voxels: int, index: np.ndarray, cdf: np.ndarray) -> None:
+    """Refuse a sampling table whose indices leave the volume or whose cdf is not a distribution: a damaged
+    index would crop a patch of padding far outside the scan without any error."""
+    problem = ""
+    if index.shape != cdf.shape or index.ndim != 1:
+        problem = f"index {index.shape} and cdf {cdf.shape} differ in length"
+    elif len(index) and (int(index.min()) < 0 or int(index.max()) >= n_voxels):
+        problem = f"index holds voxels outside 0..{n_voxels - 1} ({int(index.min())}..{int(index.max())})"
+    elif len(cdf) and not (cdf[0] >= 0 and cdf[-1] == 1.0 and np.all(np.diff(cdf) >= 0)):
+        problem = "cdf is not non-decreasing from >= 0 to exactly 1.0"
+    if problem:
+        raise CacheError(f"{path}: station {station!r}: {problem}; the file is damaged: rebuild the scan")
+
+
+def _file_identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def verify_content(f: h5py.File, path: Path) -> None:
+    """Refuse a file whose datasets or attributes differ from their checksums; a file verified once is not
+    hashed again in this process while its inode, size and modification time stay the same."""
+    identity = _file_identity(path)
+    if _verified.get(path) == identity:
+        return
+    problems = content_problems(f, path)
+    if problems:
+        dataset = str(f.attrs.get(schema.DATASET_ATTR, "<dataset>"))
+        raise CacheError("; ".join(problems) + f"; rebuild with: {schema.rebuild_command(dataset)}")
+    _verified[path] = identity
+
+
+def read_info(path: str | Path, expected_settings: Mapping[str, Mapping] | None = None,
+              verify: bool = False) -> ScanInfo:
+    """Metadata of a cache file; refuses another schema version, broken invariants, when given other settings,
+    and with `verify` content that differs from its checksums."""
     path = Path(path)
     with _open_h5(path) as f:
         info = _info_from_file(f, path)
+        if verify:
+            verify_content(f, path)
     if expected_settings is not None:
         check_settings(info, expected_settings)
     return info
@@ -188,15 +288,22 @@ def _mapped(dataset: h5py.Dataset, buffer: mmap.mmap) -> np.ndarray | None:
 
 class CacheScan:
     """One open cache file: `info`, and `ct`, `suv`, `station_labels` as (z, y, x) arrays that support slicing
-    (memory maps for contiguous files, h5py datasets for a compressed copy). Read-only."""
+    (memory maps for contiguous files, h5py datasets for a compressed copy). Read-only.
 
-    def __init__(self, path: str | Path, expected_settings: Mapping[str, Mapping] | None = None):
+    With `verify` (the default) every checksum is recomputed once per file and process before anything is
+    served, so a damaged file gives an error, never a patch; the sampling tables' invariants are always checked.
+    """
+
+    def __init__(self, path: str | Path, expected_settings: Mapping[str, Mapping] | None = None,
+                 verify: bool = True):
         self.path = Path(path)
         self._file = _open_h5(self.path)
         try:
             self.info = _info_from_file(self._file, self.path)
             if expected_settings is not None:
                 check_settings(self.info, expected_settings)
+            if verify:
+                verify_content(self._file, self.path)
             self._tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
             self._buffer = None
             if not self.info.compressed:
@@ -234,8 +341,10 @@ class CacheScan:
             group = self._file[schema.station_group(station)]
             index, cdf = self._array(group.name + "/" + schema.STATION_INDEX), self._array(
                 group.name + "/" + schema.STATION_CDF)
-            self._tables[station] = (np.asarray(index[()]) if isinstance(index, h5py.Dataset) else index,
-                                     np.asarray(cdf[()]) if isinstance(cdf, h5py.Dataset) else cdf)
+            index = np.asarray(index[()]) if isinstance(index, h5py.Dataset) else index
+            cdf = np.asarray(cdf[()]) if isinstance(cdf, h5py.Dataset) else cdf
+            check_tables(self.path, station, int(np.prod(self.info.grid.shape_zyx)), index, cdf)
+            self._tables[station] = (index, cdf)
         return self._tables[station]
 
     def close(self) -> None:
@@ -250,27 +359,31 @@ class CacheScan:
         self.close()
 
 
-def open_scan(path: str | Path, expected_settings: Mapping[str, Mapping] | None = None) -> CacheScan:
-    """Open one cache file for reading; refuses another schema version and, when given, other settings."""
-    return CacheScan(path, expected_settings)
+def open_scan(path: str | Path, expected_settings: Mapping[str, Mapping] | None = None,
+              verify: bool = True) -> CacheScan:
+    """Open one cache file for reading; refuses another schema version, when given other settings, and (with
+    `verify`) damaged content."""
+    return CacheScan(path, expected_settings, verify)
 
 
 class CacheReader:
     """Many cache files behind integer ids, opened lazily in the process that reads them, at most `max_open`
     at a time (least recently used closed first).
 
-    Construct it in the main process (it reads only metadata: `infos`); each DataLoader worker opens its own
-    handles on first use after the fork. Pickles without open handles, for spawned workers.
+    Construct it in the main process (it reads metadata, `infos`, and with `verify` checks every file's checksums
+    there, once); each DataLoader worker opens its own handles on first use after the fork. Pickles without open
+    handles, for spawned workers.
     """
 
     def __init__(self, paths: Sequence[str | Path], expected_settings: Mapping[str, Mapping] | None = None,
-                 max_open: int = 64):
+                 max_open: int = 64, verify: bool = True):
         if max_open < 1:
             raise ValueError(f"max_open must be >= 1, got {max_open}")
         self.paths = [Path(p) for p in paths]
         self.expected_settings = expected_settings
         self.max_open = max_open
-        self.infos = [read_info(p, expected_settings) for p in self.paths]
+        self.verify = verify
+        self.infos = [read_info(p, expected_settings, verify) for p in self.paths]
         self._open: OrderedDict[int, CacheScan] = OrderedDict()
         self._generation = _fork_generation[0]
 
@@ -284,7 +397,7 @@ class CacheReader:
             self._generation = _fork_generation[0]
         scan = self._open.get(i)
         if scan is None:
-            scan = CacheScan(self.paths[i])
+            scan = CacheScan(self.paths[i], verify=self.verify)
             self._open[i] = scan
             while len(self._open) > self.max_open:
                 self._open.popitem(last=False)[1].close()

@@ -1,4 +1,4 @@
-"""Names of the HDF5 cache, schema version 1: every dataset path and attribute name as a constant.
+"""Names of the HDF5 cache, schema version 2: every dataset path and attribute name as a constant.
 
 One file per scan, `<cache_root>/<dataset>/<patient_id>__<scan_id>.h5`. DESIGN §7 is the prose and
 `cache/README.md` the full description; the writer, the reader and `python -m cache` use only these names.
@@ -7,7 +7,7 @@ Arrays are (z, y, x); grid attributes follow ITK (x, y, z), see `cache.grid.Grid
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: attribute sets under /checksums, every scan stored in LPS
 FILE_SUFFIX = ".h5"
 # Temporary files of the atomic writer: `.<stem>.<host>.<pid>.<random>.h5.tmp` in the same folder (git ignores them).
 TEMP_SUFFIX = ".h5.tmp"
@@ -68,7 +68,9 @@ UNKNOWN_N = -1
 QC_GROUP = "qc"  # nested groups of numeric attributes: registration metrics per atlas and stage, timings
 QC_TIMINGS_GROUP = "qc/timings_s"
 LESIONS = "lesions"  # optional uint8 external lesion mask
-CHECKSUMS_GROUP = "checksums"  # attribute per dataset path ("image/ct"): hex content digest
+# Attribute per dataset path ("image/ct") and per object's attribute set ("@labels", "@/" for the root): hex
+# content digest (cache.checksums).
+CHECKSUMS_GROUP = "checksums"
 
 
 def cache_file_name(patient_id: str, scan_id: str) -> str:

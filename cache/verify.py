@@ -1,7 +1,8 @@
-"""Checks of cache files: schema and per-dataset checksums, and a dataset's completeness and currency.
+"""Checks of cache files: schema, invariants and checksums, and a dataset's completeness and currency.
 
-`verify_file` recomputes every dataset's content digest against `/checksums`; `dataset_status` compares a
-cache folder with the dataset's manifest and current settings, listing scans that are missing or stale.
+`verify_file` recomputes every dataset's and attribute set's content digest against `/checksums`;
+`dataset_status` compares a cache folder with the dataset's manifest (labels included) and current settings,
+listing scans that are missing or stale.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import h5py
 
 from cache import schema
 from cache.build_settings import settings_differences
-from cache.checksums import dataset_digest, file_digest, input_digests
+from cache.checksums import content_problems, file_digest, input_digests
 from cache.manifest import ManifestRow
-from cache.reader import CacheError, read_info
+from cache.reader import CacheError, open_scan, read_info
+from cache.writer import ScanLabels
 
 
 @dataclass(frozen=True)
@@ -31,42 +33,16 @@ class FileCheck:
         return not self.problems
 
 
-def _datasets(f: h5py.File) -> dict[str, h5py.Dataset]:
-    found: dict[str, h5py.Dataset] = {}
-
-    def collect(name: str, item) -> None:  # visititems stops at the first callback that returns a value
-        if isinstance(item, h5py.Dataset):
-            found[name] = item
-
-    f.visititems(collect)
-    return found
-
-
 def verify_file(path: str | Path) -> FileCheck:
-    """Recompute the schema check and every dataset's checksum; each mismatch is a problem naming the dataset."""
+    """Recompute the schema check, the reader's invariants, and every dataset's and attribute set's checksum;
+    each problem names the file and the dataset or object. Never raises for a damaged file."""
     path = Path(path)
     try:
-        read_info(path)
+        open_scan(path, verify=False).close()  # schema, metadata and sampling-table invariants
     except CacheError as error:
         return FileCheck(path, (str(error),))
-    problems = []
     with h5py.File(path, "r", locking=False) as f:
-        stored = dict(f[schema.CHECKSUMS_GROUP].attrs) if schema.CHECKSUMS_GROUP in f else {}
-        datasets = _datasets(f)
-        for name, dataset in sorted(datasets.items()):
-            if name not in stored:
-                problems.append(f"{path}: dataset {name!r} has no checksum")
-                continue
-            try:
-                digest = dataset_digest(dataset)
-            except OSError as error:  # a damaged compressed chunk fails to decode
-                problems.append(f"{path}: dataset {name!r} cannot be read ({error})")
-                continue
-            if digest != stored[name]:
-                problems.append(f"{path}: dataset {name!r} does not match its checksum (content changed or damaged)")
-        problems.extend(f"{path}: dataset {name!r} is listed in /checksums but missing"
-                        for name in sorted(set(stored) - set(datasets)))
-    return FileCheck(path, tuple(problems))
+        return FileCheck(path, tuple(content_problems(f, path)))
 
 
 @dataclass(frozen=True)
@@ -94,6 +70,10 @@ def scan_status(path: Path, row: ManifestRow, expected_settings: Mapping[str, Ma
     differences = settings_differences(info.settings, expected_settings)
     if differences:
         return "settings differ: " + "; ".join(differences)
+    labels = info.labels.differences(ScanLabels.from_manifest_row(row))
+    if labels:
+        return (f"labels differ (file vs manifest): {'; '.join(labels)}; python -m preprocess --dataset "
+                f"{info.dataset} rewrites them without registering again")
     if check_inputs:
         current = input_digests(row, atlas_bank_digest)
         changed = sorted(role for role in set(current) | set(info.inputs) if current.get(role) != info.inputs.get(role))

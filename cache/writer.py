@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import secrets
+import shutil
 import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ import h5py
 import numpy as np
 
 from cache import schema
-from cache.checksums import array_digest, mapping_digest
+from cache.checksums import array_digest, attribute_digests, mapping_digest
 from cache.grid import Grid
 from cache.manifest import ManifestRow, id_problem
 from cache.settings import settings_dict, settings_hash
@@ -64,6 +65,17 @@ class ScanLabels:
     def from_manifest_row(cls, row: ManifestRow) -> ScanLabels:
         return cls(row.tumor_side, row.n_clinical, row.n_pathological, row.station_status("cN"),
                    row.station_status("pN"))
+
+    def differences(self, other: ScanLabels) -> list[str]:
+        """`field: self value, other value` for each label that differs (empty when they agree)."""
+        found = []
+        for name in ("tumor_side", "n_clinical", "n_pathological"):
+            if getattr(self, name) != getattr(other, name):
+                found.append(f"{name} {getattr(self, name)} vs {getattr(other, name)}")
+        for name in ("station_clinical", "station_pathological"):
+            if not np.array_equal(getattr(self, name), getattr(other, name)):
+                found.append(f"{name} {getattr(self, name).tolist()} vs {getattr(other, name).tolist()}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -168,19 +180,26 @@ def _write_contents(f: h5py.File, record: ScanRecord) -> None:
         })
         _put(f, checksums, f"{group.name[1:]}/{schema.STATION_INDEX}", table.index)
         _put(f, checksums, f"{group.name[1:]}/{schema.STATION_CDF}", table.cdf)
-    labels = f.create_group(schema.LABELS_GROUP)
-    labels.attrs.update({
-        schema.TUMOR_SIDE_ATTR: record.labels.tumor_side or "",
-        schema.N_CLINICAL_ATTR: schema.UNKNOWN_N if record.labels.n_clinical is None else record.labels.n_clinical,
-        schema.N_PATHOLOGICAL_ATTR: (schema.UNKNOWN_N if record.labels.n_pathological is None
-                                     else record.labels.n_pathological),
-    })
-    _put(f, checksums, schema.STATION_CLINICAL, record.labels.station_clinical)
-    _put(f, checksums, schema.STATION_PATHOLOGICAL, record.labels.station_pathological)
+    _write_labels(f, checksums, record.labels)
     write_qc(f.create_group(schema.QC_GROUP), record.qc)
     if record.lesions is not None:
         _put(f, checksums, schema.LESIONS, record.lesions)
+    checksums.update(attribute_digests(f, schema.CHECKSUMS_GROUP))
     f.create_group(schema.CHECKSUMS_GROUP).attrs.update(checksums)
+
+
+def _write_labels(f: h5py.File, checksums: dict[str, str], labels: ScanLabels) -> None:
+    """The `/labels` group (replacing one that exists), its datasets' checksums noted."""
+    if schema.LABELS_GROUP in f:
+        del f[schema.LABELS_GROUP]
+    group = f.create_group(schema.LABELS_GROUP)
+    group.attrs.update({
+        schema.TUMOR_SIDE_ATTR: labels.tumor_side or "",
+        schema.N_CLINICAL_ATTR: schema.UNKNOWN_N if labels.n_clinical is None else labels.n_clinical,
+        schema.N_PATHOLOGICAL_ATTR: schema.UNKNOWN_N if labels.n_pathological is None else labels.n_pathological,
+    })
+    _put(f, checksums, schema.STATION_CLINICAL, labels.station_clinical)
+    _put(f, checksums, schema.STATION_PATHOLOGICAL, labels.station_pathological)
 
 
 def _host_tag() -> str:
@@ -230,17 +249,21 @@ def fsync_path(path: Path, directory: bool = False) -> None:
 
 
 @contextmanager
-def atomic_h5(path: Path) -> Iterator[h5py.File]:
+def atomic_h5(path: Path, edit: bool = False) -> Iterator[h5py.File]:
     """An HDF5 file open for writing that appears at `path` only once the block ends without error.
 
     It is written as a temporary file beside `path` (dead temporaries of this scan removed first), fsynced and
-    renamed into place; on any error the temporary file is deleted and `path` is left as it was.
+    renamed into place; on any error the temporary file is deleted and `path` is left as it was. With `edit`,
+    the temporary file starts as a copy of `path`: a file is never changed in place, since a reader may have it
+    memory-mapped (writing under a mapping can kill that reader with SIGBUS).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_temps(path.parent, path.stem)
     temp = temp_path(path)
     try:
-        with h5py.File(temp, "w") as f:
+        if edit:
+            shutil.copyfile(path, temp)
+        with h5py.File(temp, "r+" if edit else "w") as f:
             yield f
         fsync_path(temp)
         os.replace(temp, path)
@@ -248,6 +271,25 @@ def atomic_h5(path: Path) -> Iterator[h5py.File]:
         temp.unlink(missing_ok=True)
         raise
     fsync_path(path.parent, directory=True)
+
+
+def relabel_scan(path: str | Path, labels: ScanLabels, rule_set: str) -> Path:
+    """Replace the labels and rule set of an existing cache file (a copy renamed into place, checksums renewed):
+    the manifest's labels changed, the images and the registration did not."""
+    path = Path(path)
+    with atomic_h5(path, edit=True) as f:
+        checksums = dict(f[schema.CHECKSUMS_GROUP].attrs)
+        damaged = sorted(key for key, digest in attribute_digests(f, schema.CHECKSUMS_GROUP).items()
+                         if checksums.get(key) != digest)
+        if damaged:  # renewing the digests would bless the damage
+            raise CacheWriteError(f"{path}: attributes {', '.join(damaged)} do not match their checksums; rebuild "
+                                  f"with: {schema.rebuild_command(str(f.attrs.get(schema.DATASET_ATTR, '<dataset>')))}")
+        _write_labels(f, checksums, labels)
+        f.attrs[schema.RULE_SET_ATTR] = rule_set
+        checksums.update(attribute_digests(f, schema.CHECKSUMS_GROUP))
+        del f[schema.CHECKSUMS_GROUP]
+        f.create_group(schema.CHECKSUMS_GROUP).attrs.update(checksums)
+    return path
 
 
 def write_scan(path: str | Path, record: ScanRecord) -> Path:

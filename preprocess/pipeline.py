@@ -1,7 +1,8 @@
 """The preprocessing chain: per manifest row, read -> SUV -> resample/crop -> register and fuse -> weight maps ->
 station statistics -> write one cache file (atomically), each step timed.
 
-Scans whose cache file is current (same settings hash and inputs hash) are skipped unless `force`; a failing
+Scans whose cache file is current (same settings hash, inputs hash and labels) are skipped unless `force`; a
+file whose manifest labels changed gets its labels rewritten, without registering again; a failing
 scan is reported with its cause and the others go on; the summary names every failure and the exit status is 1
 when anything failed. `--workers N` runs scans in N processes; `--shard K/N` takes every N-th scan from K.
 """
@@ -28,13 +29,13 @@ from cache.manifest import ManifestRow, read_manifest
 from cache.reader import CacheError, read_info
 from cache.schema import cache_file_name
 from cache.settings import settings_hash
-from cache.writer import ScanLabels, ScanRecord, remove_dead_temps, write_scan
+from cache.writer import ScanLabels, ScanRecord, relabel_scan, remove_dead_temps, write_scan
 from preprocess.settings import PreprocessSettings
 from preprocess.station_stats import station_tables
 from preprocess.step_timing import timed
 from preprocess.suv import SuvSettings
 
-Status = Literal["written", "skipped", "failed"]
+Status = Literal["written", "relabelled", "skipped", "failed"]
 
 
 @dataclass(frozen=True)
@@ -158,15 +159,20 @@ def registration_qc(records) -> dict:
     return nested
 
 
-def is_current(path: Path, current_settings_hash: str, inputs_hash: str) -> bool:
-    """A cache file exists, reads, and was made from the same settings and input content."""
+def cache_state(path: Path, current_settings_hash: str, inputs_hash: str, labels: ScanLabels,
+                rule_set: str) -> Literal["build", "relabel", "current"]:
+    """What a scan's cache file needs: "build" when it is missing, unreadable, damaged, or made from other
+    settings or input content; "relabel" when only the manifest's labels (or the rule set) changed; else
+    "current". Labels are part of "current", so evaluation never reads labels the manifest no longer holds."""
     if not path.is_file():
-        return False
+        return "build"
     try:
-        info = read_info(path)
+        info = read_info(path, verify=True)
     except CacheError:
-        return False
-    return info.settings_hash == current_settings_hash and info.inputs_hash == inputs_hash
+        return "build"
+    if info.settings_hash != current_settings_hash or info.inputs_hash != inputs_hash:
+        return "build"
+    return "relabel" if info.labels.differences(labels) or info.rule_set != rule_set else "current"
 
 
 def process_scan(row: ManifestRow, context: RunContext) -> ScanOutcome:
@@ -190,8 +196,14 @@ def _process(row: ManifestRow, context: RunContext, timings: dict[str, float], s
     settings = context.content_settings(registration)
     path = context.dataset.cache_dir / cache_file_name(row.patient_id, row.scan_id)
     inputs = timed(timings, "hash_inputs", lambda: input_digests(row, context.atlas_bank_digest))
-    if not context.force and is_current(path, settings_hash(*settings), mapping_digest(inputs)):
+    labels = ScanLabels.from_manifest_row(row)
+    state = "build" if context.force else cache_state(path, settings_hash(*settings), mapping_digest(inputs), labels,
+                                                      context.dataset.rule_set)
+    if state == "current":
         return ScanOutcome(row.key, "skipped", time.perf_counter() - start, timings)
+    if state == "relabel":
+        timed(timings, "relabel", lambda: relabel_scan(path, labels, context.dataset.rule_set))
+        return ScanOutcome(row.key, "relabelled", time.perf_counter() - start, timings)
     prepared = prepare_scan(row, context.dataset, context.build.spacing_mm, context.build.crop_margin_mm,
                             context.suv)
     timings.update(prepared.timings_s)
@@ -207,7 +219,7 @@ def _process(row: ManifestRow, context: RunContext, timings: dict[str, float], s
     record = ScanRecord(
         dataset=context.dataset.name, patient_id=row.patient_id, scan_id=row.scan_id, grid=prepared.grid,
         ct_hu=prepared.ct_hu, suv=prepared.suv, station_labels=np.ascontiguousarray(station_map.labels, np.uint8),
-        stations=tables, labels=ScanLabels.from_manifest_row(row), settings=settings, inputs=inputs,
+        stations=tables, labels=labels, settings=settings, inputs=inputs,
         rule_set=context.dataset.rule_set, qc=qc, lesions=prepared.lesions,
     )
     timings["total"] = time.perf_counter() - start
@@ -235,8 +247,9 @@ class RunSummary:
         return not self.failed and not self.manifest_problems
 
     def lines(self) -> list[str]:
-        counts = {s: sum(o.status == s for o in self.outcomes) for s in ("written", "skipped", "failed")}
-        lines = [f"{len(self.outcomes)} scan(s): {counts['written']} written, {counts['skipped']} skipped (current), "
+        counts = {s: sum(o.status == s for o in self.outcomes) for s in ("written", "relabelled", "skipped", "failed")}
+        lines = [f"{len(self.outcomes)} scan(s): {counts['written']} written, {counts['relabelled']} relabelled "
+                 f"(labels only), {counts['skipped']} skipped (current), "
                  f"{counts['failed']} failed; {len(self.manifest_problems)} manifest problem(s)"]
         written = [o for o in self.outcomes if o.status == "written"]
         if written:

@@ -9,7 +9,7 @@ from cache.__main__ import main
 from cache.build_settings import BuildSettings
 from cache.checksums import input_digests
 from cache.manifest import read_manifest, write_manifest
-from cache.writer import write_scan
+from cache.writer import ScanLabels, write_scan
 from tests.cache.conftest import tiny_record
 
 
@@ -41,7 +41,7 @@ def test_verify_names_a_file_of_another_schema(cache_file, capsys):
     with h5py.File(cache_file, "r+") as f:
         f.attrs[schema.SCHEMA_VERSION_ATTR] = 0
     assert main(["verify", str(cache_file)]) == 1
-    assert "schema version 0, this tool reads version 1" in capsys.readouterr().err
+    assert "schema version 0, this tool reads version 2" in capsys.readouterr().err
 
 
 def make_dataset(tmp_path):
@@ -61,7 +61,8 @@ def make_dataset(tmp_path):
     folder = root / "cache" / "mini"
     for row, spacing in zip(manifest.rows[:2], (2.0, 1.0), strict=True):
         record = replace(tiny_record(row.patient_id, row.scan_id), dataset="mini",
-                         settings=(BuildSettings(spacing_mm=spacing),), inputs=input_digests(row))
+                         settings=(BuildSettings(spacing_mm=spacing),), inputs=input_digests(row),
+                         labels=ScanLabels.from_manifest_row(row))
         write_scan(folder / f"{row.key}.h5", record)
     return config, root, folder
 

@@ -55,9 +55,9 @@ def test_compressed_copy_is_read_through_h5py(cache_file, record, tmp_path):
 
 def test_other_schema_version_is_refused_with_the_rebuild_command(cache_file):
     with h5py.File(cache_file, "r+") as f:
-        f.attrs[schema.SCHEMA_VERSION_ATTR] = 2
+        f.attrs[schema.SCHEMA_VERSION_ATTR] = 1
     with pytest.raises(SchemaVersionError,
-                       match=r"schema version 2, this tool reads version 1; rebuild with: python -m preprocess "
+                       match=r"schema version 1, this tool reads version 2; rebuild with: python -m preprocess "
                              r"--dataset tiny --force"):
         open_scan(cache_file)
 

@@ -1,6 +1,7 @@
 """`python -m preprocess` on a tiny phantom cohort: files written and verified, current scans skipped, --force,
 failures reported while the rest goes on, shards, concurrent runs, no PHI in any file."""
 
+import csv
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import pydicom
 import pytest
 
 from cache import schema
-from cache.manifest import read_manifest
+from cache.__main__ import main as cache_main
+from cache.manifest import read_manifest, write_manifest
 from cache.reader import cache_files, read_info
 from cache.verify import verify_file
 from preprocess.__main__ import main
@@ -80,7 +82,7 @@ def test_chain_writes_a_sound_file_then_skips_it_while_current(cohort, built, ca
         assert timings["register"] > 0 and {"weight_maps", "read_ct", "hash_inputs"} <= set(timings)
         assert "deformable" in f["qc/registration/atlas-01"]
     assert run("--dataset", config(cohort, built.parent), "--shard", dicom_shard(cohort)) == 0
-    assert "1 scan(s): 0 written, 1 skipped (current), 0 failed" in capsys.readouterr().out
+    assert "1 scan(s): 0 written, 0 relabelled (labels only), 1 skipped (current), 0 failed" in capsys.readouterr().out
 
 
 @needs_registration
@@ -104,10 +106,38 @@ def test_failing_scans_are_reported_and_the_run_goes_on(cohort, built, tmp_path,
         (victim / "ct.nii.gz").write_bytes(b"not an image")
     assert run("--dataset", config(broken, built.parent)) == 1  # the built scan is current: skipped
     captured = capsys.readouterr()
-    assert "3 scan(s): 0 written, 1 skipped (current), 2 failed" in captured.out
+    assert "3 scan(s): 0 written, 0 relabelled (labels only), 1 skipped (current), 2 failed" in captured.out
     for victim in victims:
         assert f"FAILED {victim.name.rsplit('-', 1)[0]}__{victim.name}: " in captured.err
     assert "column 'ct'" in captured.err or "ct.nii.gz" in captured.err
+
+
+@needs_registration
+def test_changed_labels_are_stale_then_rewritten_without_registering(cohort, built, tmp_path, capsys):
+    """Labels are part of "current": `cache verify --dataset` calls the file stale, the next run rewrites only
+    its labels (no registration), and the file then holds the manifest's labels and verifies."""
+    cache_root = tmp_path / "cache"
+    shutil.copytree(built, cache_root / "tiny")
+    path = cache_files(cache_root / "tiny")[0]
+    with open(cohort / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if f"{row['patient_id']}__{row['scan_id']}" == path.stem:
+            row.update(n_clinical="3", stations_clinical="", n_pathological="", stations_pathological="")
+    write_manifest(tmp_path / "relabelled.csv", rows)
+    dataset = config(cohort, cache_root)
+    dataset.write_text(dataset.read_text().replace("[preprocess]", f'manifest = "{tmp_path / "relabelled.csv"}"\n'
+                                                                   "[preprocess]"))
+    assert cache_main(["verify", "--dataset", str(dataset), "--skip-inputs"]) == 1
+    assert f"STALE {path.stem}: labels differ (file vs manifest): n_clinical" in capsys.readouterr().err
+    assert run("--dataset", dataset, "--shard", dicom_shard(cohort)) == 0
+    out = capsys.readouterr().out
+    assert "1 scan(s): 0 written, 1 relabelled (labels only), 0 skipped" in out and "register" not in out
+    info = read_info(path)
+    assert info.labels.n_clinical == 3 and np.all(info.labels.station_clinical == -1)
+    assert info.labels.n_pathological is None and verify_file(path).ok
+    assert cache_main(["verify", "--dataset", str(dataset), "--skip-inputs"]) == 1  # the other two are missing
+    assert "STALE" not in capsys.readouterr().err
 
 
 @pytest.mark.slow
