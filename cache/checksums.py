@@ -134,17 +134,19 @@ def _datasets(f: h5py.File) -> dict[str, h5py.Dataset]:
 
 def _compare(kind: str, path: Path, current: Mapping[str, str | None], stored: Mapping[str, str]) -> list[str]:
     """One line per name whose digest is missing, different (None: unreadable) or listed without an object."""
+    plural = kind.startswith("attributes")
     problems = []
     for name in sorted(set(current) | set(stored)):
         digest = current.get(name, "")
         if name not in stored:
-            problems.append(f"{path}: {kind} {name!r} has no checksum")
+            problems.append(f"{path}: {kind} {name!r} {'have' if plural else 'has'} no checksum")
         elif name not in current:
-            problems.append(f"{path}: {kind} {name!r} is listed in /checksums but missing")
+            problems.append(f"{path}: {kind} {name!r} {'are' if plural else 'is'} listed in /checksums but missing")
         elif digest is None:
             problems.append(f"{path}: {kind} {name!r} cannot be read (damaged)")
         elif digest != stored[name]:
-            problems.append(f"{path}: {kind} {name!r} does not match its checksum (content changed or damaged)")
+            match = "do not match their" if plural else "does not match its"
+            problems.append(f"{path}: {kind} {name!r} {match} checksum (content changed or damaged)")
     return problems
 
 

@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import h5py
+import pytest
 
 from cache import schema
 from cache.__main__ import main
@@ -106,3 +107,30 @@ def test_export_compressed_copy_verifies_and_diffs_equal(cache_file, tmp_path, c
     assert main(["verify", str(copy)]) == 0
     assert main(["diff", str(cache_file), str(copy)]) == 0
     assert "no differences" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("obj, attr, value, named", [
+    (schema.CT, "spacing", lambda old: [2.0, 2.0, 2.5], "attributes of 'image/ct'"),
+    (schema.LABELS_GROUP, schema.N_CLINICAL_ATTR, lambda old: (old + 1) % 4, "attributes of 'labels'"),
+    ("stations/7", schema.SUV_MAX_ATTR, lambda old: old + 0.5, "attributes of 'stations/7'"),
+    ("/", schema.RULE_SET_ATTR, lambda old: "other", "attributes of '/'"),
+])
+def test_verify_names_an_edited_attribute(cache_file, capsys, obj, attr, value, named):
+    with h5py.File(cache_file, "r+") as f:
+        f[obj].attrs[attr] = value(f[obj].attrs[attr])
+    assert main(["verify", str(cache_file)]) == 1
+    assert f"BAD {cache_file}: {named} do not match their checksum" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("attr, value, message", [
+    (schema.SCHEMA_VERSION_ATTR, "two", "'schema_version' is 'two', not a number"),
+    (schema.SETTINGS_ATTR, "{not json", "unreadable metadata (JSONDecodeError"),
+])
+def test_verify_reports_an_unparsable_file_and_checks_the_others(cache_file, capsys, attr, value, message):
+    other = write_scan(cache_file.parent / "p2__s1.h5", tiny_record("p2", "s1", seed=5))
+    with h5py.File(cache_file, "r+") as f:
+        f.attrs[attr] = value
+    assert main(["verify", str(cache_file), str(other)]) == 1
+    captured = capsys.readouterr()
+    assert f"BAD {cache_file}: {message}" in captured.err and "rebuild with" in captured.err
+    assert "1 of 2 file(s) sound" in captured.out

@@ -124,3 +124,56 @@ def test_a_read_only_cache_folder_serves_readers(cache_file):
         assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
     finally:
         folder.chmod(0o755)
+
+
+def test_a_flipped_index_byte_is_refused_on_open_not_cropped_as_padding(cache_file):
+    """A high index byte flipped puts a station's voxel outside the volume (it cropped an all-zero patch)."""
+    with h5py.File(cache_file, "r+") as f:
+        index = f["stations/7/index"]
+        values = index[()]
+        values[0] ^= 1 << 30
+        index[...] = values
+    with pytest.raises(CacheError, match=r"station '7': index holds voxels outside"):
+        open_scan(cache_file, verify=False)
+    with pytest.raises(CacheError, match=r"dataset 'stations/7/index' does not match its checksum"):
+        open_scan(cache_file)
+
+
+def test_a_cdf_that_is_not_a_distribution_is_refused(cache_file):
+    with h5py.File(cache_file, "r+") as f:
+        cdf = f["stations/7/cdf"]
+        values = cdf[()]
+        values[1] = values[0] - 0.5
+        cdf[...] = values
+    with pytest.raises(CacheError, match=r"station '7': cdf is not non-decreasing"):
+        open_scan(cache_file, verify=False)
+
+
+@pytest.mark.parametrize("obj, attr, value, message", [
+    ("stations/7", schema.BBOX_ATTR, [0, 0, 0, 99, 5, 5], r"station '7' bbox .* is not inside the volume"),
+    ("stations/7", schema.SUV_MAX_ATTR, np.nan, r"station '7' statistics are not finite"),
+    (schema.LABELS_GROUP, schema.N_CLINICAL_ATTR, 7, r"labels n_clinical 7 is not 0-3"),
+    (schema.CT, "spacing", [0.0, 2.0, 2.0], r"is not a valid geometry"),
+])
+def test_metadata_invariants_are_checked_on_open(cache_file, obj, attr, value, message):
+    with h5py.File(cache_file, "r+") as f:
+        f[obj].attrs[attr] = value
+    with pytest.raises(CacheError, match=message + r".*rebuild with: python -m preprocess --dataset tiny --force"):
+        read_info(cache_file)
+
+
+def test_a_damaged_volume_gives_an_error_not_a_patch(cache_file, record):
+    """Reads are verified: one flipped CT byte stops `open_scan` and the `CacheReader`, naming the dataset."""
+    with h5py.File(cache_file, "r") as f:
+        offset = f[schema.CT].id.get_offset()
+    with open(cache_file, "r+b") as raw:
+        raw.seek(offset + 1001)
+        byte = raw.read(1)[0]
+        raw.seek(offset + 1001)
+        raw.write(bytes([byte ^ 0x10]))
+    with pytest.raises(CacheError, match=r"dataset 'image/ct' does not match its checksum"):
+        open_scan(cache_file)
+    with pytest.raises(CacheError, match=r"image/ct"):
+        CacheReader([cache_file])
+    with open_scan(cache_file, verify=False) as scan:  # what an unverified read would have served
+        assert not np.array_equal(np.asarray(scan.ct), record.ct_hu)

@@ -5,6 +5,8 @@ import csv
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -17,10 +19,12 @@ from cache.__main__ import main as cache_main
 from cache.manifest import read_manifest, write_manifest
 from cache.reader import cache_files, read_info
 from cache.verify import verify_file
+from cache.writer import write_scan
 from preprocess.__main__ import main
 from preprocess.phantom.cohort import generate_cohort
 from preprocess.phantom.settings import PhantomSettings
-from preprocess.pipeline import parse_shard, qc_values, registration_qc, select_rows, vote_agreement
+from preprocess.pipeline import cache_state, parse_shard, qc_values, registration_qc, select_rows, vote_agreement
+from tests.cache.conftest import tiny_record
 
 try:
     from preprocess.register import map_stations  # noqa: F401 -- only whether it exists
@@ -191,3 +195,21 @@ def test_registration_qa_records_nest_by_atlas_and_stage():
                {"atlas": "atlas-01", "stage": "deformable", "dice_mean": 0.9, "dice": {"aorta": 0.95}}]
     assert registration_qc(records) == {"atlas-01": {"linear": {"dice_mean": 0.8, "dice": {"aorta": 0.7}},
                                                      "deformable": {"dice_mean": 0.9, "dice": {"aorta": 0.95}}}}
+
+
+def test_cache_state_rebuilds_damaged_files_and_relabels_changed_labels(tmp_path):
+    record = tiny_record()
+    path = write_scan(tmp_path / "p1__s1.h5", record)
+    info = read_info(path)
+    state = partial(cache_state, path, info.settings_hash, info.inputs_hash)
+    assert state(record.labels, "paper") == "current"
+    assert state(replace(record.labels, n_pathological=2), "paper") == "relabel"
+    assert state(record.labels, "other") == "relabel"
+    assert cache_state(path, "another hash", info.inputs_hash, record.labels, "paper") == "build"
+    with h5py.File(path, "r+") as f:
+        f.attrs[schema.SCHEMA_VERSION_ATTR] = "two"  # unparsable: rebuilt, not a failed scan
+    assert state(record.labels, "paper") == "build"
+    path = write_scan(tmp_path / "p1__s1.h5", record)
+    with h5py.File(path, "r+") as f:
+        f[schema.SUV][0, 0, 0] += 1.0  # damaged content: rebuilt
+    assert state(record.labels, "paper") == "build"
