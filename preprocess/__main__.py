@@ -2,45 +2,36 @@
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from cache.build_settings import BuildSettings
+from cache.cli import Command, Preset, exit_status, split_table
 from cache.dataset import DatasetConfig, load_dataset, stage_overrides
-from cache.manifest import ManifestError, manifest_summary, read_manifest
-from cache.settings import (
-    SettingsError,
-    format_settings,
-    settings_from_namespace,
-    settings_parents,
-    values_from_mapping,
-)
-from preprocess.settings import PreprocessSettings
+from cache.manifest import manifest_summary, read_manifest
+from cache.settings import values_from_mapping
+from preprocess.settings import PreprocessSettings, resolve_shard
 from preprocess.suv import SuvSettings
 
 SETTINGS_CLASSES = (PreprocessSettings, BuildSettings, SuvSettings)
 DEMO_DATASET = "demo"
 
 
-def parse(argv: Sequence[str] | None) -> tuple[PreprocessSettings, BuildSettings, SuvSettings]:
-    parser = argparse.ArgumentParser(
-        prog="python -m preprocess",
-        description="Turn a dataset's raw PET/CT scans into HDF5 cache files (one per scan).",
-        parents=settings_parents(*SETTINGS_CLASSES),
-    )
-    namespace = parser.parse_args(argv)
-    dataset = getattr(namespace, "dataset", PreprocessSettings.dataset)
-    table = stage_overrides(dataset, "preprocess")
-    names = {cls: {f.name for f in dataclasses.fields(cls)} for cls in SETTINGS_CLASSES}
-    unknown = sorted(set(table) - set().union(*names.values()))
-    if unknown:
-        raise SettingsError(f"[preprocess] of dataset {dataset!r}: unknown setting(s) {', '.join(unknown)}; known: "
-                            f"{', '.join(sorted(set().union(*names.values())))}")
-    return tuple(settings_from_namespace(namespace, cls, {k: v for k, v in table.items() if k in names[cls]},
-                                         source=f"[preprocess] of dataset {dataset!r}") for cls in SETTINGS_CLASSES)
+def preprocess_presets(given: Mapping[str, Any]) -> list[Preset]:
+    """The dataset config's `[preprocess]` table, which may set fields of all three classes."""
+    dataset = given.get("dataset", PreprocessSettings.dataset)
+    return split_table(SETTINGS_CLASSES, stage_overrides(dataset, "preprocess"), f"dataset {dataset!r} [preprocess]")
+
+
+def log_file(settings: PreprocessSettings, build: BuildSettings, suv: SuvSettings) -> Path | None:
+    """`<cache folder>/preprocess.log` (one per shard); none for `--check`."""
+    if settings.check:
+        return None
+    dataset = load_dataset(settings.dataset, root=settings.root or None, cache_root=settings.cache_root or None)
+    shard = f"-shard{settings.shard.replace('/', 'of')}" if settings.shard else ""
+    return dataset.cache_dir / f"preprocess{shard}.log"
 
 
 def check_manifest(settings: PreprocessSettings) -> int:
@@ -86,17 +77,23 @@ def preprocess(settings: PreprocessSettings, build: BuildSettings, suv: SuvSetti
     return 0 if summary.ok else 1
 
 
+def run(settings: PreprocessSettings, build: BuildSettings, suv: SuvSettings) -> int:
+    return check_manifest(settings) if settings.check else preprocess(settings, build, suv)
+
+
+COMMAND = Command("python -m preprocess", "Turn a dataset's raw PET/CT scans into HDF5 cache files (one per scan).",
+                  SETTINGS_CLASSES, run, presets=preprocess_presets, log_file=log_file,
+                  check=lambda settings, build, suv: (resolve_shard(settings), build, suv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        settings, build, suv = parse(argv)
-        print(format_settings(settings, build, suv))
-        if settings.check:
-            return check_manifest(settings)
-        return preprocess(settings, build, suv)
-    except (SettingsError, ManifestError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """Preprocess (or `--check` the manifest); 1 when any scan failed. Failures of the whole run raise."""
+    return COMMAND.run(argv)
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return exit_status(main, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -8,8 +8,12 @@ either.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Literal
+
+from cache.settings import SettingsError
 
 
 @dataclass(frozen=True)
@@ -22,5 +26,20 @@ class PreprocessSettings:
     check: bool = field(default=False, metadata={"help": "validate the manifest, print a summary, process nothing"})
     force: bool = field(default=False, metadata={"help": "rebuild scans whose cache file is current"})
     workers: int = field(default=1, metadata={"help": "scans processed in parallel (processes)"})
-    shard: str = field(default="", metadata={"help": "K/N: process only shard K (0..N-1) of N, e.g. a SLURM array"})
+    shard: str = field(
+        default="", metadata={"help": "K/N: process only shard K (0..N-1) of N; auto: this task of a SLURM job array"}
+    )
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "registration device"})
+
+
+def resolve_shard(settings: PreprocessSettings, environ: Mapping[str, str] = os.environ) -> PreprocessSettings:
+    """`--shard auto` -> `K/N` of this task of a contiguous SLURM array (`--array=0-7`, or 1-8: K counts from the
+    lowest task id)."""
+    if settings.shard != "auto":
+        return settings
+    names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
+    if not all(environ.get(name) for name in names):
+        raise SettingsError("--shard auto: SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT are not set (not a SLURM "
+                            "array task); give --shard K/N, or submit with sbatch --array")
+    task, count = int(environ[names[0]]), int(environ[names[1]])
+    return replace(settings, shard=f"{task - int(environ.get('SLURM_ARRAY_TASK_MIN', '0'))}/{count}")

@@ -1,30 +1,37 @@
-"""python -m train ts1|ts2|ts3 --fold K [--dataset NAME] [--resume] [--device auto|cpu|cuda] [any setting]."""
+"""`python -m train ts1|ts2|ts3 --fold K [--dataset NAME] [any setting]`: train one stage on one fold.
+
+Settings: defaults < `configs/train/<stage>.toml` < the dataset config's `[train]` table < `--config FILE` < flags;
+`--help` after the stage and dataset shows the values that apply. The run's log is `<run folder>/train.log`.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
-from cache.manifest import ManifestError
-from cache.reader import CacheError
-from cache.settings import SettingsError
-from train.checkpoint import CheckpointError
-from train.data import MissingCacheError
-from train.folds import FoldError
-from train.loop import RunError, run_training
-from train.settings import parse_train_settings
-
-# Errors whose message already names the file, the setting and the fix: printed without a traceback.
-USER_ERRORS = (SettingsError, ManifestError, CacheError, MissingCacheError, FoldError, CheckpointError, RunError)
+from cache.cli import Command, exit_status
+from train.settings import TrainSettings, train_presets
 
 
-def main(argv: list[str] | None = None) -> int:
-    settings = parse_train_settings(argv)
+def train(settings: TrainSettings) -> int:
+    from train.loop import run_training
+
     return run_training(settings)
 
 
+COMMAND = Command("python -m train", "Train one stage (TS1, TS2 or TS3) on one cross-validation fold.",
+                  (TrainSettings,), train, presets=train_presets, required=("stage",),
+                  log_file=lambda settings: settings.run_dir / "train.log")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train; exit status 0 (failures raise: `cli` turns them into one `error:` line)."""
+    return COMMAND.run(argv)
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return exit_status(main, argv)
+
+
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(cli())

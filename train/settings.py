@@ -1,17 +1,19 @@
 """Training settings: one flat dataclass, defaults from DESIGN §8 and the paper's §3.3.
 
-Precedence: these defaults < `configs/train/<stage>.toml` < the dataset config's `[train]` table < flags.
-No `from __future__ import annotations` here: argparse-dataclass reads the field types at run time.
+Precedence: these defaults < `configs/train/<stage>.toml` < the dataset config's `[train]` table < `--config
+FILE` < flags (`cache.cli` builds the command line from the fields).
 """
 
-import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from cache.cli import Preset
 from cache.dataset import stage_overrides
-from cache.settings import read_toml, settings_from_namespace, settings_parents, values_from_mapping
+from cache.settings import read_toml, values_from_mapping
 from configs import CONFIG_DIR
+from train.batch_stream import threads_setting
 
 STAGES = ("ts1", "ts2", "ts3")
 PRESETS_DIR = CONFIG_DIR / "train"
@@ -112,7 +114,12 @@ class TrainSettings:
     lambda_pseudo: float = field(default=0.02, metadata={"help": "TS2/TS3 weight of the group pseudo-loss"})
     lambda_bce: float = field(default=1.0, metadata={"help": "TS2/TS3 weight of the station BCE"})
     amp: bool = field(default=True, metadata={"help": "mixed precision on CUDA (ignored on CPU)"})
-    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes (0: in the main process)"})
+    num_workers: int | Literal["auto"] = field(
+        default="auto",
+        metadata={"type": threads_setting, "metavar": "{auto,N}",
+                  "help": "threads cutting the next batch's crops while the model trains (0: in the training loop; "
+                          "auto: as many as keep the model fed, up to the cores)"},
+    )
     inference_samples: int = field(
         default=0, metadata={"help": "validation/test: average over K weight-map patches besides the centroid"}
     )
@@ -131,6 +138,7 @@ class TrainSettings:
             )
         if not 0 <= self.fold < self.n_folds:
             raise ValueError(f"fold={self.fold} is not in 0..{self.n_folds - 1}")
+        threads_setting(self.num_workers)
 
     @property
     def run_dir(self) -> Path:
@@ -138,25 +146,25 @@ class TrainSettings:
         return Path(self.runs_dir) / dataset / (self.run_name or self.stage) / f"fold{self.fold}"
 
 
-def preset_values(stage: str, dataset: str) -> tuple[dict, str]:
-    """The stage preset (`configs/train/<stage>.toml`) updated by the dataset config's `[train]` table."""
+def train_presets(given: Mapping[str, Any]) -> list[Preset]:
+    """The stage preset `configs/train/<stage>.toml`, then the dataset config's `[train]` table (lower first)."""
+    stage, dataset = given.get("stage", TrainSettings.stage), given.get("dataset", TrainSettings.dataset)
     path = PRESETS_DIR / f"{stage}.toml"
-    values = values_from_mapping(TrainSettings, read_toml(path), str(path)) if path.is_file() else {}
-    dataset_values = stage_overrides(dataset, "train")
-    values.update(values_from_mapping(TrainSettings, dataset_values, f"dataset {dataset!r}, table [train]"))
-    return values, f"{path} + dataset {dataset!r} [train]"
+    layers = [Preset(f"configs/train/{stage}.toml", TrainSettings, read_toml(path))] if path.is_file() else []
+    return [*layers, Preset(f"dataset {dataset!r} [train]", TrainSettings, stage_overrides(dataset, "train"))]
+
+
+def preset_values(stage: str, dataset: str) -> tuple[dict, str]:
+    """The stage preset updated by the dataset config's `[train]` table, as one checked mapping and its source."""
+    layers = train_presets({"stage": stage, "dataset": dataset})
+    values: dict[str, Any] = {}
+    for layer in layers:
+        values.update(values_from_mapping(TrainSettings, dict(layer.values), layer.source))
+    return values, " + ".join(layer.source for layer in layers)
 
 
 def parse_train_settings(argv: list[str] | None = None) -> TrainSettings:
     """Flags over presets over defaults: `ts1 --fold 0 --dataset demo --lr 1e-3`."""
-    import argparse
+    from train.__main__ import COMMAND
 
-    parser = argparse.ArgumentParser(
-        prog="python -m train", parents=settings_parents(TrainSettings), description=__doc__.splitlines()[0]
-    )
-    namespace = parser.parse_args(argv)
-    dataset = getattr(namespace, "dataset", None)
-    if dataset is None or dataset is dataclasses.MISSING:
-        dataset = TrainSettings.dataset
-    preset, source = preset_values(namespace.stage, dataset)
-    return settings_from_namespace(namespace, TrainSettings, preset, source)
+    return COMMAND.parse(argv)[0]
