@@ -1,18 +1,21 @@
-"""Is the training input pipeline ever the bottleneck? Augmented batches per second vs model steps per second.
+"""Training input at the copy limit: crops delivered to the training loop per second per thread, vs a plain copy.
 
-Side by side in one run, on one device:
-- input: TS1 batches drawn from cache files (random scan and station per patch, weight-map centres, windowed
-  enlarged crops; DataLoader with `--num-workers`), moved to the device and augmented there (affine + elastic
-  in one grid_sample, noise, centre patch), timed until the patches are on the device;
-- model: forward + backward + Adam step of the station classifier on patches already on the device (AMP on
-  CUDA), timed alone.
-Target (DESIGN §11): input batches/s >= model steps/s. The cache files are synthetic (written by
-cache.writer into a temporary folder: `--scans` volumes of `--volume-vox`^3 int16/float32, 17 station cubes).
+Side by side in one run, from the same synthetic cache files (`--scans` volumes of `--volume-vox`^3 written with
+cache.writer, page cache warm), TS1 batches of `--batch-size` two-channel crops of edge patch + 2 * margin:
+- copy limit: one thread copies in-memory windowed float32 crops of that edge into a batch buffer
+  (`benchmarks/sampling.py`'s copy step: random scan and station, weight-map centre);
+- sampler: one thread, `PatchSampler.sample` into a reused buffer (centres, int16/float32 reads, windowing);
+- stream: `train.data.loader` (threads cutting into a ring of reused buffers) for each of `--threads`, the loop
+  only taking the batches: crops/s in all and per thread, over the copy limit (target >= 0.5 per thread);
+- processes: the previous input path, a DataLoader whose `--processes` workers each fill a new shared-memory
+  batch per request, for comparison;
+- with CUDA: input batches/s to patches on the device (stream, pinned buffers, non-blocking copy, affine +
+  elastic + noise on the device) for each thread count, and forward + backward + Adam steps/s of the station
+  classifier alone (AMP). Target: input >= model with at most 4 threads.
 
-CPU smoke run:  python benchmarks/train_input.py --device cpu --patch-size-vox 32 --batch-size 8 \
-                  --channels 8 16 32 64 128 --dropout 0.05 0.1 0.2 0.2 0.2 --margin-vox 8 --volume-vox 96 \
-                  --scans 4 --steps 3 --num-workers 1
-GPU (the lead):  python benchmarks/train_input.py --device cuda --json $OUT/train_input.json
+CPU:  .venv/bin/python benchmarks/train_input.py --device cpu --json OUT.json              (64x96^3 crops)
+      .venv/bin/python benchmarks/train_input.py --device cpu --patch-size-vox 32 --margin-vox 8 --json OUT.json
+GPU:  python benchmarks/train_input.py --device cuda --threads 1 2 4 auto --json $OUT/train_input.json
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +36,18 @@ import torch
 
 from cache.grid import Grid
 from cache.reader import CacheReader
+from cache.sampler import PatchSampler
 from cache.stations import stations
 from cache.writer import ScanLabels, ScanRecord, StationTable, write_scan
 from train.augment import AugmentSettings, augment
+from train.batch_stream import threads_setting, usable_cores
 from train.data import CohortPart, StationBatches, epoch_plan, loader, sampler_settings, station_pairs
 from train.distributed import resolve_device
 from train.model import build_classifier
 from train.settings import TrainSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sampling import InMemory, copy_step, rate, warm_page_cache  # noqa: E402 -- a sibling script, not a package
 
 
 def write_cache(folder: Path, n_scans: int, edge: int, rng: np.random.Generator) -> list[Path]:
@@ -70,7 +81,8 @@ def bench_part(paths: list[Path], rng: np.random.Generator) -> CohortPart:
     reader = CacheReader(paths)
     n = len(paths)
     return CohortPart(reader, tuple(f"B{i}" for i in range(n)), ("S0",) * n, ("R",) * n, np.zeros(n, np.int64),
-                      (rng.random((n, 17)) < 0.2).astype(np.int8), np.ones((n, 17), bool), "paper")
+                      (rng.random((n, 17)) < 0.2).astype(np.int8), np.ones((n, 17), bool), "paper",
+                      ("bench",) * n, np.ones(n, bool))
 
 
 def sync(device: torch.device) -> None:
@@ -78,24 +90,61 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def input_rate(part: CohortPart, settings: TrainSettings, device: torch.device, steps: int) -> float:
-    """Augmented batches per second, cache file to patches on the device."""
-    dataset = StationBatches(part, sampler_settings(settings, settings.margin_vox))
-    plan = epoch_plan(station_pairs(part)[2], (steps + 2) * settings.batch_size, settings.batch_size,
-                      np.random.default_rng(0))
-    generator = torch.Generator(device).manual_seed(0)
-    augment_settings = AugmentSettings.from_train(settings)
+def timed_batches(batches: Iterable, n_batches: int, per_batch=lambda batch: None) -> float:
+    """Batches per second over `n_batches` after two warm-up batches (threads, numba, first touches)."""
     started, done = None, 0
-    for i, batch in enumerate(loader(dataset, plan, settings.num_workers, pin_memory=device.type == "cuda")):
-        patches = augment(batch.crops.to(device, non_blocking=True), settings.patch_size_vox, augment_settings,
-                          generator)
-        sync(device)
-        if i == 1:  # the first two batches warm up workers, numba and the allocator
+    for i, batch in enumerate(batches):
+        per_batch(batch)
+        if i == 1:
             started = time.perf_counter()
         elif i > 1:
             done += 1
-        assert patches.shape[-1] == settings.patch_size_vox
+        if done == n_batches:
+            break
     return done / (time.perf_counter() - started)
+
+
+class SharedMemoryBatches(torch.utils.data.Dataset):
+    """The previous input path: each DataLoader worker fills a new shared-memory batch per request."""
+
+    def __init__(self, dataset: StationBatches):
+        self.dataset = dataset
+
+    def __getitem__(self, request):
+        crops = torch.empty(self.dataset.crop_shape(len(request.items))).share_memory_()
+        return self.dataset.assemble(request, crops)
+
+
+def copy_limit(part: CohortPart, dataset: StationBatches, batch: int, seconds: float) -> float:
+    """Crops/s of one thread copying in-memory windowed float32 crops of the same edge into a batch buffer."""
+    memory = InMemory(part.reader, dataset.sampler)
+    out = dataset.sampler.buffer(batch)
+    return rate(copy_step(memory, dataset.sampler.pairs(), out.shape[-1], batch, np.random.default_rng(1), out),
+                seconds)
+
+
+def sampler_rate(dataset: StationBatches, batch: int, seconds: float) -> float:
+    """Crops/s of `PatchSampler.sample` in this thread, into a reused buffer."""
+    sampler: PatchSampler = dataset.sampler
+    pairs, out, rng = sampler.pairs(), sampler.buffer(batch), np.random.default_rng(2)
+
+    def step() -> int:
+        chosen = rng.integers(len(pairs), size=batch)
+        sampler.sample([pairs[c][0] for c in chosen], [pairs[c][1] for c in chosen], rng, out=out)
+        return batch
+    return rate(step, seconds)
+
+
+def device_input_rate(dataset: StationBatches, plan, threads, settings: TrainSettings, device: torch.device,
+                      n_batches: int) -> float:
+    """Batches/s from cache files to augmented patches on the device."""
+    generator = torch.Generator(device).manual_seed(0)
+    augment_settings = AugmentSettings.from_train(settings)
+
+    def to_patches(batch) -> None:
+        augment(batch.crops.to(device, non_blocking=True), settings.patch_size_vox, augment_settings, generator)
+        sync(device)
+    return timed_batches(loader(dataset, plan, threads, pin_memory=device.type == "cuda"), n_batches, to_patches)
 
 
 def model_rate(settings: TrainSettings, device: torch.device, steps: int) -> float:
@@ -122,36 +171,73 @@ def model_rate(settings: TrainSettings, device: torch.device, steps: int) -> flo
     return steps / (time.perf_counter() - started)
 
 
+def measure(part: CohortPart, settings: TrainSettings, args: argparse.Namespace, device: torch.device) -> dict:
+    dataset = StationBatches(part, sampler_settings(settings, settings.margin_vox))
+    batch, n = settings.batch_size, args.batches
+    plan = epoch_plan(station_pairs(part)[2], (n + 2) * batch, batch, np.random.default_rng(0))
+    result: dict = {"copy_limit_crops_per_s": copy_limit(part, dataset, batch, args.seconds),
+                    "sampler_crops_per_s": sampler_rate(dataset, batch, args.seconds), "stream": [], "processes": []}
+    limit = result["copy_limit_crops_per_s"]
+    for threads in args.threads:
+        stream = loader(dataset, plan, threads, pin_memory=False)
+        crops = timed_batches(stream, n) * batch
+        used = stream.threads or 1  # 0: cut in the loop's own thread
+        result["stream"].append({"threads": threads, "threads_used": used, "crops_per_s": crops,
+                                 "crops_per_s_per_thread": crops / used,
+                                 "per_thread_over_copy_limit": crops / used / limit})
+    for workers in args.processes:
+        batches = torch.utils.data.DataLoader(SharedMemoryBatches(dataset), batch_size=None, sampler=plan,
+                                              num_workers=workers)
+        crops = timed_batches(batches, n) * batch
+        result["processes"].append({"workers": workers, "crops_per_s": crops, "crops_per_s_per_worker":
+                                    crops / max(1, workers), "per_worker_over_copy_limit":
+                                    crops / max(1, workers) / limit})
+    if device.type == "cuda":
+        result["device_input_batches_per_s"] = {
+            str(t): device_input_rate(dataset, plan, t, settings, device, n) for t in args.threads}
+        result["model_steps_per_s"] = model_rate(settings, device, args.steps)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--patch-size-vox", type=int, default=64)
     parser.add_argument("--margin-vox", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256])
-    parser.add_argument("--dropout", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.2, 0.2, 0.2])
-    parser.add_argument("--num-workers", type=int, default=4)
-    parser.add_argument("--scans", type=int, default=20)
-    parser.add_argument("--volume-vox", type=int, default=192)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--channels", type=int, nargs="+", default=None,
+                        help="conv blocks of the model (default: six for 64^3 patches, five for 32^3)")
+    parser.add_argument("--threads", type=threads_setting, nargs="+", default=[1, 2, "auto"],
+                        help="thread counts of the stream to measure (0, N or auto)")
+    parser.add_argument("--processes", type=int, nargs="*", default=[1, 2],
+                        help="DataLoader worker processes of the previous path to measure (none: skip)")
+    parser.add_argument("--scans", type=int, default=8)
+    parser.add_argument("--volume-vox", type=int, default=160)
+    parser.add_argument("--batches", type=int, default=8, help="timed batches per measurement (after 2 warm-up)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per copy-limit and sampler measurement")
+    parser.add_argument("--steps", type=int, default=20, help="timed model steps (CUDA)")
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    channels = tuple(args.channels or ((8, 16, 32, 64, 128, 256) if args.patch_size_vox >= 64 else
+                                       (8, 16, 32, 64, 128)))
     settings = TrainSettings(patch_size_vox=args.patch_size_vox, margin_vox=args.margin_vox,
-                             batch_size=args.batch_size, channels=tuple(args.channels), dropout=tuple(args.dropout),
-                             num_workers=args.num_workers)
+                             batch_size=args.batch_size, channels=channels,
+                             dropout=(0.05, 0.1, 0.2, 0.2, 0.2, 0.2, 0.2)[:len(channels)])
     rng = np.random.default_rng(0)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
-        part = bench_part(write_cache(Path(folder), args.scans, args.volume_vox, rng), rng)
-        inputs = input_rate(part, settings, device, args.steps)
-        steps = model_rate(settings, device, args.steps)
-    result = {
+        paths = write_cache(Path(folder), args.scans, args.volume_vox, rng)
+        warm_page_cache(paths)
+        result = measure(bench_part(paths, rng), settings, args, device)
+    result["setup"] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch_threads": torch.get_num_threads(), "load_average_1min": os.getloadavg()[0],
+        "machine": f"{platform.processor() or platform.machine()}, {usable_cores()} usable cores",
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]], "torch": torch.__version__,
         "patch_size_vox": settings.patch_size_vox, "crop_vox": settings.patch_size_vox + 2 * settings.margin_vox,
-        "batch_size": settings.batch_size, "channels": list(settings.channels), "num_workers": settings.num_workers,
-        "scans": args.scans, "volume_vox": args.volume_vox, "amp": device.type == "cuda",
-        "input_batches_per_s": inputs, "model_steps_per_s": steps, "input_over_model": inputs / steps,
+        "batch_size": settings.batch_size, "channels": list(settings.channels), "scans": args.scans,
+        "volume_vox": args.volume_vox, "amp": device.type == "cuda",
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     print(json.dumps(result, indent=1))
     if args.json:

@@ -11,21 +11,28 @@ left out); positives are oversampled to half of each epoch. TS2/TS3 items are sc
 patches (a station absent from the cache file gives a zero patch and an unknown status); N-stage classes are
 oversampled to equal shares. A scan whose tumour side is unknown keeps its N-stage terms and station BCE; only
 its pseudo-loss is undefined (counted in `CohortPart.unknown_side`).
+
+A part may pool the scans of several datasets (a study, `cache.dataset.Study`). A scan of a dataset whose
+config says `station_labels = false` has every station status unknown (-1) and `station_labelled` False: it is
+no TS1 item, adds nothing to the station BCE and no station metric, and keeps its N-stage terms. (Its manifest's
+"N0, no station list" would otherwise read as "every station benign", true only where stations are labelled.)
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from cache.dataset import DatasetConfig
+from cache.dataset import DatasetConfig, StudyRow
 from cache.manifest import ManifestRow
 from cache.reader import CacheReader
 from cache.sampler import PatchSampler, SamplerSettings
-from cache.schema import cache_file_name, rebuild_command
+from cache.schema import KEY_SEPARATOR, cache_file_name, rebuild_command
 from cache.stations import station_names
+from train.batch_stream import BatchStream
 from train.losses import group_masks, pseudo_targets
 from train.model import encode_side
 
@@ -41,7 +48,8 @@ class CohortPart:
     """Scans of one part of a fold (train, val or test): cache files and manifest labels, aligned by position.
 
     `n_stage` is -1 where unknown; `station_status` (scans, 17) is 1/0/-1 (unknown); `present` (scans, 17) says
-    which stations the scan's cache file holds.
+    which stations the scan's cache file holds; `datasets` names each scan's dataset; `station_labelled`
+    (scans,) is False for scans of a dataset without trusted station labels (their status is all -1).
     """
 
     reader: CacheReader
@@ -52,6 +60,8 @@ class CohortPart:
     station_status: np.ndarray
     present: np.ndarray
     rule_set: str
+    datasets: tuple[str, ...]
+    station_labelled: np.ndarray
 
     def __len__(self) -> int:
         return len(self.scan_ids)
@@ -63,36 +73,52 @@ class CohortPart:
 
 def open_part(config: DatasetConfig, rows: list[ManifestRow], patients: tuple[str, ...],
               expected: dict[str, dict]) -> CohortPart:
-    """The cache files of `patients`' scans, refusing missing files and files built with other settings
-    (`expected`: cache.build_settings.expected_settings of the dataset's current build settings)."""
+    """The cache files of `patients`' scans of one dataset (see `open_study_part`)."""
+    return open_study_part([StudyRow(config, r, r.patient_id) for r in rows], patients, expected)
+
+
+def open_study_part(rows: list[StudyRow], patients: tuple[str, ...], expected: dict[str, dict]) -> CohortPart:
+    """The cache files of `patients`' scans (pool ids), refusing missing files and files built with other
+    settings (`expected`: cache.build_settings.expected_settings of the current build settings)."""
+    rule_sets = {r.member.rule_set for r in rows}
+    assert len(rule_sets) == 1, rule_sets  # cache.dataset.load_study refuses members of different rule sets
     wanted = set(patients)
-    rows = sorted((r for r in rows if r.patient_id in wanted), key=lambda r: r.key)
-    paths = [config.cache_dir / cache_file_name(r.patient_id, r.scan_id) for r in rows]
-    missing = [str(p) for p in paths if not p.is_file()]
+    rows = sorted((r for r in rows if r.patient_id in wanted), key=lambda r: f"{r.patient_id}{KEY_SEPARATOR}"
+                                                                              f"{r.row.scan_id}")
+    paths = [r.member.cache_dir / cache_file_name(r.row.patient_id, r.row.scan_id) for r in rows]
+    missing = [(r.member.name, str(p)) for r, p in zip(rows, paths, strict=True) if not p.is_file()]
     if missing:
+        names = sorted({name for name, _ in missing})
         raise MissingCacheError(
-            f"{len(missing)} scan(s) of the manifest have no cache file, e.g. {', '.join(missing[:5])}; build them "
-            f"with: python -m preprocess --dataset {config.name} (or {rebuild_command(config.name)})"
+            f"{len(missing)} scan(s) of the manifest have no cache file, e.g. "
+            f"{', '.join(p for _, p in missing[:5])}; build them with: "
+            + "; ".join(f"python -m preprocess --dataset {n} (or {rebuild_command(n)})" for n in names)
         )
     reader = CacheReader(paths, expected)
     present = np.array([[name in info.stations for name in station_names()] for info in reader.infos], dtype=bool)
+    labelled = np.array([r.member.station_labels for r in rows], dtype=bool)
+    status = np.stack([r.row.station_status(r.member.label_column) for r in rows]).astype(np.int8) if rows else (
+        np.zeros((0, N_STATIONS), dtype=np.int8))
+    status[~labelled] = -1
     return CohortPart(
         reader=reader,
         patient_ids=tuple(r.patient_id for r in rows),
-        scan_ids=tuple(r.scan_id for r in rows),
-        tumor_sides=tuple(r.tumor_side for r in rows),
-        n_stage=np.array([-1 if r.n_stage(config.label_column) is None else r.n_stage(config.label_column)
-                          for r in rows], dtype=np.int64),
-        station_status=np.stack([r.station_status(config.label_column) for r in rows]).astype(np.int8)
-        if rows else np.zeros((0, N_STATIONS), dtype=np.int8),
+        scan_ids=tuple(r.row.scan_id for r in rows),
+        tumor_sides=tuple(r.row.tumor_side for r in rows),
+        n_stage=np.array([-1 if (n := r.row.n_stage(r.member.label_column)) is None else n for r in rows],
+                         dtype=np.int64),
+        station_status=status,
         present=present.reshape(len(rows), N_STATIONS),
-        rule_set=config.rule_set,
+        rule_set=rule_sets.pop(),
+        datasets=tuple(r.member.name for r in rows),
+        station_labelled=labelled,
     )
 
 
 def station_pairs(part: CohortPart) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """TS1 items: (scan positions, station indices, labels) of every present station with a known status."""
-    usable = part.present & (part.station_status >= 0)
+    """TS1 items: (scan positions, station indices, labels) of every present station with a known status
+    (never a scan without trusted station labels)."""
+    usable = part.present & (part.station_status >= 0) & part.station_labelled[:, None]
     scans, stations = np.nonzero(usable)
     return scans, stations, part.station_status[scans, stations].astype(np.float32)
 
@@ -151,7 +177,8 @@ class StationBatch:
 @dataclass(frozen=True)
 class ScanBatch:
     """TS2/TS3 batch: `crops` (B, 17, C, E, E, E); `side` (B, 2) one-hot; `n_stage` (B,) -1 unknown;
-    `station_status` (B, 17) 1/0/-1; `masks` (B, 3, 17) station groups of the side; `targets` (B, 3) pseudo-labels."""
+    `station_status` (B, 17) 1/0/-1; `masks` (B, 3, 17) station groups of the side; `targets` (B, 3) pseudo-labels;
+    `station_labelled` (B,) bool, False for a scan whose dataset has no trusted station labels."""
 
     crops: torch.Tensor
     side: torch.Tensor
@@ -159,24 +186,18 @@ class ScanBatch:
     station_status: torch.Tensor
     masks: torch.Tensor
     targets: torch.Tensor
+    station_labelled: torch.Tensor
 
     def pin_memory(self) -> ScanBatch:
         return ScanBatch(*(getattr(self, f).pin_memory() for f in self.__dataclass_fields__))
 
 
-def _crops(sampler: PatchSampler, scans: np.ndarray, stations: list[str], patch_sampling: str, seed: int,
-           out: np.ndarray | None = None):
-    """Training crops centred on weight-map draws (`patch_sampling` "weight_map") or on the station centroids."""
+def _centres(sampler: PatchSampler, scans: np.ndarray, stations: list[str], patch_sampling: str,
+             seed: int) -> np.ndarray:
+    """Training crop centres: weight-map draws from `default_rng(seed)` ("weight_map") or the station centroids."""
     if patch_sampling == "centroid":
-        return sampler.centroid(scans, stations, out=out)
-    return sampler.sample(scans, stations, np.random.default_rng(seed), out=out)
-
-
-def batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
-    """An empty float32 batch; in a DataLoader worker it is made in shared memory, so handing it to the main
-    process costs no copy (the sampler writes the crops straight into it)."""
-    tensor = torch.empty(shape, dtype=torch.float32)
-    return tensor.share_memory_() if torch.utils.data.get_worker_info() is not None else tensor
+        return sampler.centroids(scans, stations)
+    return sampler.draw(scans, stations, np.random.default_rng(seed))
 
 
 class StationBatches(torch.utils.data.Dataset):
@@ -190,14 +211,23 @@ class StationBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, request: BatchRequest) -> StationBatch:
+    def crop_shape(self, n_items: int) -> tuple[int, ...]:
+        """Shape of the crops of a batch of `n_items` items: (B, C, E, E, E)."""
+        return (n_items, *self.sampler.buffer(0).shape[1:])
+
+    def assemble(self, request: BatchRequest, crops: torch.Tensor, pool: Executor | None = None,
+                 parts: int = 1) -> StationBatch:
+        """The batch of `request`, its crops cut into `crops` (float32, `crop_shape`; `parts` chunks on `pool`)."""
         items = np.asarray(request.items)
         names = station_names()
-        crops = batch_tensor((len(items), *self.sampler.buffer(0).shape[1:]))
-        _crops(self.sampler, self.scans[items], [names[s] for s in self.stations[items]], self.patch_sampling,
-               request.seed, out=crops.numpy())
+        scans, stations = self.scans[items], [names[s] for s in self.stations[items]]
+        centres = _centres(self.sampler, scans, stations, self.patch_sampling, request.seed)
+        self.sampler.fill(scans, stations, centres, crops.numpy(), pool=pool, parts=parts)
         return StationBatch(crops, torch.from_numpy(self.stations[items].astype(np.int64)),
                             torch.from_numpy(self.labels[items]))
+
+    def __getitem__(self, request: BatchRequest) -> StationBatch:
+        return self.assemble(request, torch.empty(self.crop_shape(len(request.items))))
 
 
 def scan_targets(part: CohortPart, scans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -218,23 +248,37 @@ class ScanBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.part)
 
-    def __getitem__(self, request: BatchRequest) -> ScanBatch:
+    def crop_shape(self, n_items: int) -> tuple[int, ...]:
+        """Shape of the crops of a batch of `n_items` scans: (B, 17, C, E, E, E)."""
+        return (n_items, N_STATIONS, *self.sampler.buffer(0).shape[1:])
+
+    def assemble(self, request: BatchRequest, crops: torch.Tensor, pool: Executor | None = None,
+                 parts: int = 1) -> ScanBatch:
+        """The batch of `request`, its crops cut into `crops` (`crop_shape`); absent stations get zero crops."""
         scans = np.asarray(request.items)
         part, names = self.part, station_names()
-        crops = batch_tensor((len(scans), N_STATIONS, *self.sampler.buffer(0).shape[1:])).zero_()
-        rows, columns = np.nonzero(part.present[scans])
+        present = part.present[scans]
+        slots = crops.numpy().reshape(-1, *crops.shape[2:])  # (B * 17, C, E, E, E), a view
+        slots[np.flatnonzero(~present.ravel())] = 0.0
+        rows, columns = np.nonzero(present)
         if len(rows):
-            batch = _crops(self.sampler, scans[rows], [names[c] for c in columns], self.patch_sampling, request.seed)
-            crops.numpy()[rows, columns] = batch.image
-        status = np.where(part.present[scans], part.station_status[scans], -1).astype(np.int64)
+            stations = [names[c] for c in columns]
+            centres = _centres(self.sampler, scans[rows], stations, self.patch_sampling, request.seed)
+            self.sampler.fill(scans[rows], stations, centres, slots, slots=rows * N_STATIONS + columns, pool=pool,
+                              parts=parts)
+        status = np.where(present, part.station_status[scans], -1).astype(np.int64)
         masks, targets = scan_targets(part, scans)
         return ScanBatch(crops, encode_side([part.tumor_sides[i] for i in scans]),
                          torch.from_numpy(part.n_stage[scans]), torch.from_numpy(status),
-                         torch.from_numpy(masks), torch.from_numpy(targets))
+                         torch.from_numpy(masks), torch.from_numpy(targets),
+                         torch.from_numpy(part.station_labelled[scans]))
+
+    def __getitem__(self, request: BatchRequest) -> ScanBatch:
+        return self.assemble(request, torch.empty(self.crop_shape(len(request.items))))
 
 
-def loader(dataset: torch.utils.data.Dataset, plan: list[BatchRequest], num_workers: int,
-           pin_memory: bool) -> torch.utils.data.DataLoader:
-    """DataLoader over a plan of whole-batch requests (each worker assembles whole batches)."""
-    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=plan, num_workers=num_workers,
-                                       pin_memory=pin_memory)
+def loader(dataset: StationBatches | ScanBatches, plan: list[BatchRequest], num_workers: int | str,
+           pin_memory: bool) -> BatchStream:
+    """The batches of `plan`, cut by `num_workers` threads ("auto": as many as keep the model fed) into reused
+    (pinned when `pin_memory`) buffers; each batch is valid until the next is requested (see train/batch_stream.py)."""
+    return BatchStream(dataset, plan, num_workers, pin_memory)

@@ -23,8 +23,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from tqdm import tqdm
 
 from cache.build_settings import build_settings_for, expected_settings
-from cache.dataset import load_dataset
-from cache.manifest import read_manifest
+from cache.dataset import load_study, study_rows
 from cache.settings import format_settings, settings_dict
 from train.augment import AugmentSettings, augment, centre_crop
 from train.checkpoint import CheckpointError, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
@@ -36,12 +35,12 @@ from train.data import (
     StationBatches,
     epoch_plan,
     loader,
-    open_part,
+    open_study_part,
     sampler_settings,
     station_pairs,
 )
 from train.distributed import Ranks, setup, teardown, unwrap, wrap
-from train.folds import fold_file_path, load_or_make_folds
+from train.folds import fold_file_path, load_or_make_study_folds
 from train.inference import predict, settings_from_checkpoint, write_predictions
 from train.losses import LossWeights, n_stage_loss, station_bce
 from train.model import NStageModel, build_model
@@ -228,6 +227,8 @@ def validate(model: torch.nn.Module, part: CohortPart, settings: TrainSettings,
 
 
 def validation_scores(part: CohortPart, predictions) -> dict[str, float]:
+    """Station scores over the stations with a known label (a scan without trusted station labels has none:
+    train.data.open_study_part); N-stage over all scans."""
     known = ~np.isnan(predictions.station_prob) & (part.station_status >= 0)
     truth, probability = part.station_status[known], predictions.station_prob[known]
     station_bacc = balanced_accuracy_score(truth, probability >= 0.5) if known.any() else math.nan
@@ -248,24 +249,21 @@ def selection_metric(scores: dict[str, float], settings: TrainSettings) -> float
 
 
 def load_cohort(settings: TrainSettings, log) -> Cohort:
-    """The dataset's manifest, the stored folds, and the cache files of this fold's three parts."""
-    config = load_dataset(settings.dataset, settings.root or None, settings.cache_root or None)
-    manifest = read_manifest(config.manifest_path, config.root, config.rule_set, check_files=False)
-    if manifest.issues:
-        log(f"warning: {len(manifest.issues)} manifest row problem(s); those rows are left out:")
-        for issue in manifest.issues:
-            log(f"  {issue}")
-    rows = list(manifest.rows)
-    folds = load_or_make_folds(fold_file_path(settings.runs_dir, settings.dataset, config.label_column), rows,
-                               config.label_column, settings.n_folds, settings.val_fraction, settings.fold_seed)
+    """The dataset's (or study's pooled) manifests, the stored folds, and the cache files of this fold's parts."""
+    study = load_study(settings.dataset, settings.root or None, settings.cache_root or None)
+    rows = study_rows(study, log)
+    folds = load_or_make_study_folds(fold_file_path(settings.runs_dir, settings.dataset, study.label_column), study,
+                                     rows, settings.n_folds, settings.val_fraction, settings.fold_seed, log)
     fold = folds[settings.fold]
     expected = expected_settings(build_settings_for(settings.dataset))
-    cohort = Cohort(*(open_part(config, rows, patients, expected) for patients in (fold.train, fold.val, fold.test)),
-                    config.label_column)
+    cohort = Cohort(*(open_study_part(rows, patients, expected) for patients in (fold.train, fold.val, fold.test)),
+                    study.label_column)
     for name in ("train", "val", "test"):
         part = getattr(cohort, name)
-        labelled = int((part.station_status >= 0).all(axis=1).sum())
-        log(f"fold {settings.fold} {name}: {len(part)} scans, {labelled} with station labels, "
+        labelled = int(((part.station_status >= 0).all(axis=1) & part.station_labelled).sum())
+        members = "" if not study.namespaced else " (" + ", ".join(
+            f"{m.name} {part.datasets.count(m.name)}" for m in study.members) + ")"
+        log(f"fold {settings.fold} {name}: {len(part)} scans{members}, {labelled} with station labels, "
             f"{int((part.n_stage >= 0).sum())} with N-stage, {part.unknown_side} with unknown tumour side "
             f"(kept: no pseudo-loss, rule-based N-stage only when the side does not matter)")
     return cohort
