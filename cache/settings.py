@@ -55,7 +55,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return None if value is None else _coerce(value, args[0], where)
+        if value is None:
+            return None
+        for arg in args[:-1]:  # the first member that accepts the value (`int | Literal["auto"]`)
+            try:
+                return _coerce(value, arg, where)
+            except SettingsError:
+                continue
+        return _coerce(value, args[-1], where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise SettingsError(f"{where}: expected a list, got {value!r}")
