@@ -1,10 +1,10 @@
 """Training data over the cache: the scans of a fold part, epoch plans with oversampling, and batch datasets.
 
 An epoch plan is made in the main process from the run's saved numpy Generator: a list of `BatchRequest`s, each
-the items of one batch plus its own seed. A DataLoader worker turns a request into tensors with
-`cache.sampler.PatchSampler` (weight-map centres drawn from `default_rng(request.seed)`), so the batches do not
-depend on the number of workers, and a resumed run draws exactly what an uninterrupted one would.
-Workers open cache files lazily (`cache.reader.CacheReader`).
+the items of one batch plus its own seed. `loader` turns the requests into batches with
+`cache.sampler.PatchSampler` (weight-map centres drawn from `default_rng(request.seed)`), its threads cutting the
+crops into reused buffers while the model trains (train/batch_stream.py), so the batches do not depend on the
+number of threads, and a resumed run draws exactly what an uninterrupted one would.
 
 TS1 items are (scan, station) pairs with a known station status (stations absent from a scan's cache file are
 left out); positives are oversampled to half of each epoch. TS2/TS3 items are scans, each with all 17 station
