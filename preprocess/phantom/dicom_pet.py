@@ -80,14 +80,16 @@ def _ds(value: float) -> str:
 
 
 def write_pet_series(folder: Path, stored: np.ndarray, slopes: np.ndarray, grid: Grid,
-                     acquisition: PetAcquisition, patient_id: str, uid_seed: str) -> None:
-    """Write one file per slice (z order) into `folder`; UIDs are derived from `uid_seed` (deterministic)."""
+                     acquisition: PetAcquisition, patient_id: str, uid_seed: str, study_uid: str | None = None,
+                     frame_uid: str | None = None) -> None:
+    """Write one file per slice (z order) into `folder`; UIDs are derived from `uid_seed` (deterministic), the
+    study's and the frame of reference's unless given (a PET/CT study shares them with its CT series)."""
     folder.mkdir(parents=True, exist_ok=True)
     if grid.direction != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0):
         raise ValueError(f"{folder}: the phantom writes axial PET series only, got direction {grid.direction}")
-    study_uid = generate_uid(entropy_srcs=[uid_seed, "study"])
+    study_uid = study_uid or generate_uid(entropy_srcs=[uid_seed, "study"])
     series_uid = generate_uid(entropy_srcs=[uid_seed, "series"])
-    frame_uid = generate_uid(entropy_srcs=[uid_seed, "frame"])
+    frame_uid = frame_uid or generate_uid(entropy_srcs=[uid_seed, "frame"])
     start = acquisition.series_start
     nz, ny, nx = stored.shape
     for k in range(nz):

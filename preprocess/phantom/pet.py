@@ -64,10 +64,15 @@ def scanner(activity: np.ndarray, spacing_mm: float, factor: int, physics: PetPh
     blurred = np.pad(blurred, pad, mode="edge")
     nz, ny, nx = (n // factor for n in blurred.shape)
     coarse = blurred.reshape(nz, factor, ny, factor, nx, factor).mean(axis=(1, 3, 5))
-    noise = rng.standard_normal(coarse.shape, dtype=np.float32)
+    return add_pet_noise(coarse, physics.noise_level, rng)
+
+
+def add_pet_noise(suv: np.ndarray, noise_level: float, rng: np.random.Generator) -> np.ndarray:
+    """float32 `suv` plus correlated noise of SD noise_level * sqrt(SUV + 0.05), clipped at 0 (as reconstructed)."""
+    noise = rng.standard_normal(suv.shape, dtype=np.float32)
     noise = ndimage.gaussian_filter(noise, sigma=0.5)  # correlated like reconstructed noise
     noise /= max(float(noise.std()), 1e-6)
-    noisy = coarse + physics.noise_level * np.sqrt(np.maximum(coarse, 0.0) + 0.05) * noise
+    noisy = suv + noise_level * np.sqrt(np.maximum(suv, 0.0) + 0.05) * noise
     return np.maximum(noisy, 0.0).astype(np.float32)
 
 
