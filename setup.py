@@ -26,6 +26,7 @@ setup(
         "matplotlib>=3.7",
         "argparse-dataclass>=2.0",
         "tqdm>=4.65",
+        "openpyxl>=3.1",  # clinical tables in XLSX (python -m preprocess.import_tcia)
         "tomli>=2.0; python_version<'3.11'",
     ],
     extras_require={

@@ -32,7 +32,8 @@ NAMESPACE_SEPARATOR = "/"  # study patient ids: "<dataset>/<patient_id>" (manife
 STUDY_KEYS = ("members", "train", "evaluate")  # what a study file may hold
 # Tables of a dataset config that override a stage's settings for this dataset (e.g. `[preprocess]
 # spacing_mm = 2.0` for the demo); each stage checks its table against its own settings dataclass.
-STAGE_TABLES = ("phantom", "preprocess", "train", "evaluate")  # [phantom]: how the demo cohort is drawn
+# [phantom]: how the demo cohort is drawn; [import_tcia]: the clinical table's columns (preprocess.import_tcia).
+STAGE_TABLES = ("phantom", "preprocess", "train", "evaluate", "import_tcia")
 
 
 @dataclass(frozen=True)
