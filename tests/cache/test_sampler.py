@@ -1,5 +1,6 @@
 """The patch sampler: weighted centres, exact crops and windows, border padding, mask channel, centroid patch."""
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -116,3 +117,21 @@ def test_a_station_missing_from_the_file_is_named(known):
     sampler = PatchSampler(CacheReader([path]), SamplerSettings(patch_size_vox=4))
     with pytest.raises(KeyError, match=r"no station '4R' in the fused labels; present: 7"):
         sampler.centroid([0], ["4R"])
+
+
+def test_threads_and_slots_cut_the_same_crops_into_the_slots_asked_for(tmp_path):
+    record = tiny_record()
+    sampler = PatchSampler(CacheReader([write_scan(tmp_path / "p1__s1.h5", record)]),
+                           SamplerSettings(patch_size_vox=8, station_mask_channel=True))
+    names = [t.name for t in record.stations] * 3
+    centres = sampler.draw([0] * len(names), names, np.random.default_rng(4))
+    alone = sampler.fill([0] * len(names), names, centres).image
+    with ThreadPoolExecutor(3) as pool:
+        threaded = sampler.fill([0] * len(names), names, centres, pool=pool, parts=3).image
+        slots = np.arange(len(names)) * 2 + 1  # every other slot, the even ones left as they were
+        out = np.full((2 * len(names), *alone.shape[1:]), 7.0, dtype=np.float32)
+        placed = sampler.fill([0] * len(names), names, centres, out, slots=slots, pool=pool, parts=2).image
+    assert np.array_equal(threaded, alone)
+    assert placed is out and np.array_equal(out[1::2], alone) and (out[0::2] == 7.0).all()
+    with pytest.raises(ValueError, match="at slots up to"):
+        sampler.fill([0], names[:1], centres[:1], out[:2], slots=[2])
