@@ -10,12 +10,10 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
-import pydicom
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from cache.grid import Grid
-from preprocess.phantom.dicom_pet import _ds
+from preprocess.phantom.dicom_pet import set_axial_slice, slice_dataset
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -41,32 +39,13 @@ def write_ct_series(folder: Path, hu: np.ndarray, grid: Grid, patient_id: str, w
         raise ValueError(f"{folder}: the phantom writes axial CT series only, got direction {grid.direction}")
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = generate_uid(entropy_srcs=[uid_seed, "ct-series"])
-    nz, ny, nx = hu.shape
-    for k in range(nz):
+    for k in range(hu.shape[0]):
         sop_uid = generate_uid(entropy_srcs=[uid_seed, "ct-slice", str(k)])
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CT_IMAGE_STORAGE, sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CT_IMAGE_STORAGE, sop_uid
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        ds.PatientName, ds.PatientID, ds.PatientSex = f"Phantom^{patient_id}", patient_id, "O"
+        ds = slice_dataset(CT_IMAGE_STORAGE, sop_uid, patient_id, (study_uid, series_uid, frame_uid), when)
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", series_number, k + 1
         ds.SeriesDescription = description
-        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = when.strftime("%Y%m%d")
-        ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = when.strftime("%H%M%S")
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.KVP = "120"
-        position = grid.index_to_physical(np.array([k, 0, 0]))
-        ds.ImagePositionPatient = [_ds(v) for v in position]
-        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-        ds.PixelSpacing = [_ds(grid.spacing_mm[1]), _ds(grid.spacing_mm[0])]
-        ds.SliceThickness = _ds(grid.spacing_mm[2])
-        ds.SliceLocation = _ds(position[2])
-        ds.Rows, ds.Columns = ny, nx
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        set_axial_slice(ds, grid, k, hu[k])
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = "1", "0", "HU"
-        ds.PixelData = np.ascontiguousarray(hu[k], dtype=np.int16).tobytes()
         ds.save_as(folder / f"{k + 1:04d}.dcm", enforce_file_format=True)

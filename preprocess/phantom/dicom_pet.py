@@ -91,23 +91,12 @@ def write_pet_series(folder: Path, stored: np.ndarray, slopes: np.ndarray, grid:
     series_uid = generate_uid(entropy_srcs=[uid_seed, "series"])
     frame_uid = frame_uid or generate_uid(entropy_srcs=[uid_seed, "frame"])
     start = acquisition.series_start
-    nz, ny, nx = stored.shape
-    for k in range(nz):
+    for k in range(stored.shape[0]):
         sop_uid = generate_uid(entropy_srcs=[uid_seed, "slice", str(k)])
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = PET_IMAGE_STORAGE
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = PET_IMAGE_STORAGE, sop_uid
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        ds.PatientName, ds.PatientID, ds.PatientSex = f"Phantom^{patient_id}", patient_id, "O"
+        ds = slice_dataset(PET_IMAGE_STORAGE, sop_uid, patient_id, (study_uid, series_uid, frame_uid), start)
         ds.PatientWeight = _ds(acquisition.weight_kg)
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "PT", 2, k + 1
         ds.SeriesDescription = "synthetic PET (preprocess.phantom)"
-        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = start.strftime("%Y%m%d")
-        ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = start.strftime("%H%M%S")
         ds.Units, ds.DecayCorrection = "BQML", "START"
         ds.CorrectedImage = ["ATTN", "DECY", "SCAT", "DTIM", "NORM"]
         ds.ImageType = ["ORIGINAL", "PRIMARY"]
@@ -118,15 +107,38 @@ def write_pet_series(folder: Path, stored: np.ndarray, slopes: np.ndarray, grid:
         drug.RadiopharmaceuticalStartDateTime = acquisition.injection.strftime("%Y%m%d%H%M%S")
         drug.RadiopharmaceuticalStartTime = acquisition.injection.strftime("%H%M%S")
         ds.RadiopharmaceuticalInformationSequence = Sequence([drug])
-        position = grid.index_to_physical(np.array([k, 0, 0]))
-        ds.ImagePositionPatient = [_ds(v) for v in position]
-        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-        ds.PixelSpacing = [_ds(grid.spacing_mm[1]), _ds(grid.spacing_mm[0])]
-        ds.SliceThickness = _ds(grid.spacing_mm[2])
-        ds.SliceLocation = _ds(position[2])
-        ds.Rows, ds.Columns = ny, nx
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        set_axial_slice(ds, grid, k, stored[k])
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = _ds(slopes[k]), "0", "BQML"
-        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
         ds.save_as(folder / f"slice_{k + 1:04d}.dcm", enforce_file_format=True)
+
+
+def slice_dataset(sop_class: str, sop_uid: str, patient_id: str, uids: tuple[str, str, str],
+                  when: dt.datetime) -> pydicom.Dataset:
+    """A slice's dataset with the tags every phantom series shares: file meta, synthetic patient, the study,
+    series and frame-of-reference `uids`, and dates and times of `when`."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = uids
+    ds.PatientName, ds.PatientID, ds.PatientSex = f"Phantom^{patient_id}", patient_id, "O"
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = when.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = when.strftime("%H%M%S")
+    return ds
+
+
+def set_axial_slice(ds: pydicom.Dataset, grid: Grid, k: int, pixels: np.ndarray) -> None:
+    """Geometry of axial slice `k` of `grid` and its int16 (y, x) `pixels` (rescale tags are the caller's)."""
+    position = grid.index_to_physical(np.array([k, 0, 0]))
+    ds.ImagePositionPatient = [_ds(v) for v in position]
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    ds.PixelSpacing = [_ds(grid.spacing_mm[1]), _ds(grid.spacing_mm[0])]
+    ds.SliceThickness = _ds(grid.spacing_mm[2])
+    ds.SliceLocation = _ds(position[2])
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.int16).tobytes()
