@@ -77,16 +77,18 @@ def _binary(values: np.ndarray, name: str) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def station_metrics(y_true: np.ndarray, y_pred: np.ndarray, probability: np.ndarray | None = None) -> StationMetrics:
+def station_metrics(y_true: np.ndarray, y_pred: np.ndarray, probability: np.ndarray | None = None,
+                    sample_weight: np.ndarray | None = None) -> StationMetrics:
     """Metrics of binary station predictions; `probability` (of malignancy) gives the AUC, else AUC is NaN.
 
     Inputs are 1-D over stations with known labels. Without positives, sensitivity and AUC are NaN and the
     balanced accuracy is the specificity alone (mean recall over the classes present); likewise without negatives.
+    `sample_weight` (a bootstrap resample's multiplicities) weighs each station; the counts are then weighted sums.
     """
     y_true, y_pred = _binary(y_true, "y_true"), _binary(y_pred, "y_pred")
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
-    tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1], sample_weight=sample_weight).ravel()
     sensitivity, specificity = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
     recalls = [r for r in (sensitivity, specificity) if not np.isnan(r)]
     auc = float("nan")
@@ -95,9 +97,9 @@ def station_metrics(y_true: np.ndarray, y_pred: np.ndarray, probability: np.ndar
         if probability.shape != y_true.shape:
             raise ValueError(f"probability {probability.shape} and y_true {y_true.shape} differ in shape")
         if tp + fn and tn + fp:
-            auc = float(roc_auc_score(y_true, probability))
+            auc = float(roc_auc_score(y_true, probability, sample_weight=sample_weight))
     return StationMetrics(
-        accuracy=_ratio(tp + tn, y_true.size),
+        accuracy=_ratio(tp + tn, tp + tn + fp + fn),
         balanced_accuracy=float(np.mean(recalls)) if recalls else float("nan"),
         sensitivity=sensitivity,
         specificity=specificity,
@@ -116,9 +118,10 @@ def _stages(values: np.ndarray, name: str) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def n_stage_confusion(n_true: np.ndarray, n_pred: np.ndarray) -> np.ndarray:
-    """4x4 counts, rows true N0-N3, columns predicted N0-N3."""
-    return confusion_matrix(_stages(n_true, "n_true"), _stages(n_pred, "n_pred"), labels=list(range(N_STAGES)))
+def n_stage_confusion(n_true: np.ndarray, n_pred: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """4x4 counts (weighted sums with `sample_weight`), rows true N0-N3, columns predicted N0-N3."""
+    return confusion_matrix(_stages(n_true, "n_true"), _stages(n_pred, "n_pred"), labels=list(range(N_STAGES)),
+                            sample_weight=sample_weight)
 
 
 def station_confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -126,12 +129,13 @@ def station_confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     return confusion_matrix(_binary(y_true, "y_true"), _binary(y_pred, "y_pred"), labels=[0, 1])
 
 
-def n_stage_metrics(n_true: np.ndarray, n_pred: np.ndarray) -> NStageMetrics:
-    """Accuracy, balanced accuracy and one-vs-rest sensitivity/specificity macro over the stages present."""
+def n_stage_metrics(n_true: np.ndarray, n_pred: np.ndarray, sample_weight: np.ndarray | None = None) -> NStageMetrics:
+    """Accuracy, balanced accuracy and one-vs-rest sensitivity/specificity macro over the stages present
+    (`sample_weight`: each scan's weight, e.g. a bootstrap resample's multiplicities)."""
     n_true, n_pred = _stages(n_true, "n_true"), _stages(n_pred, "n_pred")
     if n_true.shape != n_pred.shape:
         raise ValueError(f"n_true {n_true.shape} and n_pred {n_pred.shape} differ in shape")
-    matrix = n_stage_confusion(n_true, n_pred)
+    matrix = n_stage_confusion(n_true, n_pred, sample_weight)
     present = tuple(int(c) for c in np.flatnonzero(matrix.sum(axis=1)))
     total = matrix.sum()
     sensitivities, specificities = [], []

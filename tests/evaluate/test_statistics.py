@@ -71,3 +71,67 @@ def test_monte_carlo_permutation_is_seeded_and_close_to_exact():
 def test_identical_methods_give_p_one():
     y = np.array([0, 1, 2])
     assert paired_permutation_test(y, y, y, np.random.default_rng(0)).p_value == 1.0
+
+
+def test_cluster_permutation_test_against_hand_computed_null():
+    from evaluate.statistics import cluster_permutation_test
+
+    # patient differences (right by A - right by B): p0 +2 (3 stations), p1 +1, p2 0 -> flips of p0, p1 give
+    # sums {3, 1, -1, -3}; |sum| >= 3 in 2 of 4 patterns
+    y_true = np.array([1, 1, 0, 1, 0, 0])
+    pred_a = np.array([1, 1, 0, 1, 1, 0])
+    pred_b = np.array([0, 0, 0, 0, 1, 0])
+    clusters = ["p0", "p0", "p0", "p1", "p2", "p2"]
+    result = cluster_permutation_test(y_true, pred_a, pred_b, clusters, np.random.default_rng(0))
+    assert result.exact and result.n_permutations == 4
+    assert result.difference == pytest.approx(3 / 6) and result.p_value == pytest.approx(0.5)
+
+
+def test_one_patient_with_many_discordant_stations_is_significant_for_mcnemar_but_not_when_clustered():
+    from evaluate.statistics import cluster_permutation_test
+
+    y_true = np.ones(17 * 3, dtype=int)
+    pred_a = y_true.copy()
+    pred_b = y_true.copy()
+    pred_b[:17] = 0  # B misses every station of patient 0 only
+    clusters = [f"p{i // 17}" for i in range(y_true.size)]
+    assert mcnemar_exact(y_true, pred_a, pred_b).p_value < 1e-4  # 17 "independent" discordant cases
+    clustered = cluster_permutation_test(y_true, pred_a, pred_b, clusters, np.random.default_rng(0))
+    assert clustered.p_value == 1.0  # one patient: its sign flip gives +17 or -17, both as extreme
+
+
+def test_cluster_permutation_test_monte_carlo_agrees_with_exact_enumeration(monkeypatch):
+    import evaluate.statistics as statistics
+
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 2, 48)  # 12 patients of 4 stations: at most 12 differing patients, enumerated
+    pred_a = np.where(rng.random(48) < 0.8, y_true, 1 - y_true)
+    pred_b = np.where(rng.random(48) < 0.6, y_true, 1 - y_true)
+    clusters = [f"p{i // 4}" for i in range(48)]
+    exact = statistics.cluster_permutation_test(y_true, pred_a, pred_b, clusters, rng)
+    monkeypatch.setattr(statistics, "EXACT_PERMUTATION_LIMIT", 0)
+    sampled = statistics.cluster_permutation_test(y_true, pred_a, pred_b, clusters, np.random.default_rng(2), 40_000)
+    assert exact.exact and not sampled.exact
+    assert sampled.p_value == pytest.approx(exact.p_value, abs=0.01)
+
+
+def test_patient_bootstrap_moves_a_patients_scans_together_and_matches_a_hand_computed_interval():
+    from evaluate.metrics import n_stage_metrics
+    from evaluate.statistics import bootstrap_intervals, patient_resamples
+
+    # p0: one scan staged right; p1: two scans staged wrong. Resamples (multiplicities of p0, p1):
+    # (2, 0) -> accuracy 1, (0, 2) -> 0, (1, 1) -> 1/3 (one right scan of three)
+    patients = ["p0", "p1", "p1"]
+    n_true, n_pred = np.array([1, 2, 3]), np.array([1, 0, 0])
+    weights = np.array([[2, 0, 0], [0, 2, 2], [1, 1, 1]])
+    intervals = bootstrap_intervals(lambda w: n_stage_metrics(n_true, n_pred, w), weights, ["accuracy"])
+    # percentiles 2.5 and 97.5 of (0, 1/3, 1), linear interpolation: 0.05 * 1/3 and 1/3 + 0.95 * 2/3
+    assert intervals["accuracy"].low == pytest.approx(0.05 / 3)
+    assert intervals["accuracy"].high == pytest.approx(1 / 3 + 0.95 * 2 / 3)
+
+    drawn = patient_resamples(patients, 4000, np.random.default_rng(0))
+    assert drawn.shape == (4000, 3) and (drawn[:, 1] == drawn[:, 2]).all()
+    assert set(np.unique(drawn[:, 0] + drawn[:, 1])) == {2}  # two patients drawn each time
+    # P(p0 drawn twice) = 1/4, once = 1/2, never = 1/4
+    share = np.bincount(drawn[:, 0], minlength=3) / 4000
+    np.testing.assert_allclose(share, [0.25, 0.5, 0.25], atol=0.03)
