@@ -24,7 +24,7 @@ import pydicom
 import SimpleITK as sitk
 
 from cache.settings import SettingsError, settings_from_namespace, settings_parents
-from preprocess.dicom_series import DicomSeriesError, read_series, series_files
+from preprocess.dicom_series import DicomSeriesError, read_headers, read_series, series_files
 from preprocess.suv_times import (
     SuvError,
     TimedValue,
@@ -309,7 +309,7 @@ def read_suv_series(folder: str | Path, settings: SuvSettings = SuvSettings(),
                     series_uid: str | None = None) -> tuple[sitk.Image, SuvProvenance]:
     """SUVbw volume (float32, geometry of the series, no metadata) of the PET series in `folder`."""
     files = series_files(Path(folder), series_uid, modality=None if series_uid else "PT")
-    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    headers = read_headers(files, Path(folder))
     sources = [slice_source(ds, folder, k, len(files)) for k, ds in enumerate(headers)]
     for ds, source in zip(headers, sources, strict=True):
         if element_text(ds, "Modality") != "PT":

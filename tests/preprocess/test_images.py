@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from itertools import product
 from pathlib import Path
 
@@ -97,3 +98,37 @@ def test_unreadable_paths_are_refused(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DicomSeriesError, match="no DICOM series found"):
         read_image(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999])
+def test_a_truncated_nifti_gz_is_refused_not_zero_filled(shared_data: Path, tmp_path: Path, keep: float):
+    """The real CT cut short: SimpleITK used to read it with the missing part as zeros."""
+    source = shared_data / "ct" / "totalsegmentator" / "mediastinum_crop" / "ct_cropped.nii.gz"
+    path = tmp_path / "ct.nii.gz"
+    content = source.read_bytes()
+    path.write_bytes(content[: int(len(content) * keep)])
+    with pytest.raises(ImageReadError, match=rf"{path}: cannot be read to its end .* copy it again"):
+        read_image(path)
+    assert read_image(source).GetSize() == (120, 126, 164)
+
+
+def test_a_truncated_plain_nifti_is_refused(tmp_path: Path):
+    path = tmp_path / "ct.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((6, 7, 8), dtype=np.int16)), str(path))
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ImageReadError, match=r"holds \d+ bytes of header and voxels, its header needs \d+"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_voxels_are_refused_in_ct_and_pet(tmp_path: Path, bad: float, suffix: str):
+    """SimpleITK reads a NIfTI NaN as 0: the file itself is checked."""
+    values = np.full((3, 4, 5), 1.5, dtype=np.float32)
+    values[1, 2, 3] = bad
+    path = tmp_path / f"pet{suffix}"
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(path))
+    with pytest.raises(ImageReadError, match=rf"pet{re.escape(suffix)}: 1 voxel\(s\) are NaN or infinite"):
+        read_pet_suv(path, SuvSettings(), pet_nifti_is_suv=True)
+    with pytest.raises(ImageReadError, match="NaN or infinite"):
+        read_image(path)
