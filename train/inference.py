@@ -32,6 +32,21 @@ from train.settings import TrainSettings
 THRESHOLD = 0.5
 
 
+class InferenceError(ValueError):
+    """Model outputs that are not finite numbers (a damaged checkpoint or input): never read as "absent" or N0."""
+
+
+def check_finite_outputs(values: np.ndarray, what: str, part: CohortPart, scans: np.ndarray) -> None:
+    """Refuse NaN or infinite `values` (one per entry of `scans`), naming the scans they belong to."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = bad.reshape(len(bad), -1).any(axis=1)
+        names = sorted({f"{part.patient_ids[i]}/{part.scan_ids[i]}" for i in np.asarray(scans)[rows]})
+        raise InferenceError(f"{int(bad.sum())} {what} are NaN or infinite (scans {', '.join(names[:5])}"
+                             f"{' ...' if len(names) > 5 else ''}); the checkpoint or the input is damaged: check "
+                             "the checkpoint (it is verified on load) and run python -m cache verify")
+
+
 @dataclass(frozen=True)
 class Predictions:
     """`station_prob` (scans, 17), NaN where a station is absent; `n_prob` (scans, 4) for TS2/TS3, else None;
@@ -84,6 +99,8 @@ def predict(model: torch.nn.Module, part: CohortPart, settings: TrainSettings, d
     rng = np.random.default_rng(seed)
     draws = [_pair_logits(classifier, sampler, scans, stations, device, batch_size, None)]
     draws += [_pair_logits(classifier, sampler, scans, stations, device, batch_size, rng) for _ in range(samples)]
+    for d in draws:  # NaN is "absent" below: a NaN output must not pass as a station the registration missed
+        check_finite_outputs(d, "station logits", part, scans)
     station_prob = np.full((len(part), N_STATIONS), np.nan)
     station_prob[scans, stations] = np.mean([1 / (1 + np.exp(-d.astype(np.float64))) for d in draws], axis=0)
     if not isinstance(model, NStageModel):
@@ -103,6 +120,7 @@ def predict(model: torch.nn.Module, part: CohortPart, settings: TrainSettings, d
             stage_logits = model.head(torch.cat([torch.from_numpy(logits).to(device), side], dim=1))
         n_prob.append(stage_logits.float().softmax(dim=1).cpu().numpy())
     n_prob = np.mean(n_prob, axis=0)
+    check_finite_outputs(n_prob, "N-stage probabilities", part, np.arange(len(part)))
     return Predictions(station_prob, n_prob, n_prob.argmax(axis=1).astype(np.int64))
 
 
