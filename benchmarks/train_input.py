@@ -6,9 +6,11 @@ cache.writer, page cache warm), TS1 batches of `--batch-size` two-channel crops 
   (`benchmarks/sampling.py`'s copy step: random scan and station, weight-map centre);
 - sampler: one thread, `PatchSampler.sample` into a reused buffer (centres, int16/float32 reads, windowing);
 - stream: `train.data.loader` (threads cutting into a ring of reused buffers) for each of `--threads`, the loop
-  only taking the batches: crops/s in all and per thread, over the copy limit (target >= 0.5 per thread);
+  only taking the batches;
 - processes: the previous input path, a DataLoader whose `--processes` workers each fill a new shared-memory
-  batch per request, for comparison;
+  batch per request (workers start per epoch: their start-up is part of their CPU time), for comparison.
+Each reports crops per second of wall time and per CPU-second (crops per core kept busy for a second: on a
+shared machine a thread gets only part of a core), and the latter over the copy limit's (target >= 0.5).
 - with CUDA: input batches/s to patches on the device (stream, pinned buffers, non-blocking copy, affine +
   elastic + noise on the device) for each thread count, and forward + backward + Adam steps/s of the station
   classifier alone (AMP). Target: input >= model with at most 4 threads.
@@ -28,7 +30,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +49,7 @@ from train.model import build_classifier
 from train.settings import TrainSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sampling import InMemory, copy_step, rate, warm_page_cache  # noqa: E402 -- a sibling script, not a package
+from sampling import InMemory, copy_step, warm_page_cache  # noqa: E402 -- a sibling script, not a package
 
 
 def write_cache(folder: Path, n_scans: int, edge: int, rng: np.random.Generator) -> list[Path]:
@@ -90,18 +92,48 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_batches(batches: Iterable, n_batches: int, per_batch=lambda batch: None) -> float:
-    """Batches per second over `n_batches` after two warm-up batches (threads, numba, first touches)."""
-    started, done = None, 0
-    for i, batch in enumerate(batches):
-        per_batch(batch)
-        if i == 1:
-            started = time.perf_counter()
-        elif i > 1:
-            done += 1
-        if done == n_batches:
-            break
-    return done / (time.perf_counter() - started)
+@dataclass(frozen=True)
+class Timing:
+    """Crops made, wall seconds, and CPU seconds of this process's threads (and of its ended child processes)."""
+
+    crops: int
+    wall_s: float
+    cpu_s: float
+
+    def rates(self, limit: Timing | None = None) -> dict[str, float]:
+        """Crops per second and per CPU-second (a core kept busy for a second); over `limit`'s per CPU-second."""
+        rates = {"crops_per_s": self.crops / self.wall_s, "crops_per_cpu_s": self.crops / self.cpu_s}
+        if limit is not None:
+            rates["per_cpu_s_over_copy_limit"] = rates["crops_per_cpu_s"] / (limit.crops / limit.cpu_s)
+        return rates
+
+
+def cpu_seconds() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def timed(step, seconds: float) -> Timing:
+    """Run `step` (returns the crops it made) for about `seconds` after one warm-up call."""
+    step()
+    crops, wall, cpu = 0, time.perf_counter(), cpu_seconds()
+    while time.perf_counter() - wall < seconds:
+        crops += step()
+    return Timing(crops, time.perf_counter() - wall, cpu_seconds() - cpu)
+
+
+def timed_batches(make_batches, n_batches: int, batch_size: int, per_batch=lambda batch: None) -> Timing:
+    """`n_batches` batches of `make_batches()` after two warm-up batches (threads, numba, first touches); the
+    CPU time counts worker processes only once they have ended, so the iterator is closed before it is read."""
+    batches = iter(make_batches())
+    for _ in range(2):
+        per_batch(next(batches))
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    for _ in range(n_batches):
+        per_batch(next(batches))
+    wall = time.perf_counter() - wall
+    del batches
+    return Timing(n_batches * batch_size, wall, cpu_seconds() - cpu)
 
 
 class SharedMemoryBatches(torch.utils.data.Dataset):
@@ -115,16 +147,16 @@ class SharedMemoryBatches(torch.utils.data.Dataset):
         return self.dataset.assemble(request, crops)
 
 
-def copy_limit(part: CohortPart, dataset: StationBatches, batch: int, seconds: float) -> float:
-    """Crops/s of one thread copying in-memory windowed float32 crops of the same edge into a batch buffer."""
+def copy_limit(part: CohortPart, dataset: StationBatches, batch: int, seconds: float) -> Timing:
+    """One thread copying in-memory windowed float32 crops of the same edge into a batch buffer."""
     memory = InMemory(part.reader, dataset.sampler)
     out = dataset.sampler.buffer(batch)
-    return rate(copy_step(memory, dataset.sampler.pairs(), out.shape[-1], batch, np.random.default_rng(1), out),
-                seconds)
+    return timed(copy_step(memory, dataset.sampler.pairs(), out.shape[-1], batch, np.random.default_rng(1), out),
+                 seconds)
 
 
-def sampler_rate(dataset: StationBatches, batch: int, seconds: float) -> float:
-    """Crops/s of `PatchSampler.sample` in this thread, into a reused buffer."""
+def sampler_timing(dataset: StationBatches, batch: int, seconds: float) -> Timing:
+    """`PatchSampler.sample` in this thread, into a reused buffer."""
     sampler: PatchSampler = dataset.sampler
     pairs, out, rng = sampler.pairs(), sampler.buffer(batch), np.random.default_rng(2)
 
@@ -132,7 +164,7 @@ def sampler_rate(dataset: StationBatches, batch: int, seconds: float) -> float:
         chosen = rng.integers(len(pairs), size=batch)
         sampler.sample([pairs[c][0] for c in chosen], [pairs[c][1] for c in chosen], rng, out=out)
         return batch
-    return rate(step, seconds)
+    return timed(step, seconds)
 
 
 def device_input_rate(dataset: StationBatches, plan, threads, settings: TrainSettings, device: torch.device,
@@ -144,7 +176,9 @@ def device_input_rate(dataset: StationBatches, plan, threads, settings: TrainSet
     def to_patches(batch) -> None:
         augment(batch.crops.to(device, non_blocking=True), settings.patch_size_vox, augment_settings, generator)
         sync(device)
-    return timed_batches(loader(dataset, plan, threads, pin_memory=device.type == "cuda"), n_batches, to_patches)
+    timing = timed_batches(lambda: loader(dataset, plan, threads, pin_memory=device.type == "cuda"), n_batches,
+                           settings.batch_size, to_patches)
+    return n_batches / timing.wall_s
 
 
 def model_rate(settings: TrainSettings, device: torch.device, steps: int) -> float:
@@ -175,23 +209,26 @@ def measure(part: CohortPart, settings: TrainSettings, args: argparse.Namespace,
     dataset = StationBatches(part, sampler_settings(settings, settings.margin_vox))
     batch, n = settings.batch_size, args.batches
     plan = epoch_plan(station_pairs(part)[2], (n + 2) * batch, batch, np.random.default_rng(0))
-    result: dict = {"copy_limit_crops_per_s": copy_limit(part, dataset, batch, args.seconds),
-                    "sampler_crops_per_s": sampler_rate(dataset, batch, args.seconds), "stream": [], "processes": []}
-    limit = result["copy_limit_crops_per_s"]
+    limit = copy_limit(part, dataset, batch, args.seconds)
+    result: dict = {"copy_limit": limit.rates(), "sampler": sampler_timing(dataset, batch, args.seconds).rates(limit),
+                    "stream": [], "processes": []}
     for threads in args.threads:
-        stream = loader(dataset, plan, threads, pin_memory=False)
-        crops = timed_batches(stream, n) * batch
-        used = stream.threads or 1  # 0: cut in the loop's own thread
-        result["stream"].append({"threads": threads, "threads_used": used, "crops_per_s": crops,
-                                 "crops_per_s_per_thread": crops / used,
-                                 "per_thread_over_copy_limit": crops / used / limit})
+        streams: list = []
+
+        def stream(threads=threads, streams=streams):
+            streams.append(loader(dataset, plan, threads, pin_memory=False))
+            return streams[-1]
+        timing = timed_batches(stream, n, batch)
+        used = streams[0].threads or 1  # 0: cut in the loop's own thread
+        rates = timing.rates(limit)
+        result["stream"].append({"threads": threads, "threads_used": used, **rates,
+                                 "crops_per_s_per_thread": rates["crops_per_s"] / used})
     for workers in args.processes:
-        batches = torch.utils.data.DataLoader(SharedMemoryBatches(dataset), batch_size=None, sampler=plan,
-                                              num_workers=workers)
-        crops = timed_batches(batches, n) * batch
-        result["processes"].append({"workers": workers, "crops_per_s": crops, "crops_per_s_per_worker":
-                                    crops / max(1, workers), "per_worker_over_copy_limit":
-                                    crops / max(1, workers) / limit})
+        timing = timed_batches(lambda workers=workers: torch.utils.data.DataLoader(
+            SharedMemoryBatches(dataset), batch_size=None, sampler=plan, num_workers=workers), n, batch)
+        rates = timing.rates(limit)
+        result["processes"].append({"workers": workers, **rates,
+                                    "crops_per_s_per_worker": rates["crops_per_s"] / max(1, workers)})
     if device.type == "cuda":
         result["device_input_batches_per_s"] = {
             str(t): device_input_rate(dataset, plan, t, settings, device, n) for t in args.threads}
