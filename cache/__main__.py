@@ -2,57 +2,99 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from cache import commands
-from cache.reader import CacheError
+from cache.cli import Command, CommandGroup, exit_status
 from cache.settings import SettingsError
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cache", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("ls", help="list a folder's cache files with their labels and settings").add_argument("folder")
-    sub.add_parser("info", help="show one cache file").add_argument("file")
-    verify = sub.add_parser("verify", help="recompute checksums and schema; with --dataset, list missing or "
-                                           "stale scans; exit 1 naming each problem")
-    verify.add_argument("paths", nargs="*", help="cache files or folders (default: the dataset's cache folder)")
-    verify.add_argument("--dataset", help="dataset config: compare the folder with its manifest and settings")
-    verify.add_argument("--root", help="data root of the dataset (else its config / environment)")
-    verify.add_argument("--cache-root", help="cache root (else $LNSTAGE_CACHE_ROOT / the config)")
-    verify.add_argument("--skip-inputs", action="store_true", help="do not re-hash the input files")
-    diff = sub.add_parser("diff", help="why two cache files or folders differ (settings, inputs, code version)")
-    diff.add_argument("a")
-    diff.add_argument("b")
-    export = sub.add_parser("export", help="copy cache files, compressed for transfer (the reader accepts them)")
-    export.add_argument("paths", nargs="+", help="cache files or folders")
-    export.add_argument("--out", required=True, help="target folder")
-    export.add_argument("--compress", action=argparse.BooleanOptionalAction, default=True,
-                        help="gzip the datasets (default: yes)")
-    return p
+def _positional(name: str, help_text: str, nargs: str | None = None) -> dict:
+    return {"args": [name], "help": help_text, **({"nargs": nargs} if nargs else {})}
+
+
+@dataclass(frozen=True)
+class LsSettings:
+    """List a folder's cache files."""
+
+    folder: str = field(default="", metadata=_positional("folder", "folder of cache files"))
+
+
+@dataclass(frozen=True)
+class InfoSettings:
+    """Show one cache file."""
+
+    file: str = field(default="", metadata=_positional("file", "cache file (.h5)"))
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """Recompute checksums and schema; with a dataset, also list its missing and stale scans."""
+
+    paths: tuple[str, ...] = field(
+        default=(), metadata=_positional("paths", "cache files or folders (default: the dataset's cache folder)", "*")
+    )
+    dataset: str = field(default="", metadata={"help": "dataset config: compare the folder with its manifest and "
+                                                       "settings"})
+    root: str = field(default="", metadata={"help": "data root of the dataset (else its config / environment)"})
+    cache_root: str = field(default="", metadata={"help": "cache root (else $LNSTAGE_CACHE_ROOT / the config)"})
+    skip_inputs: bool = field(default=False, metadata={"help": "do not re-hash the input files"})
+
+
+@dataclass(frozen=True)
+class DiffSettings:
+    """Why two cache files or folders differ (settings, inputs, code version)."""
+
+    a: str = field(default="", metadata=_positional("a", "first cache file or folder"))
+    b: str = field(default="", metadata=_positional("b", "second cache file or folder"))
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Copy cache files, compressed for transfer (the reader accepts them)."""
+
+    paths: tuple[str, ...] = field(default=(), metadata=_positional("paths", "cache files or folders", "+"))
+    out: str = field(default="", metadata={"help": "target folder"})
+    compress: bool = field(default=True, metadata={"help": "gzip the datasets"})
+
+
+def verify(settings: VerifySettings) -> int:
+    if not settings.paths and not settings.dataset:
+        raise SettingsError("verify: give cache files or folders, or --dataset NAME")
+    return commands.verify(list(settings.paths), settings.dataset or None, settings.root or None,
+                           settings.cache_root or None, not settings.skip_inputs)
+
+
+def _command(name: str, cls: type, work, required: tuple[str, ...] = ()) -> Command:
+    return Command(f"python -m cache {name}", cls.__doc__.strip(), (cls,), work, required=required,
+                   print_settings=False)
+
+
+GROUP = CommandGroup("python -m cache", "Inspect, check and copy shared cache files.", {
+    "ls": (_command("ls", LsSettings, lambda s: commands.ls(s.folder), ("folder",)),
+           "list a folder's cache files with their labels and settings"),
+    "info": (_command("info", InfoSettings, lambda s: commands.info(s.file), ("file",)), "show one cache file"),
+    "verify": (_command("verify", VerifySettings, verify),
+               "recompute checksums and schema; with --dataset, list missing or stale scans; exit 1 naming each "
+               "problem"),
+    "diff": (_command("diff", DiffSettings, lambda s: commands.diff(s.a, s.b), ("a", "b")),
+             "why two cache files or folders differ (settings, inputs, code version)"),
+    "export": (_command("export", ExportSettings, lambda s: commands.export(list(s.paths), s.out, s.compress),
+                        ("out",)),
+               "copy cache files, compressed for transfer (the reader accepts them)"),
+})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        if args.command == "ls":
-            return commands.ls(args.folder)
-        if args.command == "info":
-            return commands.info(args.file)
-        if args.command == "verify":
-            if not args.paths and not args.dataset:
-                print("error: give cache files or folders, or --dataset NAME", file=sys.stderr)
-                return 2
-            return commands.verify(args.paths, args.dataset, args.root, args.cache_root, not args.skip_inputs)
-        if args.command == "diff":
-            return commands.diff(args.a, args.b)
-        return commands.export(args.paths, args.out, args.compress)
-    except (CacheError, SettingsError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """Run one subcommand; 1 when it found problems. Failures raise (`cli` prints them as one line)."""
+    return GROUP.run(argv)
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return exit_status(main, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -36,7 +36,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,8 @@ class Command:
     required: tuple[str, ...] = ()
     log_file: Callable[..., Path | None] | None = None
     epilog: str = ""
-    check: Callable[..., tuple] | None = field(default=None)  # settings -> settings, after parsing (e.g. shard)
+    check: Callable[..., tuple] | None = None  # settings -> settings, after parsing (e.g. resolve --shard auto)
+    print_settings: bool = True  # False for quick inspection commands (`python -m cache ls`)
 
     def parse(self, argv: Sequence[str] | None = None) -> tuple:
         """The settings instances from `argv` (see the module docstring); raises SettingsError for usage errors."""
@@ -88,8 +89,7 @@ class Command:
             delattr(namespace, name)  # an unset required positional
         missing = [name for name in self.required if not hasattr(namespace, name)]
         if missing and not namespace.print_config:
-            raise SettingsError(f"{' and '.join(self._flag(name) for name in missing)} required; see "
-                                f"{program_name(self.prog)} --help")
+            raise SettingsError(self._missing(missing))
         settings = tuple(_instance(cls, namespace, defaults) for cls in self.classes)
         if self.check is not None:
             settings = self.check(*settings)
@@ -103,7 +103,8 @@ class Command:
             return 0
         path = self.log_file(*settings) if self.log_file else None
         with run_log(path, self.prog, argv, settings_toml(settings)):
-            print(format_settings(*settings))
+            if self.print_settings and rank_is_main():
+                print(format_settings(*settings))
             return self.work(*settings)
 
     def _parser(self, defaults: Mapping[str, tuple[Any, str]], first_pass: bool = False) -> argparse.ArgumentParser:
@@ -111,7 +112,8 @@ class Command:
                          epilog=self.epilog or None, add_help=not first_pass,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
         for cls in self.classes:
-            add_flags(parser, cls, defaults, self.required, first_pass)
+            describe = _class_summary(cls) != self.description
+            add_flags(parser, cls, defaults, self.required, first_pass, describe)
         common = parser.add_argument_group("every command")
         common.add_argument("--config", metavar="FILE", default=NOT_GIVEN if first_pass else None,
                             help="TOML file of settings (tables named by class, as --print-config writes them); "
@@ -135,10 +137,14 @@ class Command:
                     words.append(f"{flag_name(f)} {shown}")
         return " ".join([*words, "[flags]"])
 
-    def _flag(self, name: str) -> str:
-        """`--run (run folder holding fold<K>/ ...) is` for the error naming a missing required flag."""
-        f = next(f for cls in self.classes for f in dataclasses.fields(cls) if f.name == name)
-        return f"{flag_name(f)} ({f.metadata.get('help', name)}) is"
+    def _missing(self, names: list[str]) -> str:
+        """`--run is required: run folder holding fold<K>/ ...` (one), or the flags that are missing (several)."""
+        fields = {f.name: f for cls in self.classes for f in dataclasses.fields(cls)}
+        flags = [flag_name(fields[name]) for name in names]
+        if len(flags) == 1:
+            return f"{flags[0]} is required: {fields[names[0]].metadata.get('help', names[0])}"
+        return (f"{', '.join(flags[:-1])} and {flags[-1]} are required; {program_name(self.prog)} --help says what "
+                "each takes")
 
 
 @dataclass(frozen=True)
@@ -218,12 +224,12 @@ def flag_name(f: dataclasses.Field) -> str:
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[str, tuple[Any, str]],
-              required: Sequence[str] = (), first_pass: bool = False) -> None:
+              required: Sequence[str] = (), first_pass: bool = False, describe: bool = True) -> None:
     """One argument group per `# section` of `cls`, each field a flag whose default is its effective value."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for title, names in field_sections(cls):
-        group = parser.add_argument_group(title, _class_summary(cls) if title == cls.__name__ else None)
+        group = parser.add_argument_group(title, _class_summary(cls) if describe and title == cls.__name__ else None)
         for name in names:
             f = fields[name]
             value, source = defaults.get(name, (_default(f), ""))

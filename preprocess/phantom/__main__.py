@@ -5,23 +5,30 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from cache.settings import format_settings, parse_settings
-from preprocess.phantom.cohort import generate_cohort
+from cache.cli import Command, exit_status
 from preprocess.phantom.settings import PhantomSettings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_settings(PhantomSettings, argv, prog="python -m preprocess.phantom",
-                              description="Write the synthetic thorax PET/CT cohort and atlas bank (demo dataset).")
-    print(format_settings(settings))
-    try:
-        out = generate_cohort(settings)
-    except (FileExistsError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"cohort written to {out}")
+def generate(settings: PhantomSettings) -> int:
+    from preprocess.phantom.cohort import generate_cohort
+
+    print(f"cohort written to {generate_cohort(settings)}")
     return 0
 
 
+COMMAND = Command("python -m preprocess.phantom",
+                  "Write the synthetic thorax PET/CT cohort and atlas bank (demo dataset).", (PhantomSettings,),
+                  generate)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Generate the cohort; failures raise (`cli` prints them as one line)."""
+    return COMMAND.run(argv)
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return exit_status(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -1,35 +1,55 @@
-"""`python -m preprocess.register --atlas-bank DIR --ct CT --totalseg MASKS --out STATIONS.nii.gz [--qa QA.png]`."""
+"""`python -m preprocess.register --atlas-bank DIR --ct CT --totalseg MASKS --out STATIONS.nii.gz [--qa QA.png]`.
+
+Registration settings: defaults < `configs/registration/<--preset>.toml` < `--config FILE` < flags. The run logs
+to `<out name>.register.log` beside the output.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-from cache.settings import SettingsError, format_settings, settings_from_namespace, settings_parents
+from cache.cli import Command, Preset, exit_status
+from cache.settings import read_toml
 from preprocess.register.command import RegisterCommand, register_files
-from preprocess.register.settings import RegistrationSettings, registration_settings
+from preprocess.register.settings import PRESET_DIR, RegistrationSettings, registration_settings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m preprocess.register",
-        description="Register every atlas of a bank to one CT and write the fused lymph node stations.",
-        parents=settings_parents(RegisterCommand, RegistrationSettings),
-    )
-    namespace = parser.parse_args(argv)
-    try:
-        command = settings_from_namespace(namespace, RegisterCommand)
-        preset = registration_settings(command.preset)
-        settings = settings_from_namespace(namespace, RegistrationSettings, preset.__dict__, f"preset {command.preset}")
-        print(format_settings(command, settings))
-        station_map = register_files(command, settings)
-    except (SettingsError, ValueError, RuntimeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def registration_presets(given: Mapping[str, Any]) -> list[Preset]:
+    """The chosen registration preset file, checked by loading it whole."""
+    preset = given.get("preset", RegisterCommand.preset)
+    registration_settings(preset)  # an unknown preset name is refused here, naming the ones there are
+    path = PRESET_DIR / f"{preset}.toml"
+    return [Preset(f"configs/registration/{preset}.toml", RegistrationSettings, read_toml(path))]
+
+
+def register(command: RegisterCommand, settings: RegistrationSettings) -> int:
+    station_map = register_files(command, settings)
     print(f"wrote {command.out}; timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in station_map.timings_s.items()))
     return 0
 
 
+def log_file(command: RegisterCommand, settings: RegistrationSettings) -> Path:
+    out = Path(command.out)
+    return out.parent / f"{out.name.split('.')[0]}.register.log"
+
+
+COMMAND = Command("python -m preprocess.register",
+                  "Register every atlas of a bank to one CT and write the fused lymph node stations.",
+                  (RegisterCommand, RegistrationSettings), register, presets=registration_presets,
+                  required=("atlas_bank", "ct", "totalseg", "out"), log_file=log_file)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Register and write the stations; failures raise (`cli` prints them as one line)."""
+    return COMMAND.run(argv)
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return exit_status(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -30,7 +30,7 @@ class RegisterCommand:
     ct: str = field(default="", metadata={"help": "CT image file or DICOM folder"})
     totalseg: str = field(default="", metadata={"help": "TotalSegmentator multilabel file or folder of masks"})
     out: str = field(default="", metadata={"help": "output station label NIfTI (on the CT's grid)"})
-    qa: str = field(default="", metadata={"help": "optional QA picture (PNG)"})
+    qa_png: str = field(default="", metadata={"help": "optional QA picture (PNG)"})
     qa_json: str = field(default="", metadata={"help": "optional QA records and timings (JSON)"})
     preset: Literal["full", "demo"] = field(default="full", metadata={"help": "registration preset"})
     spacing_mm: float = field(default=1.0, metadata={"help": "isotropic working spacing, mm"})
@@ -53,10 +53,10 @@ def register_files(command: RegisterCommand, settings: RegistrationSettings) -> 
     out = Path(command.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(resample_like(labels, read_image(Path(command.ct)), "nearest", 0), str(out))
-    if command.qa:
+    if command.qa_png:
         summary = qa_summary(station_map.qa)
         title = ", ".join(f"{stage} Dice {value:.3f}" for stage, value in summary.items())
-        qa_figure(scan.ct_hu, station_map.labels, command.qa, title)
+        qa_figure(scan.ct_hu, station_map.labels, command.qa_png, title)
     if command.qa_json:
         Path(command.qa_json).write_text(json.dumps({"qa": station_map.qa, "timings_s": station_map.timings_s},
                                                     indent=1))

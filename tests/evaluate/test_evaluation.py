@@ -5,6 +5,7 @@ import csv
 import numpy as np
 import pytest
 
+from cache.settings import SettingsError
 from cache.stations import station, station_names
 from evaluate.__main__ import main
 from evaluate.evaluation import EvaluationError, parse_folds
@@ -109,7 +110,7 @@ def test_run_without_predictions_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RunError, match="python -m train ts1"):
         main(["--dataset", str(config), "--run", str(tmp_path / "empty")])
-    with pytest.raises(EvaluationError, match="--run is required"):
+    with pytest.raises(SettingsError, match="--run is required"):
         main(["--dataset", str(config)])
 
 

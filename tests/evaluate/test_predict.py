@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from cache.grid import Grid
+from cache.settings import SettingsError
 from cache.stations import station
 from evaluate.__main__ import main
 from evaluate.predict import (
@@ -55,7 +56,7 @@ def test_station_mask_lands_on_the_original_ct_grid(tmp_path):
 
 
 def test_predict_refuses_missing_inputs(tmp_path):
-    with pytest.raises(PredictError, match="--ct is required"):
+    with pytest.raises(SettingsError, match="--ct, --pet, --totalseg and --model are required"):
         main(["predict"])
     with pytest.raises(PredictError, match="--pet .*no such file"):
         main(["predict", "--ct", str(tmp_path), "--pet", str(tmp_path / "nope"), "--totalseg", str(tmp_path),

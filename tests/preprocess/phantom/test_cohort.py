@@ -16,7 +16,7 @@ from cache.manifest import read_manifest
 from cache.settings import from_toml, values_from_mapping
 from cache.stations import n_stage, station
 from preprocess.nifti_labels import read_label_extension
-from preprocess.phantom.__main__ import main
+from preprocess.phantom.__main__ import cli, main
 from preprocess.phantom.cohort import _chosen, cohort_is_complete, generate_cohort
 from preprocess.phantom.settings import PhantomSettings
 from preprocess.totalseg_labels import label_ids, label_map
@@ -136,7 +136,7 @@ def test_refuses_a_folder_that_is_not_a_phantom_cohort(tmp_path: Path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not a phantom cohort folder .it holds notes.txt"):
         generate_cohort(PhantomSettings(out=str(tmp_path), patients=1, atlases=0, spacing_mm=4.0))
-    assert main(["--out", str(tmp_path), "--patients", "1"]) == 2
+    assert cli(["--out", str(tmp_path), "--patients", "1"]) == 1
 
 
 @pytest.mark.parametrize("field, value, message", [

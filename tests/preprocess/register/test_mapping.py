@@ -6,7 +6,7 @@ import SimpleITK as sitk
 
 from cache.grid import Grid
 from preprocess.register import RegistrationError, load_atlas_bank, map_stations, registration_settings
-from preprocess.register.__main__ import main
+from preprocess.register.__main__ import cli, main
 from preprocess.register.atlas_bank import read_cropped_scan
 
 from .conftest import toy_scan, write_image
@@ -66,13 +66,14 @@ def test_command_line_writes_stations_on_the_ct_grid(scan_and_bank, toy_bank, tm
     folder, _ = scan_and_bank
     out = tmp_path / "stations.nii.gz"
     argv = ["--atlas-bank", str(toy_bank), "--ct", str(folder / "ct.nii.gz"), "--totalseg",
-            str(folder / "totalseg.nii.gz"), "--out", str(out), "--qa", str(tmp_path / "qa.png"), "--spacing-mm", "4",
-            "--crop-margin-mm", "8", "--totalseg-version", "v2", "--preset", "demo", "--device", "cpu",
-            "--deformable-iterations", "10", "10", "10"]
+            str(folder / "totalseg.nii.gz"), "--out", str(out), "--qa-png", str(tmp_path / "qa.png"),
+            "--spacing-mm", "4", "--crop-margin-mm", "8", "--totalseg-version", "v2", "--preset", "demo",
+            "--device", "cpu", "--deformable-iterations", "10", "10", "10"]
     assert main(argv) == 0
     written = sitk.ReadImage(str(out))
     ct = sitk.ReadImage(str(folder / "ct.nii.gz"))
     assert written.GetSize() == ct.GetSize()
     assert set(np.unique(sitk.GetArrayFromImage(written))) >= {0, 7, 8, 11}
     assert (tmp_path / "qa.png").stat().st_size > 1000
-    assert main(argv[:-4] + ["--ct", str(tmp_path / "missing.nii.gz")]) == 2
+    assert cli(argv[:-4] + ["--ct", str(tmp_path / "missing.nii.gz")]) == 1
+    assert (tmp_path / "stations.register.log").is_file()
