@@ -11,7 +11,6 @@ turned back into SUVbw. Anything missing or absurd raises `SuvError` naming the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -23,8 +22,8 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from cache.settings import SettingsError, settings_from_namespace, settings_parents
-from preprocess.dicom_series import DicomSeriesError, read_headers, read_series, series_files
+from cache.cli import Command, exit_status
+from preprocess.dicom_series import read_headers, read_series, series_files
 from preprocess.suv_times import (
     SuvError,
     TimedValue,
@@ -346,22 +345,20 @@ def write_suv(image: sitk.Image, provenance: SuvProvenance, out: Path) -> Path:
     return sidecar
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m preprocess.suv DICOM_DIR OUT.nii.gz`: exit 0, or 1 with the reason on stderr."""
-    parser = argparse.ArgumentParser(prog="python -m preprocess.suv", parents=settings_parents(SuvSettings),
-                                     description="Convert a DICOM PET series to an SUVbw volume (NIfTI/NRRD/MHA).")
-    parser.add_argument("dicom_dir", type=Path, help="folder of the PET series")
-    parser.add_argument("out", type=Path, help="output image, e.g. suv.nii.gz")
-    parser.add_argument("--series-uid", default=None, help="SeriesInstanceUID when the folder holds several")
-    args = parser.parse_args(argv)
-    try:
-        settings = settings_from_namespace(args, SuvSettings)
-        image, provenance = read_suv_series(args.dicom_dir, settings, args.series_uid)
-        sidecar = write_suv(image, provenance, args.out)
-    except (SuvError, DicomSeriesError, SettingsError, OSError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"{args.out}: SUVbw, {provenance.n_slices} slices, factor {provenance.factor_min:.6g}"
+@dataclass(frozen=True)
+class SuvFiles:
+    """The PET series to convert and the image to write."""
+
+    dicom_dir: str = field(default="", metadata={"args": ["dicom_dir"], "help": "folder of the PET series"})
+    out: str = field(default="", metadata={"args": ["out"], "help": "output image, e.g. suv.nii.gz"})
+    series_uid: str = field(default="", metadata={"help": "SeriesInstanceUID when the folder holds several"})
+
+
+def convert(files: SuvFiles, settings: SuvSettings) -> int:
+    """Write the SUV image and its provenance sidecar; print the factor, rules and fallbacks used."""
+    image, provenance = read_suv_series(Path(files.dicom_dir), settings, files.series_uid or None)
+    sidecar = write_suv(image, provenance, Path(files.out))
+    print(f"{files.out}: SUVbw, {provenance.n_slices} slices, factor {provenance.factor_min:.6g}"
           + (f"..{provenance.factor_max:.6g}" if provenance.factor_max != provenance.factor_min else ""))
     for rule in provenance.rules:
         print(f"  rule: {rule}")
@@ -369,6 +366,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  fallback: {fallback}")
     print(f"  provenance: {sidecar}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m preprocess.suv DICOM_DIR OUT.nii.gz`: exit 0, or 1 with the reason on one `error:` line."""
+    command = Command("python -m preprocess.suv", "Convert a DICOM PET series to an SUVbw volume (NIfTI/NRRD/MHA).",
+                      (SuvFiles, SuvSettings), convert, required=("dicom_dir", "out"), print_settings=False)
+    return exit_status(command.run, argv)
 
 
 if __name__ == "__main__":
