@@ -145,6 +145,13 @@ def read_image(path: Path, series_uid: str | None = None, modality: str | None =
     return strip_metadata(image)
 
 
+def to_lps(image: sitk.Image) -> sitk.Image:
+    """The image with its axes permuted and flipped so that x, y, z run (as near as the direction allows) to the
+    patient's left, posterior and head (LPS, DICOM's frame): a volume stored RAS and one stored LPS then give the
+    same arrays, so patches of a cohort that mixes DICOM and NIfTI sources show the same anatomy."""
+    return strip_metadata(sitk.DICOMOrient(image, "LPS"))
+
+
 def read_pet_suv(path: Path, settings: SuvSettings, pet_nifti_is_suv: bool,
                  series_uid: str | None = None) -> tuple[sitk.Image, dict]:
     """PET as SUVbw (float32) and how it was obtained: DICOM is converted (`preprocess.suv`); an image file is

@@ -1,8 +1,9 @@
 """One scan from manifest row to arrays: read CT, PET as SUV, TotalSegmentator masks; crop to the mediastinum
 on an isotropic grid; every step timed, every error naming the scan, the column, the file and the field.
 
-Order: masks onto the CT grid (nearest) -> masks onto the isotropic grid covering the CT -> crop box from
-lungs + trachea -> CT, PET and lesions resampled straight onto the cropped isotropic grid. PET goes from its own
+Order: CT reoriented to LPS (axes permuted and flipped, no interpolation) -> masks onto the CT grid (nearest)
+-> masks onto the isotropic grid covering the CT -> crop box from lungs + trachea -> CT, PET and lesions
+resampled straight onto the cropped isotropic grid. PET goes from its own
 grid to the final one in one interpolation (not via the CT grid, which would interpolate twice); only the
 cropped box is resampled. Intensities stay raw: HU (int16) and SUV (float32).
 """
@@ -21,7 +22,7 @@ from cache.grid import Grid
 from cache.manifest import ManifestRow
 from preprocess.crop import CropError, crop_grid, mediastinum_box
 from preprocess.dicom_series import DicomSeriesError
-from preprocess.images import ImageReadError, read_image, read_pet_suv
+from preprocess.images import ImageReadError, read_image, read_pet_suv, to_lps
 from preprocess.resample import resample_like, resample_to_spacing
 from preprocess.step_timing import timed, timing
 from preprocess.suv import SuvError, SuvSettings
@@ -92,7 +93,7 @@ def prepare_scan(row: ManifestRow, dataset: DatasetConfig, spacing_mm: float, cr
     """Read, convert, resample and crop one manifest row (see the module docstring for the order)."""
     timings: dict[str, float] = {}
     with _input_step(row, "ct", row.ct, timings, "read_ct"):
-        ct = read_image(row.ct, modality="CT")
+        ct = to_lps(read_image(row.ct, modality="CT"))  # every grid below follows the CT's: all stored LPS
     with _input_step(row, "pet", row.pet, timings, "read_pet_suv"):
         pet, pet_provenance = read_pet_suv(row.pet, suv, dataset.pet_nifti_is_suv)
     with _input_step(row, "totalseg", row.totalseg, timings, "totalseg"):

@@ -116,3 +116,28 @@ def test_pet_elsewhere_is_refused(tmp_path: Path):
     row = _write_case(tmp_path, far_away)
     with pytest.raises(PrepareError, match="does not overlap the mediastinum box"):
         prepare_scan(row, DATASET, 2.0, 4.0, SuvSettings())
+
+
+def _write_ras_copy(row: ManifestRow, folder: Path) -> ManifestRow:
+    """The case's CT, masks and lesions stored RAS (x and y flipped), the PET DICOM as it is."""
+    folder.mkdir()
+    for name in ("ct", "lesions"):
+        image = sitk.DICOMOrient(sitk.ReadImage(str(getattr(row, name))), "RAS")
+        sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
+    masks = sitk.DICOMOrient(sitk.ReadImage(str(row.totalseg)), "RAS")
+    write_with_label_extension(masks, folder / "totalseg.nii.gz", label_map("v2"))
+    return replace(row, ct=folder / "ct.nii.gz", totalseg=folder / "totalseg.nii.gz", lesions=folder / "lesions.nii.gz")
+
+
+def test_a_scan_stored_ras_is_cached_as_the_same_lps_arrays(tmp_path: Path):
+    """Patches of an RAS-stored copy came out mirrored in x and y against the LPS original."""
+    row = _write_case(tmp_path / "lps")
+    ras = _write_ras_copy(row, tmp_path / "ras")
+    assert sitk.ReadImage(str(ras.ct)).GetDirection()[:5] == (-1.0, 0.0, 0.0, 0.0, -1.0)
+    a, b = (prepare_scan(r, DATASET, spacing_mm=2.0, crop_margin_mm=4.0, suv=SuvSettings()) for r in (row, ras))
+    assert a.grid.direction == b.grid.direction == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    np.testing.assert_allclose(a.grid.origin_mm, b.grid.origin_mm, atol=1e-4)
+    np.testing.assert_array_equal(a.ct_hu, b.ct_hu)
+    np.testing.assert_array_equal(a.structures, b.structures)
+    np.testing.assert_array_equal(a.lesions, b.lesions)
+    np.testing.assert_allclose(a.suv, b.suv, atol=1e-4)
