@@ -29,5 +29,5 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
 
 step gpu_tests 100 python3 -m pytest -q -m gpu -p no:cacheprovider tests
 step gpu_registration 230 python3 benchmarks/gpu_registration.py --device cuda --scans 2 --json "$OUT/gpu_registration.json"
-step train_input 90 python3 benchmarks/train_input.py --device cuda --steps 10 --json "$OUT/train_input.json"
+step train_input 150 python3 benchmarks/train_input.py --device cuda --threads 1 2 4 auto --processes 4 --seconds 2 --json "$OUT/train_input.json"
 step predict_timing 110 python3 benchmarks/predict_timing.py --device cuda --json "$OUT/predict_timing.json"

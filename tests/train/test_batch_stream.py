@@ -4,6 +4,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from cache.sampler import draw_centres, read_crop
 from cache.stations import station_names
@@ -107,3 +108,18 @@ def test_num_workers_takes_a_count_or_auto():
     with pytest.raises(ValueError, match="num_workers=-1.*'auto'"):
         TrainSettings(num_workers=-1)
 
+
+
+@pytest.mark.gpu
+def test_pinned_buffers_copied_without_blocking_reach_the_device_intact(tiny_dataset):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    part = tiny_part(tiny_dataset)
+    dataset = StationBatches(part, CROP)
+    scans, stations, labels = station_pairs(part)
+    plan = epoch_plan(labels, 64, 8, np.random.default_rng(5))
+    on_device = [batch.crops.to("cuda", non_blocking=True) for batch in loader(dataset, plan, 2, pin_memory=True)]
+    assert all(t.is_pinned() for t in dataset.ring)
+    for request, crops in zip(plan, on_device, strict=True):
+        items = np.asarray(request.items)
+        assert np.array_equal(crops.cpu().numpy(), reference_crops(part, scans[items], stations[items], request.seed))
