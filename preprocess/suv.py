@@ -265,7 +265,8 @@ def suv_conversion(ds: pydicom.Dataset, settings: SuvSettings = SuvSettings(), s
 def _uptake_delay_s(scan, injection, source: str) -> float:
     delay_s = (scan - injection).total_seconds()
     if not 0 <= delay_s <= MAX_UPTAKE_DELAY_S:
-        raise SuvError(f"{source}: injection {injection:%Y-%m-%d %H:%M:%S} to scan {scan:%Y-%m-%d %H:%M:%S} is "
+        # Times of day only: a study date identifies the patient and must not reach a log.
+        raise SuvError(f"{source}: injection at {injection:%H:%M:%S} to scan at {scan:%H:%M:%S} is "
                        f"{delay_s / 3600:.2f} h; check RadiopharmaceuticalStart(Date)Time (0018,1078/1072) and the "
                        "series/acquisition times")
     return delay_s

@@ -57,11 +57,13 @@ def private_text(ds: pydicom.Dataset, tag: tuple[int, int], creator: str) -> str
 
 
 def parse_datetime(text: str, source: str, tag: str) -> datetime:
-    """A DICOM DT value as a naive datetime (an offset suffix, if any, is dropped: all times are local)."""
+    """A DICOM DT value as a naive datetime (an offset suffix, if any, is dropped: all times are local).
+
+    Errors about dates never quote the value: a study date identifies the patient and must not reach a log."""
     try:
         return DT(text).replace(tzinfo=None)
-    except ValueError as error:
-        raise SuvError(f"{source}: {tag} {text!r} is not a DICOM date-time: {error}") from None
+    except ValueError:
+        raise SuvError(f"{source}: {tag} is not a DICOM date-time (YYYYMMDDHHMMSS.FFFFFF)") from None
 
 
 def parse_time(text: str, source: str, tag: str) -> time:
@@ -74,8 +76,8 @@ def parse_time(text: str, source: str, tag: str) -> time:
 def parse_date(text: str, source: str, tag: str) -> date:
     try:
         return DA(text)
-    except ValueError as error:
-        raise SuvError(f"{source}: {tag} {text!r} is not a DICOM date: {error}") from None
+    except ValueError:
+        raise SuvError(f"{source}: {tag} is not a DICOM date (YYYYMMDD)") from None
 
 
 def _date_time(ds: pydicom.Dataset, date_tag: str, time_tag: str, source: str,
@@ -124,13 +126,16 @@ def frame_duration_s(ds: pydicom.Dataset, source: str) -> float:
 
 def frame_start_from_reference(ds: pydicom.Dataset, decay_constant_per_s: float, source: str) -> datetime | None:
     """Series reference time back-computed from one slice: acquisition + mean-count time - FrameReferenceTime
-    (IBSI manual, option 4); None when a needed tag is missing."""
+    (IBSI manual, option 4); None when a needed tag is missing or FrameReferenceTime is 0 or less (it carries no
+    reference: back-computing would put the start about half a frame late)."""
     acquired = acquisition_datetime(ds, source)
     reference_ms = element_text(ds, "FrameReferenceTime")
     if acquired is None or reference_ms is None or element_text(ds, "ActualFrameDuration") is None:
         return None
-    t_avg = average_count_time_s(frame_duration_s(ds, source), decay_constant_per_s)
     reference_s = _float(reference_ms, source, "FrameReferenceTime (0054,1300)") / 1000.0
+    if reference_s <= 0:  # no reference (QIBA, and the open-source SUV calculators): use the acquisition time
+        return None
+    t_avg = average_count_time_s(frame_duration_s(ds, source), decay_constant_per_s)
     return acquired + timedelta(seconds=t_avg - reference_s)
 
 

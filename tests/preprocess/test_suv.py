@@ -316,3 +316,32 @@ def test_a_frame_duration_that_is_no_number_is_refused_naming_the_tag(tmp_path: 
 
     with pytest.raises(SuvError, match=r"ActualFrameDuration \(0018,1242\) is 'abc', not a number"):
         read_suv_series(pet_dicom.write_pet_series(tmp_path / "pet", no_number))
+
+
+@pytest.mark.parametrize("reference_ms", ["0", "-5"])
+def test_a_frame_reference_time_of_zero_or_less_falls_back_to_the_earliest_acquisition(tmp_path: Path,
+                                                                                         reference_ms: str):
+    """SeriesTime after AcquisitionTime and FrameReferenceTime 0: the start used to be back-computed as
+    acquisition + mean-count time (150 s of a 300 s frame late, SUV about 1.6 % high)."""
+    def edit(ds, z):
+        ds.SeriesTime, ds.FrameReferenceTime = "113000.000000", reference_ms
+
+    image, provenance = read_suv_series(pet_dicom.write_pet_series(tmp_path / "pet", edit))
+    assert "scan start = earliest AcquisitionTime" in provenance.rules[0]
+    np.testing.assert_allclose(sitk.GetArrayFromImage(image), pet_dicom.suv_volume(), rtol=1e-4)
+
+
+def test_suv_errors_name_times_of_day_never_dates(tmp_path: Path):
+    def edit(ds, z):
+        ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime = "20240611113000"
+
+    with pytest.raises(SuvError, match=r"injection at 11:30:00 to scan at 11:00:00 is -0.50 h") as raised:
+        read_suv_series(pet_dicom.write_pet_series(tmp_path / "pet", edit))
+    assert "2024" not in str(raised.value)
+
+    def bad_date(ds, z):
+        ds.SeriesDate = "2024-06-11"
+
+    with pytest.raises(SuvError, match=r"SeriesDate is not a DICOM date \(YYYYMMDD\)") as raised:
+        read_suv_series(pet_dicom.write_pet_series(tmp_path / "pet2", bad_date))
+    assert "2024" not in str(raised.value)
