@@ -10,9 +10,10 @@ an event recorded on the loop's stream at that moment, so a `non_blocking` copy 
 
 `threads`: 0 cuts each batch in the loop's own thread when asked for; N > 0 uses N threads; "auto" starts
 with one and adds a thread while the loop waits for batches, and drops one while the producer waits for a free
-buffer long enough that one thread fewer would still keep up (up to the cores this process may use). The
-choice is kept on the dataset, so the next epoch starts from it. The batches never depend on the thread count:
-every centre is drawn in the producer from the request's seed before the crops are cut.
+buffer long enough that one thread fewer would still keep up (up to the cores this process may use, split
+between the ranks of a node). The choice is kept on the dataset, so the next epoch starts from it. The batches
+never depend on the thread count: every centre is drawn in the producer from the request's seed before the
+crops are cut.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ SMOOTHING = 0.3  # weight of the newest batch in the running means the "auto" th
 
 
 def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, which batch schedulers and containers set)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """Cores this process may run on: its CPU affinity (which batch schedulers and containers set), shared with
+    the other ranks torchrun started on this node (LOCAL_WORLD_SIZE)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def threads_setting(value: int | str) -> int | str:

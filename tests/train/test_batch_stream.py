@@ -9,7 +9,7 @@ import torch
 from cache.sampler import draw_centres, read_crop
 from cache.stations import station_names
 from tests.train.test_data import tiny_part
-from train.batch_stream import AutoThreads, threads_setting
+from train.batch_stream import AutoThreads, threads_setting, usable_cores
 from train.data import BatchRequest, ScanBatches, StationBatches, epoch_plan, loader, sampler_settings, station_pairs
 from train.settings import TrainSettings, parse_train_settings
 
@@ -123,3 +123,11 @@ def test_pinned_buffers_copied_without_blocking_reach_the_device_intact(tiny_dat
     for request, crops in zip(plan, on_device, strict=True):
         items = np.asarray(request.items)
         assert np.array_equal(crops.cpu().numpy(), reference_crops(part, scans[items], stations[items], request.seed))
+
+
+def test_auto_shares_the_cores_between_the_ranks_of_a_node(monkeypatch):
+    alone = usable_cores()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * alone))
+    assert usable_cores() == 1  # never below one thread
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert usable_cores() == alone
