@@ -102,10 +102,11 @@ class Command:
             print(settings_toml(settings, f"{self.prog} {' '.join(sys.argv[1:] if argv is None else argv)}"))
             return 0
         path = self.log_file(*settings) if self.log_file else None
-        with run_log(path, self.prog, argv, settings_toml(settings)):
+        with run_log(path, self.prog, argv, settings_toml(settings)) as run:
             if self.print_settings and rank_is_main():
                 print(format_settings(*settings))
-            return self.work(*settings)
+            run.exit_status = self.work(*settings)
+        return run.exit_status
 
     def _parser(self, defaults: Mapping[str, tuple[Any, str]], first_pass: bool = False) -> argparse.ArgumentParser:
         parser = _Parser(prog=program_name(self.prog), usage=self.usage(), description=self.description,
@@ -207,12 +208,16 @@ def exit_status(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
 
 
 def error_line(error: BaseException) -> str:
-    """The message of an error on one line; an unexpected type is named, with the way to its traceback."""
+    """The message of an error on one line. Our own errors, OSError and ValueError say what to do; any other
+    (KeyError, TypeError, ...) is a bug: it is named, with the way to its traceback."""
     text = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, (SettingsError, OSError, ValueError, LookupError)) or type(error).__module__ not in (
-            "builtins", "torch", "numpy"):
+    if _ours(error) or isinstance(error, (OSError, ValueError)):
         return text
     return f"{text} ({type(error).__name__}, unexpected: rerun with --debug for the traceback and report it)"
+
+
+def _ours(error: BaseException) -> bool:
+    return type(error).__module__.split(".")[0] in ("cache", "preprocess", "train", "evaluate", "benchmarks")
 
 
 # ---------------------------------------------------------------- flags from dataclass fields

@@ -18,7 +18,9 @@ import socket
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -51,11 +53,20 @@ class _Tee:
         return getattr(self.console, name)
 
 
+@dataclass
+class RunStatus:
+    """What the block under `run_log` sets: the exit status its command returns."""
+
+    exit_status: int = 0
+
+
 @contextlib.contextmanager
-def run_log(path: Path | str | None, prog: str, argv: Sequence[str] | None, settings_text: str) -> Iterator[None]:
+def run_log(path: Path | str | None, prog: str, argv: Sequence[str] | None, settings_text: str
+            ) -> Iterator[RunStatus]:
     """Log the command's output to `path` (appended; None or a worker rank: no log) while the block runs."""
+    run = RunStatus()
     if path is None or os.environ.get("RANK", "0") != "0":
-        yield
+        yield run
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,12 +76,13 @@ def run_log(path: Path | str | None, prog: str, argv: Sequence[str] | None, sett
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()} (pid {os.getpid()}): "
                   f"{command}\n{settings_text}\n")
         log.flush()
-        stdout, stderr = sys.stdout, sys.stderr
+        stdout, stderr, show_warning = sys.stdout, sys.stderr, warnings.showwarning
         sys.stdout, sys.stderr = _Tee(stdout, log), _Tee(stderr, log)
-        status = "exit 0"
+        warnings.showwarning = _logging_warnings(show_warning, log)
+        status = ""
         try:
             print(f"log: {path}")
-            yield
+            yield run
         except SystemExit as stop:
             status = f"exit {stop.code}"
             raise
@@ -79,9 +91,23 @@ def run_log(path: Path | str | None, prog: str, argv: Sequence[str] | None, sett
             log.write("".join(traceback.format_exception(error)))
             raise
         finally:
-            sys.stdout, sys.stderr = stdout, stderr
-            log.write(f"=== {status}; {time.perf_counter() - start:.1f} s wall, peak memory "
-                      f"{peak_memory_gib():.2f} GiB\n")
+            sys.stdout, sys.stderr, warnings.showwarning = stdout, stderr, show_warning
+            status = status or f"exit {run.exit_status}"
+            log.write(f"=== {status}; {time.perf_counter() - start:.1f} s wall, peak memory {peak_memory_gib():.2f} GiB\n")
+
+
+def _logging_warnings(show_warning: Any, log: IO[str]) -> Any:
+    """`warnings.showwarning` that also writes the warning to the log (a test harness may capture stderr's)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        log.write(time.strftime("%H:%M:%S ") + warnings.formatwarning(message, category, filename, lineno, line))
+        sys.stderr, stderr = sys.stderr.console if isinstance(sys.stderr, _Tee) else sys.stderr, sys.stderr
+        try:  # shown on the console only: the line above is its copy in the log
+            show_warning(message, category, filename, lineno, file, line)
+        finally:
+            sys.stderr = stderr
+
+    return show
 
 
 def peak_memory_gib() -> float:
