@@ -93,7 +93,8 @@ def run_log(path: Path | str | None, prog: str, argv: Sequence[str] | None, sett
         finally:
             sys.stdout, sys.stderr, warnings.showwarning = stdout, stderr, show_warning
             status = status or f"exit {run.exit_status}"
-            log.write(f"=== {status}; {time.perf_counter() - start:.1f} s wall, peak memory {peak_memory_gib():.2f} GiB\n")
+            seconds = time.perf_counter() - start
+            log.write(f"=== {status}; {seconds:.1f} s wall, peak memory {peak_memory_gib():.2f} GiB\n")
 
 
 def _logging_warnings(show_warning: Any, log: IO[str]) -> Any:

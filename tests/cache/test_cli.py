@@ -10,7 +10,6 @@ import pytest
 
 from cache.cli import Command, CommandGroup, Preset, exit_status, field_sections
 from cache.run_log import Progress
-from cache.settings import SettingsError
 
 
 @dataclass(frozen=True)
