@@ -240,6 +240,20 @@ def remove_dead_temps(folder: Path, stem: str | None = None) -> list[Path]:
     return removed
 
 
+def check_writable(folder: Path) -> None:
+    """Make `folder` and refuse it now if this process cannot create files there (a read-only mount, missing
+    permissions): before hours of registration, not after."""
+    folder = Path(folder)
+    probe = temp_path(folder / "write-probe.h5")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as error:
+        raise CacheWriteError(f"cache folder {folder} is not writable ({error.strerror or error}); make it writable "
+                              "or choose another cache root (--cache-root or LNSTAGE_CACHE_ROOT)") from error
+
+
 def fsync_path(path: Path, directory: bool = False) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:

@@ -29,7 +29,7 @@ from cache.manifest import ManifestRow, read_manifest
 from cache.reader import CacheError, read_info
 from cache.schema import cache_file_name
 from cache.settings import settings_hash
-from cache.writer import ScanLabels, ScanRecord, relabel_scan, remove_dead_temps, write_scan
+from cache.writer import ScanLabels, ScanRecord, check_writable, relabel_scan, remove_dead_temps, write_scan
 from preprocess.settings import PreprocessSettings
 from preprocess.station_stats import station_tables
 from preprocess.step_timing import timed
@@ -271,7 +271,7 @@ def run_pipeline(settings: PreprocessSettings, build: BuildSettings, suv: SuvSet
     """Preprocess the dataset's scans (those of this shard) into its cache folder."""
     manifest = read_manifest(dataset.manifest_path, dataset.root, dataset.rule_set)
     rows = select_rows(manifest.rows, settings.shard)
-    dataset.cache_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(dataset.cache_dir)  # a read-only folder fails now, not after registration
     remove_dead_temps(dataset.cache_dir)
     bank_path = dataset.atlas_bank_path
     if not bank_path.is_dir():

@@ -1,7 +1,9 @@
 """`python -m preprocess` on a tiny phantom cohort: files written and verified, current scans skipped, --force,
 failures reported while the rest goes on, shards, concurrent runs, no PHI in any file."""
 
+import contextlib
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -16,14 +18,26 @@ import pytest
 
 from cache import schema
 from cache.__main__ import main as cache_main
+from cache.build_settings import build_settings_for
+from cache.dataset import load_dataset
 from cache.manifest import read_manifest, write_manifest
 from cache.reader import cache_files, read_info
 from cache.verify import verify_file
-from cache.writer import write_scan
+from cache.writer import CacheWriteError, write_scan
 from preprocess.__main__ import main
 from preprocess.phantom.cohort import generate_cohort
 from preprocess.phantom.settings import PhantomSettings
-from preprocess.pipeline import cache_state, parse_shard, qc_values, registration_qc, select_rows, vote_agreement
+from preprocess.pipeline import (
+    cache_state,
+    parse_shard,
+    qc_values,
+    registration_qc,
+    run_pipeline,
+    select_rows,
+    vote_agreement,
+)
+from preprocess.settings import PreprocessSettings
+from preprocess.suv import SuvSettings
 from tests.cache.conftest import tiny_record
 
 try:
@@ -213,3 +227,33 @@ def test_cache_state_rebuilds_damaged_files_and_relabels_changed_labels(tmp_path
     with h5py.File(path, "r+") as f:
         f[schema.SUV][0, 0, 0] += 1.0  # damaged content: rebuilt
     assert state(record.labels, "paper") == "build"
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """`folder` unwritable for this process: immutable for root (which ignores permissions), else mode 555."""
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
+            pytest.skip("running as root without chattr +i: cannot make a folder read-only")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+
+
+def test_a_read_only_cache_folder_fails_before_any_scan_is_read(cohort, tmp_path):
+    """It used to fail when the first file was written, after that scan's registration."""
+    cache_root = tmp_path / "cache"
+    path = config(cohort, cache_root)
+    (cache_root / "tiny").mkdir()
+    with read_only(cache_root / "tiny"), pytest.raises(CacheWriteError, match=rf"cache folder {cache_root / 'tiny'} "
+                                                                                r"is not writable .*--cache-root"):
+        run_pipeline(PreprocessSettings(device="cpu"), build_settings_for(str(path)), SuvSettings(),
+                     load_dataset(str(path)))
+    assert not any((cache_root / "tiny").glob("*.h5*"))
