@@ -253,8 +253,6 @@ def _add_field(group, f: dataclasses.Field, hint: Any, value: Any, source: str, 
     else:
         kwargs["dest"] = f.name
     kwargs["default"] = NOT_GIVEN if first_pass else value
-    if positional and first_pass:  # argparse checks a positional's default against its choices; None means unset
-        kwargs["default"] = None
     if typing.get_origin(hint) is typing.Literal:
         choices = typing.get_args(hint)
         kwargs.update(type=type(choices[0]), choices=choices)
@@ -266,6 +264,9 @@ def _add_field(group, f: dataclasses.Field, hint: Any, value: Any, source: str, 
         kwargs["type"] = f.metadata.get("type", hint)
     if f.metadata.get("metavar"):
         kwargs["metavar"] = f.metadata["metavar"]
+    if positional and first_pass:  # argparse checks a positional's default against its choices; None means unset
+        kwargs["default"] = None
+        kwargs["nargs"] = "*" if kwargs["nargs"] == "+" else kwargs["nargs"]  # `--help` must not stop for want of it
     group.add_argument(name, **kwargs)
 
 
