@@ -88,8 +88,7 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
         init_classifier_from_ts1(model, settings, device, log)
     if settings.stage == "ts3":
         model.classifier.requires_grad_(False)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
-                                 weight_decay=settings.weight_decay)
+    optimizer = torch.optim.Adam(parameter_groups(model, settings), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=settings.plateau_factor,
                                                            patience=settings.plateau_patience)
     use_amp = settings.amp and device.type == "cuda"
@@ -126,15 +125,20 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
     for epoch in range(start_epoch, settings.max_epochs + 1):
         started = time.monotonic()
         plan = epoch_plan(classes, samples, batch_per_rank, data_rng, ranks.world_size)[ranks.rank::ranks.world_size]
+        if epoch == start_epoch:
+            check_min_steps(settings, len(plan))
         batches = loader(dataset, plan, settings.num_workers, pin_memory=device.type == "cuda")
         losses = train_one_epoch(trained, batches, optimizer, scaler, augment_generator, settings, ranks, epoch)
         scores = validate(model, cohort.val, settings, device)
         metric = selection_metric(scores, settings)
-        scheduler.step(metric)
-        improved = metric > best_metric
+        # every epoch's plan has the same length; before min_steps an epoch neither counts as best nor as stalled
+        settled = epoch * len(plan) >= settings.min_steps
+        improved = settled and metric > best_metric
+        if settled:
+            scheduler.step(metric)
         if improved:
             best_metric, best_epoch, since_best = metric, epoch, 0
-        else:
+        elif settled:
             since_best += 1
         if ranks.is_main:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -164,6 +168,23 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
     return 0
 
 
+def parameter_groups(model: torch.nn.Module, settings: TrainSettings) -> list[dict]:
+    """The trainable parameters for Adam: TS2/TS3's untrained head at `head_lr` (when set), the rest at `lr`."""
+    if settings.stage == "ts1" or not settings.head_lr:
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    head = list(model.head.parameters())
+    classifier = [p for p in model.classifier.parameters() if p.requires_grad]
+    return [{"params": head, "lr": settings.head_lr}, *([{"params": classifier}] if classifier else [])]
+
+
+def check_min_steps(settings: TrainSettings, steps_per_epoch: int) -> None:
+    """Refuse a schedule whose max_epochs end before min_steps: no epoch could become the best one."""
+    if settings.min_steps > settings.max_epochs * steps_per_epoch:
+        raise RunError(f"min_steps={settings.min_steps} is more than max_epochs={settings.max_epochs} epochs of "
+                       f"{steps_per_epoch} optimizer steps take; raise max_epochs (or samples_per_epoch) or lower "
+                       "min_steps")
+
+
 def train_one_epoch(model: torch.nn.Module, batches, optimizer, scaler, generator: torch.Generator,
                     settings: TrainSettings, ranks: Ranks, epoch: int) -> dict[str, float]:
     """One pass over the epoch plan; returns mean losses."""
@@ -171,7 +192,7 @@ def train_one_epoch(model: torch.nn.Module, batches, optimizer, scaler, generato
     if settings.stage == "ts3":
         unwrap(model).classifier.eval()  # frozen: no dropout, only the head trains
     device, weights = ranks.device, LossWeights(settings.lambda_ce, settings.lambda_mse, settings.lambda_pseudo,
-                                                settings.lambda_bce)
+                                                settings.lambda_bce, settings.balance_stations)
     sums: dict[str, float] = {}
     progress = tqdm(batches, desc=f"epoch {epoch}", disable=not (ranks.is_main and settings.progress),
                     leave=False, file=sys.stderr)
@@ -212,7 +233,8 @@ def scan_batch_loss(model, patches: torch.Tensor, batch: ScanBatch, weights: Los
                     device: torch.device) -> dict[str, torch.Tensor]:
     stage_logits, station_logits = model(patches, batch.side.to(device))
     loss = n_stage_loss(stage_logits, station_logits, batch.n_stage.to(device), batch.station_status.to(device),
-                        batch.masks.to(device), batch.targets.to(device), weights)
+                        batch.masks.to(device), batch.targets.to(device), weights,
+                        station_labelled=batch.station_labelled.to(device))
     return {"train_loss": loss.total, "train_ce": loss.ce, "train_mse": loss.mse, "train_pseudo": loss.pseudo,
             "train_bce": loss.bce}
 

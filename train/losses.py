@@ -17,12 +17,13 @@ from cache.stations import N_GROUPS, UnknownTumorSideError, group_mask, pseudo_l
 
 @dataclass(frozen=True)
 class LossWeights:
-    """The lambdas of the paper's Eq. 2 (0.1, 0.1, 0.02, 1 there)."""
+    """The lambdas of the paper's Eq. 2 (0.1, 0.1, 0.02, 1 there) and how the station term weighs its classes."""
 
     ce: float = 0.1
     mse: float = 0.1
     pseudo: float = 0.02
     bce: float = 1.0
+    balance_stations: bool = True
 
 
 def station_bce(logits: torch.Tensor, status: torch.Tensor) -> torch.Tensor:
@@ -31,6 +32,39 @@ def station_bce(logits: torch.Tensor, status: torch.Tensor) -> torch.Tensor:
     if not bool(known.any()):
         return logits.sum() * 0.0
     return F.binary_cross_entropy_with_logits(logits[known].float(), status[known].float())
+
+
+def inverse_frequency_weights(targets: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Per entry: weight inversely proportional to how often its target (0 or 1) occurs among the `known` entries,
+    scaled so the known weights average 1; 0 where not known. The paper's weighting of Eq. 3 over a batch."""
+    weight = torch.zeros_like(targets, dtype=torch.float32)
+    values = targets[known]
+    present = [v for v in (0.0, 1.0) if bool((values == v).any())]
+    for v in present:
+        entries = known & (targets == v)
+        weight[entries] = values.numel() / (len(present) * int(entries.sum()))
+    return weight
+
+
+def scan_station_bce(station_logits: torch.Tensor, status: torch.Tensor, station_labelled: torch.Tensor | None = None,
+                     balance: bool = True) -> torch.Tensor:
+    """Eq. 2's station term: per scan the SUM of BCE over its stations with a known status (0/1), averaged over
+    the scans that have one; zero (with a graph) when none has.
+
+    `station_labelled` (scans,) bool: False drops a scan whole (a dataset whose station labels are not trusted).
+    `balance`: weight malignant and benign stations inversely to their frequency in the batch (as Eq. 3's
+    pseudo-labels are), so ~6 % malignant stations do not pull every station towards "benign".
+    """
+    known = status >= 0
+    if station_labelled is not None:
+        known = known & station_labelled.to(torch.bool).unsqueeze(1)
+    scans = int(known.any(dim=1).sum())
+    if scans == 0:
+        return station_logits.sum() * 0.0
+    target = status.float().clamp(min=0.0)
+    weight = inverse_frequency_weights(status.float(), known) if balance else known.float()
+    entries = F.binary_cross_entropy_with_logits(station_logits.float(), target, reduction="none")
+    return (weight * entries).sum() / scans
 
 
 def expected_stage_mse(stage_logits: torch.Tensor, n_stage: torch.Tensor) -> torch.Tensor:
@@ -70,14 +104,8 @@ def pseudo_loss(group_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     known = targets >= 0
     if not bool(known.any()):
         return group_probs.sum() * 0.0
-    values = targets[known]
-    counts = {v: int((values == v).sum()) for v in (0.0, 1.0)}
-    present = [v for v, c in counts.items() if c > 0]
-    weight = torch.zeros_like(targets)
-    for v in present:
-        weight[known & (targets == v)] = values.numel() / (len(present) * counts[v])
     scans = int(known.any(dim=1).sum())
-    return (weight * (group_probs.float() - targets).abs() * known).sum() / scans
+    return (inverse_frequency_weights(targets, known) * (group_probs.float() - targets).abs()).sum() / scans
 
 
 @dataclass(frozen=True)
@@ -97,8 +125,12 @@ def n_stage_loss(
     masks: torch.Tensor,
     targets: torch.Tensor,
     weights: LossWeights,
+    station_labelled: torch.Tensor | None = None,
 ) -> NStageLoss:
-    """Eq. 2: lambda1 CE + lambda2 MSE (scans with a known N) + lambda3 pseudo + lambda4 station BCE (known)."""
+    """Eq. 2: lambda1 CE + lambda2 MSE (scans with a known N) + lambda3 pseudo + lambda4 station BCE (a sum over
+    each scan's known stations; `station_labelled` (scans,) False leaves a scan out of it, see `scan_station_bce`).
+
+    The pseudo-loss takes every scan with a known N-stage and side: its targets come from the N-stage."""
     known_n = n_stage >= 0
     if bool(known_n.any()):
         ce = F.cross_entropy(stage_logits[known_n].float(), n_stage[known_n])
@@ -106,6 +138,6 @@ def n_stage_loss(
     else:
         ce = mse = stage_logits.sum() * 0.0
     pseudo = pseudo_loss(group_probabilities(station_logits.float().sigmoid(), masks), targets)
-    bce = station_bce(station_logits, station_status)
+    bce = scan_station_bce(station_logits, station_status, station_labelled, weights.balance_stations)
     total = weights.ce * ce + weights.mse * mse + weights.pseudo * pseudo + weights.bce * bce
     return NStageLoss(total, ce.detach(), mse.detach(), pseudo.detach(), bce.detach())

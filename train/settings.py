@@ -98,6 +98,10 @@ class TrainSettings:
         default=0, metadata={"help": "training samples per epoch (0: one per training sample, oversampled)"}
     )
     lr: float = field(default=5e-4, metadata={"help": "Adam learning rate"})
+    head_lr: float = field(
+        default=0.0, metadata={"help": "TS2/TS3: Adam learning rate of the N-stage head, which starts untrained "
+                                       "(0: lr)"}
+    )
     weight_decay: float = field(default=1e-3, metadata={"help": "Adam weight decay"})
     max_epochs: int = field(default=150, metadata={"help": "most epochs"})
     val_metric: Literal["balanced_accuracy", "auc"] = field(
@@ -108,11 +112,24 @@ class TrainSettings:
     )
     early_stop_patience: int = field(default=30, metadata={"help": "stop after this many epochs without improvement"})
     plateau_patience: int = field(default=10, metadata={"help": "ReduceLROnPlateau patience (epochs)"})
+    min_steps: int = field(
+        default=0,
+        metadata={"help": "optimizer steps before an epoch may count as best, lower the learning rate or stop early "
+                          "(a small cohort gives TS2/TS3 few steps per epoch; its N-stage score is noise before)"},
+    )
     plateau_factor: float = field(default=0.5, metadata={"help": "ReduceLROnPlateau factor"})
     lambda_ce: float = field(default=0.1, metadata={"help": "TS2/TS3 weight of the N-stage cross-entropy"})
     lambda_mse: float = field(default=0.1, metadata={"help": "TS2/TS3 weight of the expected-stage MSE"})
     lambda_pseudo: float = field(default=0.02, metadata={"help": "TS2/TS3 weight of the group pseudo-loss"})
-    lambda_bce: float = field(default=1.0, metadata={"help": "TS2/TS3 weight of the station BCE"})
+    lambda_bce: float = field(
+        default=1.0, metadata={"help": "TS2/TS3 weight of the station BCE (a sum over each scan's stations)"}
+    )
+    balance_stations: bool = field(
+        default=True,
+        metadata={"help": "TS2/TS3: weight malignant and benign stations in the station BCE inversely to their "
+                          "frequency in the batch, as the paper's Eq. 3 weighs pseudo-labels (without it ~6 % "
+                          "malignant stations pull TS2 towards 'all benign')"},
+    )
     amp: bool = field(default=True, metadata={"help": "mixed precision on CUDA (ignored on CPU)"})
     num_workers: int | Literal["auto"] = field(
         default="auto",
@@ -147,11 +164,17 @@ class TrainSettings:
 
 
 def train_presets(given: Mapping[str, Any]) -> list[Preset]:
-    """The stage preset `configs/train/<stage>.toml`, then the dataset config's `[train]` table (lower first)."""
+    """The stage preset `configs/train/<stage>.toml`, then the dataset config's `[train]` table, then its
+    `[train.<stage>]` sub-table (lower first): a schedule that suits TS1 on a small cohort does not suit TS2/TS3."""
     stage, dataset = given.get("stage", TrainSettings.stage), given.get("dataset", TrainSettings.dataset)
     path = PRESETS_DIR / f"{stage}.toml"
     layers = [Preset(f"configs/train/{stage}.toml", TrainSettings, read_toml(path))] if path.is_file() else []
-    return [*layers, Preset(f"dataset {dataset!r} [train]", TrainSettings, stage_overrides(dataset, "train"))]
+    table = stage_overrides(dataset, "train")
+    shared = {key: value for key, value in table.items() if key not in STAGES}
+    layers.append(Preset(f"dataset {dataset!r} [train]", TrainSettings, shared))
+    if stage in table:
+        layers.append(Preset(f"dataset {dataset!r} [train.{stage}]", TrainSettings, dict(table[stage])))
+    return layers
 
 
 def preset_values(stage: str, dataset: str) -> tuple[dict, str]:

@@ -135,3 +135,26 @@ def test_the_demo_model_with_mask_channel_and_batch_norm_trains_and_ts3_leaves_i
     ts3 = weights(tmp_path / "tiny" / "ts3" / "fold2" / "last.pt")
     for key, value in ts1.items():  # running means and variances included: frozen means eval mode
         torch.testing.assert_close(ts3[f"classifier.{key}"], value, rtol=0, atol=0)
+
+
+def test_no_epoch_before_min_steps_counts_as_best_and_an_unreachable_min_steps_is_refused(tiny_dataset, tmp_path):
+    schedule = ("--fold", "1", "--samples-per-epoch", "16", "--batch-size", "8")  # 2 optimizer steps per epoch
+    assert main(["ts1", *args(tiny_dataset, tmp_path, *schedule, "--max-epochs", "3", "--min-steps", "4")]) == 0
+    fold = tmp_path / "tiny" / "ts1" / "fold1"
+    with open(fold / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[0]["best_metric"]) == -float("inf")  # epoch 1 (2 steps): not a candidate
+    assert float(rows[1]["best_metric"]) == float(rows[1]["val_metric"])  # epoch 2 (4 steps): the first one
+    assert load_checkpoint(fold / "best.pt")["epoch"] >= 2
+    with pytest.raises(RunError, match="min_steps=7 is more than max_epochs=3 epochs of 2 optimizer steps"):
+        main(["ts1", *args(tiny_dataset, tmp_path, *schedule, "--max-epochs", "3", "--min-steps", "7",
+                           "--overwrite")])
+
+
+def test_the_untrained_head_learns_at_head_lr_and_the_ts2_classifier_at_lr(tiny_dataset, tmp_path):
+    assert main(["ts1", *args(tiny_dataset, tmp_path, "--fold", "1", "--max-epochs", "1")]) == 0
+    for stage, rates in (("ts3", [0.05]), ("ts2", [0.05, 1e-4])):
+        assert main([stage, *args(tiny_dataset, tmp_path, "--fold", "1", "--max-epochs", "1", "--head-lr", "0.05",
+                                  "--lr", "1e-4")]) == 0
+        state = load_checkpoint(tmp_path / "tiny" / stage / "fold1" / "last.pt")
+        assert [group["lr"] for group in state["optimizer"]["param_groups"]] == rates, stage

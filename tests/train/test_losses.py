@@ -10,6 +10,7 @@ from train.losses import (
     n_stage_loss,
     pseudo_loss,
     pseudo_targets,
+    scan_station_bce,
     station_bce,
 )
 
@@ -85,3 +86,52 @@ def test_n_stage_loss_without_station_labels_still_trains_the_stage_terms():
     assert loss.pseudo.item() == pytest.approx(0.5 + 0.5)  # targets (?, 1, 0), probs 0.5
     loss.total.backward()
     assert stage_logits.grad.abs().sum() > 0 and station_logits.grad.abs().sum() > 0
+
+
+def bce(logit: float, target: int) -> float:
+    return float(np.log1p(np.exp(-logit)) if target else np.log1p(np.exp(logit)))
+
+
+def test_scan_station_bce_sums_over_a_scans_stations_and_averages_over_scans():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    status = torch.tensor([[1, 0, -1], [-1, -1, 0]])
+    expected = ((bce(2.0, 1) + bce(-1.0, 0)) + bce(-2.0, 0)) / 2  # a sum per scan (Eq. 2), not a mean per station
+    assert scan_station_bce(logits, status, balance=False).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_balanced_station_bce_gives_the_rare_malignant_stations_the_weight_of_all_benign_ones():
+    logits = torch.zeros(2, 5)
+    status = torch.tensor([[1, 0, 0, 0, 0], [0, 0, 0, 0, -1]])  # 1 malignant, 8 benign known entries
+    # weights: malignant 9 / (2 * 1), benign 9 / (2 * 8): both classes carry half of the 9 entries' weight
+    expected = (9 / 2 * np.log(2) + 8 * 9 / 16 * np.log(2)) / 2
+    assert scan_station_bce(logits, status).item() == pytest.approx(expected, rel=1e-5)
+    one_class = torch.tensor([[0, 0, 0, 0, 0], [0, 0, -1, -1, -1]])  # nothing to balance: plain sum
+    assert scan_station_bce(logits, one_class).item() == pytest.approx(7 * np.log(2) / 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("balance", [False, True])
+def test_a_scan_without_station_labels_adds_nothing_to_the_station_term(balance):
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0], [1.0, 1.0, 1.0]], requires_grad=True)
+    status = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    labelled = torch.tensor([True, False, True])
+    loss = scan_station_bce(logits, status, labelled, balance)
+    alone = scan_station_bce(logits[[0, 2]].detach(), status[[0, 2]], balance=balance)
+    assert loss.item() == pytest.approx(alone.item(), rel=1e-6)
+    loss.backward()
+    assert logits.grad[1].abs().sum() == 0 and logits.grad[0].abs().sum() > 0
+    none = scan_station_bce(logits, status, torch.tensor([False, False, False]), balance)
+    assert none.item() == 0 and none.requires_grad
+
+
+def test_n_stage_loss_leaves_unlabelled_scans_out_of_the_station_term_only():
+    stage_logits = torch.zeros(2, 4)
+    station_logits = torch.tensor([[3.0] * 17, [-3.0] * 17])
+    status = torch.zeros(2, 17, dtype=torch.long)
+    masks = torch.from_numpy(np.stack([group_masks("R", "paper")] * 2))
+    targets = torch.from_numpy(np.stack([pseudo_targets(0, "R")] * 2))
+    args = (stage_logits, station_logits, torch.tensor([0, 0]), status, masks, targets, LossWeights())
+    both = n_stage_loss(*args)
+    second = n_stage_loss(*args, station_labelled=torch.tensor([False, True]))
+    assert second.bce.item() == pytest.approx(17 * bce(-3.0, 0), rel=1e-5)  # the first scan's 17 wrong calls gone
+    assert both.bce.item() > second.bce.item()
+    assert second.pseudo.item() == both.pseudo.item() and second.ce.item() == both.ce.item()

@@ -32,3 +32,13 @@ def test_inconsistent_model_settings_are_refused():
         TrainSettings(patch_size_vox=48)
     with pytest.raises(ValueError, match="fold=5"):
         TrainSettings(fold=5)
+
+
+def test_a_stage_sub_table_of_the_dataset_train_table_applies_to_that_stage_only(tmp_path):
+    config = tmp_path / "staged.toml"
+    config.write_text('root = "."\n[train]\nmax_epochs = 12\n[train.ts3]\nmax_epochs = 60\nhead_lr = 0.01\n')
+    ts1, ts3 = (parse_train_settings([stage, "--dataset", str(config)]) for stage in ("ts1", "ts3"))
+    assert (ts1.max_epochs, ts1.head_lr) == (12, 0.0) and (ts3.max_epochs, ts3.head_lr) == (60, 0.01)
+    config.write_text('root = "."\n[train.ts2]\nheadlr = 0.01\n')
+    with pytest.raises(SettingsError, match=r"\[train.ts2\]: unknown setting\(s\) headlr"):
+        parse_train_settings(["ts2", "--dataset", str(config)])
