@@ -29,6 +29,13 @@ setup(
         "openpyxl>=3.1",  # clinical tables in XLSX (python -m preprocess.import_tcia)
         "tomli>=2.0; python_version<'3.11'",
     ],
+    # beside `python -m preprocess` etc.: the same commands, with the same flags and exit codes
+    entry_points={"console_scripts": [
+        "lnstage-preprocess = preprocess.__main__:cli",
+        "lnstage-train = train.__main__:cli",
+        "lnstage-evaluate = evaluate.__main__:cli",
+        "lnstage-cache = cache.__main__:cli",
+    ]},
     extras_require={
         "dev": ["pytest>=7.4", "ruff>=0.5"],
         "bench": ["monai>=1.3", "torchio>=0.19"],  # tested with monai 1.6.1, torchio 1.2.1

@@ -187,9 +187,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def program_name(prog: str) -> str:
-    """`lnstage-train` when run as that console script, else the `python -m` form given."""
+    """`lnstage-evaluate predict` when run as that console script, else the `python -m evaluate predict` given."""
     script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    return script if script.startswith("lnstage-") else prog
+    return " ".join([script, *prog.split()[3:]]) if script.startswith("lnstage-") else prog
 
 
 def exit_status(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:

@@ -5,6 +5,7 @@ Exit codes: 0 done, 1 failed work, 2 usage (a bad or missing flag, an unknown da
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,14 @@ def test_python_m_prints_one_line_and_exit_2_without_a_traceback():
                             text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr == "error: TrainSettings: fold=7 is not in 0..4\n"
+
+
+def test_console_scripts_run_the_same_commands():
+    scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")
+               if e.name.startswith("lnstage-")}
+    assert scripts == {"lnstage-preprocess": "preprocess.__main__:cli", "lnstage-train": "train.__main__:cli",
+                       "lnstage-evaluate": "evaluate.__main__:cli", "lnstage-cache": "cache.__main__:cli"}
+    result = subprocess.run([str(Path(sys.executable).parent / "lnstage-evaluate"), "predict"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: --ct, --pet, --totalseg and --model are "
+                                                               "required; lnstage-evaluate predict --help")
