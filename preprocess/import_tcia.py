@@ -232,8 +232,9 @@ def read_clinical(settings: ImportSettings) -> dict[str, set[str]]:
         if not getattr(settings, name):
             raise SettingsError(f"{name} is not set: put it in the [import_tcia] table of the dataset config "
                                 f"{settings.dataset!r} or pass --{name.replace('_', '-')}")
-    if not path.is_file():
-        raise TciaImportError(f"clinical table {path} not found; pass the CSV or XLSX TCIA ships with --clinical")
+    if not settings.clinical or not path.is_file():
+        raise TciaImportError(f"clinical table {settings.clinical!r} not found; pass the CSV or XLSX TCIA ships with "
+                              "the collection with --clinical")
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         table = pd.read_excel(path, sheet_name=settings.sheet or 0, dtype=str, keep_default_na=False)
     else:
