@@ -10,16 +10,19 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cache.grid import Grid
 from cache.manifest import write_manifest
 from cache.settings import from_toml
 from preprocess.phantom.deformation import field_grid
 from preprocess.phantom.delineation import delineate
 from preprocess.phantom.labels import draw_stage_labels
-from preprocess.phantom.scan import simulate_scan
+from preprocess.phantom.nodes import BENIGN_STATES
+from preprocess.phantom.scan import SimulatedScan, simulate_scan
 from preprocess.phantom.settings import PhantomSettings
 from preprocess.phantom.writer import write_atlas, write_patient_scan
 
 MARKER = "phantom.toml"
+STATE_PREVIEW = "benign_states.png"  # with --preview: the first patient of each benign-uptake state
 OUTPUT_FOLDERS = ("scans", "truth", "atlases", "preview")
 KNOWN_ENTRIES = (*OUTPUT_FOLDERS, "manifest.csv", MARKER, "cache")
 # Random streams: (seed, stream, index) so a patient is the same whatever the cohort size.
@@ -79,6 +82,18 @@ def _write_marker(out: Path, settings: PhantomSettings) -> None:
     (out / MARKER).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def draw_patient(settings: PhantomSettings, grid: Grid, index: int, dicom_pet: bool) -> SimulatedScan:
+    """Patient `index` of the cohort of `settings`, from its own random streams (the same whatever the cohort size)."""
+    rng = np.random.default_rng([settings.seed, PATIENT_STREAM, index])
+    labels = draw_stage_labels(np.random.default_rng([settings.seed, LABEL_STREAM, index]))
+    return simulate_scan(rng, grid, labels, settings.pet_factor, dicom_pet=dicom_pet, day=index, settings=settings)
+
+
+def dicom_pet_patients(settings: PhantomSettings) -> set[int]:
+    """Indices of the patients whose PET is written as a DICOM series."""
+    return _chosen(settings.patients, settings.dicom_pet_fraction, settings.seed, 0)
+
+
 def generate_cohort(settings: PhantomSettings) -> Path:
     """Write the cohort of `settings` to `settings.out` and return that folder.
 
@@ -88,23 +103,27 @@ def generate_cohort(settings: PhantomSettings) -> Path:
     out = Path(settings.out)
     _prepare(out)
     grid = field_grid(settings.extent_mm, settings.spacing_mm)
-    dicom = _chosen(settings.patients, settings.dicom_pet_fraction, settings.seed, 0)
+    dicom = dicom_pet_patients(settings)
     listed = _chosen(settings.patients, settings.station_list_fraction, settings.seed, 1)
     rows = []
+    by_state: dict[str, tuple[str, SimulatedScan]] = {}  # the first patient of each benign-uptake state
     for i in tqdm(range(settings.patients), desc="phantom patients", unit="scan"):
-        rng = np.random.default_rng([settings.seed, PATIENT_STREAM, i])
-        labels = draw_stage_labels(np.random.default_rng([settings.seed, LABEL_STREAM, i]))
-        scan = simulate_scan(rng, grid, labels, settings.pet_factor, dicom_pet=i in dicom, day=i)
+        scan = draw_patient(settings, grid, i, dicom_pet=i in dicom)
         patient_id, scan_id = patient_ids(i)
         rows.append(write_patient_scan(out, patient_id, scan_id, scan, list_stations=i in listed))
         if settings.preview:
             from preprocess.phantom.preview import write_preview
 
             write_preview(scan, out / "preview" / f"{scan_id}.png", title=scan_id)
+            by_state.setdefault(scan.benign_uptake.state, (scan_id, scan))
+    if by_state:
+        from preprocess.phantom.preview import write_state_preview
+
+        write_state_preview([by_state[s] for s in BENIGN_STATES if s in by_state], out / "preview" / STATE_PREVIEW)
     write_manifest(out / "manifest.csv", rows)
     for a in tqdm(range(settings.atlases), desc="phantom atlases", unit="atlas"):
         rng = np.random.default_rng([settings.seed, ATLAS_STREAM, a])
-        scan = simulate_scan(rng, grid, None)
+        scan = simulate_scan(rng, grid, None, settings=settings)
         name = f"atlas-{a + 1:02d}"
         write_atlas(out / "atlases" / name, scan, delineate(scan.stations, settings.spacing_mm, rng), name,
                     settings.seed)

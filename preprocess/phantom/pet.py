@@ -21,6 +21,9 @@ TISSUE_SUV = {
     "cortical_bone": 0.6,
 }
 assert set(TISSUE_SUV) == set(TISSUES)
+# Active brown fat shows in a few per cent of adult FDG PET scans; each such patient lights the four upper
+# stations at once, so a higher rate alone would make SUVmax thresholding overstage most N0 patients.
+BROWN_FAT_FRACTION = 0.06
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ def draw_pet_physics(rng: np.random.Generator) -> PetPhysics:
     suv["liver"] = float(rng.uniform(1.9, 2.6))
     suv["myocardium"] = float(np.clip(rng.lognormal(np.log(3.0), 0.8), 1.2, 14.0))
     suv["esophagus"] = float(rng.uniform(1.3, 2.9))
-    brown = float(rng.uniform(2.5, 7.0)) if rng.random() < 0.15 else 0.0
+    brown = float(rng.uniform(2.5, 7.0)) if rng.random() < BROWN_FAT_FRACTION else 0.0
     return PetPhysics(suv, float(rng.uniform(5.0, 7.0)), float(rng.uniform(0.10, 0.18)), brown)
 
 

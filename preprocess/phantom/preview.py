@@ -1,4 +1,5 @@
-"""PNG mid-slices of a simulated scan (axial and coronal: CT, PET, stations, nodes) for a person to judge."""
+"""PNG mid-slices of a simulated scan (axial and coronal: CT, PET, stations, nodes) for a person to judge, and one
+picture of a patient of each benign-uptake state side by side."""
 
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ def _slice_index(scan: SimulatedScan) -> np.ndarray:
 def write_preview(scan: SimulatedScan, path: Path, title: str = "", dpi: int = 70) -> None:
     """Axial (top) and coronal (bottom) slices: CT, PET (SUV 0-6), station labels, nodes on CT."""
     z, y, _ = _slice_index(scan)
-    suv = pet_on_ct_grid(scan.suv, round(scan.pet_grid.spacing_mm[0] / scan.grid.spacing_mm[0]),
-                         scan.grid.shape_zyx) if scan.suv is not None else np.zeros(scan.grid.shape_zyx, np.float32)
+    suv = _pet_on_ct(scan) if scan.suv is not None else np.zeros(scan.grid.shape_zyx, np.float32)
     views = [("axial", lambda v: v[z], "upper"), ("coronal", lambda v: v[:, y], "lower")]
     fig = Figure(figsize=(16, 7.5))  # no pyplot: no global backend or figure registry to set or clean up
     axes = fig.subplots(2, 4)
@@ -50,6 +50,44 @@ def write_preview(scan: SimulatedScan, path: Path, title: str = "", dpi: int = 7
         positive = ", ".join(scan.labels.positive) or "none"
         title = f"{title}  N{scan.labels.n_stage}, tumour side {scan.labels.tumor_side}, positive: {positive}"
     fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+
+
+def _pet_on_ct(scan: SimulatedScan) -> np.ndarray:
+    factor = round(scan.pet_grid.spacing_mm[0] / scan.grid.spacing_mm[0])
+    return pet_on_ct_grid(scan.suv, factor, scan.grid.shape_zyx)
+
+
+def write_state_preview(scans: list[tuple[str, SimulatedScan]], path: Path, dpi: int = 70) -> None:
+    """One row per (name, patient): coronal CT with its nodes (red malignant, yellow hot benign, green benign),
+    the coronal PET slice through station 7, and the PET's maximum over the mediastinal slab (the y range of the
+    stations), where every hot node of the patient shows."""
+    fig = Figure(figsize=(12, 4.2 * len(scans)))
+    axes = fig.subplots(len(scans), 3, squeeze=False)
+    for row, (name, scan) in enumerate(scans):
+        _, y, _ = _slice_index(scan)
+        suv = _pet_on_ct(scan)
+        rows_y = np.flatnonzero((scan.stations > 0).any(axis=(0, 2)))
+        slab = suv[:, rows_y.min(): rows_y.max() + 1].max(axis=1)
+        axes[row, 0].imshow(scan.ct_hu[:, y], cmap="gray", vmin=-200, vmax=300, origin="lower")
+        for node in scan.nodes:
+            index = scan.grid.physical_to_index(node.blob.centre_mm)
+            if abs(index[1] - y) * scan.grid.spacing_mm[1] <= node.short_axis_mm:
+                colour = "red" if node.malignant else "yellow" if node.reactive else "lime"
+                size = max(4.0, node.short_axis_mm / scan.grid.spacing_mm[0] * 2)
+                axes[row, 0].plot(index[2], index[0], "o", mfc="none", mec=colour, ms=size)
+        axes[row, 1].imshow(suv[:, y], cmap="hot", vmin=0, vmax=6, origin="lower")
+        axes[row, 2].imshow(slab, cmap="hot", vmin=0, vmax=6, origin="lower")
+        uptake = scan.benign_uptake
+        hot = ", ".join(sorted(uptake.hot_stations, key=lambda s: station(s).code)) or "none"
+        positive = ", ".join(scan.labels.positive) or "none"
+        axes[row, 0].set_title(f"{name}: {uptake.state}; N{scan.labels.n_stage} (positive: {positive})", fontsize=9)
+        axes[row, 1].set_title("coronal PET (SUV 0-6)", fontsize=9)
+        axes[row, 2].set_title(f"PET maximum over the mediastinum; hot benign: {hot}", fontsize=9)
+        for ax in axes[row]:
+            ax.axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)

@@ -17,8 +17,9 @@ from preprocess.phantom.ct import HILUM_HU, NECROSIS_HU, PART_HU, ct_image
 from preprocess.phantom.deformation import canonical_coordinates, draw_deformation, warp_labels
 from preprocess.phantom.dicom_pet import PetAcquisition, decode_slices, draw_acquisition, encode_slices
 from preprocess.phantom.labels import StageLabels
-from preprocess.phantom.nodes import Node, Tumour, place_nodes, place_tumour
+from preprocess.phantom.nodes import BenignUptake, Node, Tumour, place_nodes, place_tumour
 from preprocess.phantom.pet import PetPhysics, draw_pet_physics, part_suv, pet_grid, pet_on_ct_grid, scanner
+from preprocess.phantom.settings import PhantomSettings
 from preprocess.totalseg_labels import label_ids
 
 TUMOUR_HU = 40.0
@@ -48,6 +49,7 @@ class SimulatedScan:
     acquisition: PetAcquisition | None
     pet_dicom: tuple[np.ndarray, np.ndarray] | None  # stored int16 slices and their slopes
     tumour: Tumour | None
+    benign_uptake: BenignUptake  # the patient's latent cause of hot benign nodes
 
 
 def template_spacing_for(spacing_mm: float) -> float:
@@ -100,17 +102,28 @@ def _paint_brown_fat(rng: np.random.Generator, parts: np.ndarray, stations: np.n
     hu[region], activity[region] = -60.0, suv
 
 
+def _node_peaks(suv: np.ndarray, node_ids: np.ndarray, count: int) -> tuple[float, ...]:
+    """SUVmax of nodes 1..count over their voxels (0 for a node left without voxels), in one pass over the
+    node voxels instead of a sort of the whole volume."""
+    peaks = np.zeros(count + 1, dtype=np.float32)
+    inside = node_ids > 0
+    np.maximum.at(peaks, node_ids[inside], suv[inside])
+    return tuple(float(v) for v in peaks[1:])
+
+
 def simulate_scan(rng: np.random.Generator, grid: Grid, labels: StageLabels | None, pet_factor: int = 2,
-                  dicom_pet: bool = False, day: int = 0) -> SimulatedScan:
+                  dicom_pet: bool = False, day: int = 0, settings: PhantomSettings | None = None) -> SimulatedScan:
     """Draw one subject on `grid`: a patient with `labels` (tumour, malignant nodes, PET), or with None an atlas
-    subject (CT and masks, benign nodes only)."""
+    subject (CT and masks, benign nodes only). Node uptake follows `settings` (the defaults when None)."""
+    settings = settings or PhantomSettings()
     template = draw_template(template_spacing_for(grid.spacing_mm[0]))
     coords = canonical_coordinates(grid, draw_deformation(rng, grid))
     parts = warp_labels(template.parts, template.canvas, coords)
     stations = warp_labels(template.stations, template.canvas, coords)
     del coords
     patient = labels is not None
-    nodes = tuple(place_nodes(rng, stations, grid, labels.positive if labels else ()))
+    placed, benign_uptake = place_nodes(rng, stations, grid, labels.positive if labels else (), settings)
+    nodes = tuple(placed)
     tumour = None
     if patient:
         side = "right" if labels.tumor_side == "R" else "left"
@@ -126,7 +139,8 @@ def simulate_scan(rng: np.random.Generator, grid: Grid, labels: StageLabels | No
     totalseg[node_ids > 0] = 0
     ct = ct_image(hu, grid.spacing_mm[0], rng, noise_hu=float(rng.uniform(8.0, 16.0)))
     if not patient:
-        return SimulatedScan(grid, ct, totalseg, stations, nodes, None, None, None, None, (), None, None, None)
+        return SimulatedScan(grid, ct, totalseg, stations, nodes, None, None, None, None, (), None, None, None,
+                             benign_uptake)
     suv = scanner(activity, grid.spacing_mm[0], pet_factor, physics, rng)
     acquisition = draw_acquisition(rng, day)
     pet_dicom = None
@@ -134,7 +148,6 @@ def simulate_scan(rng: np.random.Generator, grid: Grid, labels: StageLabels | No
         pet_dicom = encode_slices(suv, acquisition)
         suv = decode_slices(*pet_dicom, acquisition)
     fine = pet_on_ct_grid(suv, pet_factor, grid.shape_zyx)
-    ids = [node.node_id for node in nodes]
-    node_max = tuple(float(v) for v in ndimage.maximum(fine, node_ids, index=ids)) if ids else ()
+    node_max = _node_peaks(fine, node_ids, len(nodes))
     return SimulatedScan(grid, ct, totalseg, stations, nodes, labels, lesions, pet_grid(grid, pet_factor), suv,
-                         node_max, acquisition, pet_dicom, tumour)
+                         node_max, acquisition, pet_dicom, tumour, benign_uptake)

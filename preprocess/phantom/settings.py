@@ -24,20 +24,63 @@ class PhantomSettings:
         default=1.0, metadata={"help": "fraction of scans whose manifest lists positive stations (else N only)"}
     )
     extent_mm: tuple[float, ...] = field(
-        default=(320.0, 260.0, 240.0), metadata={"help": "field of view (x, y, z) in mm", "nargs": 3, "type": float}
+        default=(320.0, 260.0, 260.0), metadata={"help": "field of view (x, y, z) in mm", "nargs": 3, "type": float}
     )
     preview: bool = field(default=False, metadata={"help": "write PNG mid-slices per scan to OUT/preview/"})
+    # Uptake of benign and malignant nodes, fitted with `python -m preprocess.phantom.calibrate` (200 patients,
+    # SUVmax on the true station masks) to the paper's SUVmax-thresholding row of Table 4 only, never to our
+    # models' results. Each help line names the figure the value was fitted to.
+    benign_state_fractions: tuple[float, ...] = field(
+        default=(0.5, 0.3, 0.2),
+        metadata={"help": "fractions of patients whose benign nodes are all cold, mildly reactive (a few hot hilar "
+                          "or subcarinal nodes) or granulomatous (many hot nodes); fitted to the N-stage accuracy "
+                          "0.50 and specificity 0.84 of thresholding", "nargs": 3, "type": float},
+    )
+    mild_hot_stations: float = field(
+        default=1.5, metadata={"help": "mean number of benign stations with a hot node in a mildly reactive "
+                                       "patient; fitted to the station specificity 0.84 of thresholding"}
+    )
+    granulomatous_hot_stations: float = field(
+        default=5.0, metadata={"help": "mean number of benign stations with a hot node in a granulomatous patient; "
+                                       "fitted to the station specificity 0.84 of thresholding"}
+    )
+    mild_hot_suv: float = field(
+        default=5.0, metadata={"help": "median tissue SUV of a hot benign node in a mildly reactive patient; "
+                                       "fitted to the chosen threshold 4"}
+    )
+    granulomatous_hot_suv: float = field(
+        default=6.5, metadata={"help": "median tissue SUV of a hot benign node in a granulomatous patient; "
+                                       "fitted to the chosen threshold 4"}
+    )
+    malignant_suv_at_10mm: float = field(
+        default=7.0, metadata={"help": "median tissue SUV of a malignant node of 10 mm short axis (larger nodes are "
+                                       "hotter); fitted to the station sensitivity 0.77 of thresholding"}
+    )
+    malignant_low_uptake_fraction: float = field(
+        default=0.3, metadata={"help": "fraction of malignant nodes with half the uptake (low-avid histology); "
+                                       "fitted to the station sensitivity 0.77 of thresholding"}
+    )
 
     def __post_init__(self) -> None:
         if self.patients < 1 or self.atlases < 0:
             raise ValueError(f"patients must be >= 1 and atlases >= 0, got {self.patients} and {self.atlases}")
         if not 0.3 <= self.spacing_mm <= 6.0:
             raise ValueError(f"spacing_mm must be between 0.3 and 6 mm, got {self.spacing_mm}")
-        for name in ("dicom_pet_fraction", "station_list_fraction"):
+        for name in ("dicom_pet_fraction", "station_list_fraction", "malignant_low_uptake_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if len(self.extent_mm) != 3:
             raise ValueError(f"extent_mm must hold 3 values (x, y, z), got {self.extent_mm}")
+        fractions = self.benign_state_fractions
+        if len(fractions) != 3 or min(fractions) < 0.0 or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ValueError(f"benign_state_fractions must be 3 non-negative values (none, mild, granulomatous) "
+                             f"that sum to 1, got {fractions}")
+        for name in ("mild_hot_stations", "granulomatous_hot_stations"):
+            if getattr(self, name) < 0.0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("mild_hot_suv", "granulomatous_hot_suv", "malignant_suv_at_10mm"):
+            if getattr(self, name) <= 0.0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
     @property
     def pet_factor(self) -> int:
