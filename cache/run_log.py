@@ -161,10 +161,11 @@ class Progress:
 
 
 def progress(items: Iterable | None = None, *, desc: str = "", total: int | None = None, unit: str = "it",
-             every: int | None = None, enabled: bool = True) -> Any:
-    """A tqdm bar on a terminal, else a `Progress` printing a line per `every` items; nothing when not enabled."""
+             every: int | None = None, enabled: bool = True, leave: bool = True) -> Any:
+    """A tqdm bar on a terminal (`leave`: keep it when done), else a `Progress` printing a line per `every` items;
+    nothing when not enabled."""
     if output_is_terminal():
         from tqdm import tqdm
 
-        return tqdm(items, desc=desc, total=total, unit=unit, disable=not enabled)
+        return tqdm(items, desc=desc, total=total, unit=unit, disable=not enabled, leave=leave)
     return Progress(items, desc, total, unit, every, enabled)

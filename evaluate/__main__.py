@@ -44,7 +44,8 @@ def experiments(settings: ExperimentSettings) -> int:
 
 REPORT = Command("python -m evaluate report", "Metrics, baselines, paired tests and figures of a cross-validated run.",
                  (EvaluateSettings,), report, presets=report_presets, required=("run",),
-                 log_file=lambda s: Path(s.out or Path(s.run) / "report") / "report.log")
+                 log_file=lambda s: Path(s.out or Path(s.run) / "report") / "report.log",
+                 print_settings=False)  # run_evaluation prints them (experiments call it too)
 PREDICT = Command("python -m evaluate predict", "Stage one new PET/CT scan with a trained fold's model.",
                   (PredictSettings,), predict, required=("ct", "pet", "totalseg", "model"),
                   log_file=lambda s: Path(s.out or f"predict_{Path(s.ct).name.split('.')[0]}") / "predict.log")

@@ -15,11 +15,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from cache.build_settings import BuildSettings, expected_settings
 from cache.dataset import DatasetConfig
 from cache.manifest import ManifestRow, read_manifest
+from cache.run_log import progress
 from cache.schema import cache_file_name
 from cache.stations import station_names
 from cache.writer import ScanLabels, ScanRecord, write_scan
@@ -89,7 +89,7 @@ def run_subset_study(config: DatasetConfig, build: BuildSettings, run: Path, sca
     truth, pred_all = [], []
     pred_subsets: dict[tuple[str, ...], list[np.ndarray]] = {tuple(names[i] for i in s): [] for s in subsets}
     with tempfile.TemporaryDirectory(prefix="atlas_subsets_") as folder:
-        for patient_id, scan_id, fold in tqdm(scans, desc="atlas subsets", unit="scan"):
+        for patient_id, scan_id, fold in progress(scans, desc="atlas subsets", unit="scan"):
             row = rows[(patient_id, scan_id)]
             if fold not in models:
                 models[fold] = load_trained(run / f"fold{fold}", device)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from cache.reader import CacheError, open_scan, read_info
+from cache.run_log import progress
 from cache.stations import station_names
 from evaluate.baselines.features import BaselineFeatures, lesion_sources, scan_features
 from evaluate.comparison import Cohort
@@ -56,7 +56,7 @@ def load_cohort(paths: list[Path], test_fold: Mapping[str, int], label_column: s
     sources = lesion_sources(settings.lesion_source, [p for p, _ in chosen])
     overlap = {source: np.zeros_like(suv_max) for source in sources}
     n_lesions = {source: np.zeros(n, dtype=np.int64) for source in sources}
-    for k, (path, info) in enumerate(tqdm(chosen, desc="baseline features", unit="scan")):
+    for k, (path, info) in enumerate(progress(chosen, desc="baseline features", unit="scan")):
         station_true[k], n_true[k] = scan_truth(info.labels, label_column)
         with open_scan(path) as scan:
             features: BaselineFeatures = scan_features(scan, sources, settings.lesion_suv_threshold,

@@ -21,7 +21,8 @@ def train(settings: TrainSettings) -> int:
 
 COMMAND = Command("python -m train", "Train one stage (TS1, TS2 or TS3) on one cross-validation fold.",
                   (TrainSettings,), train, presets=train_presets, required=("stage",),
-                  log_file=lambda settings: settings.run_dir / "train.log")
+                  log_file=lambda settings: settings.run_dir / "train.log",
+                  print_settings=False)  # run_training prints them (the experiments call it too)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,6 @@ import csv
 import dataclasses
 import json
 import math
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -20,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-from tqdm import tqdm
 
 from cache.build_settings import build_settings_for, expected_settings
 from cache.dataset import load_study, study_rows
+from cache.run_log import progress as progress_bar
 from cache.settings import format_settings, settings_dict
 from train.augment import AugmentSettings, augment, centre_crop
 from train.checkpoint import CheckpointError, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
@@ -194,8 +193,8 @@ def train_one_epoch(model: torch.nn.Module, batches, optimizer, scaler, generato
     device, weights = ranks.device, LossWeights(settings.lambda_ce, settings.lambda_mse, settings.lambda_pseudo,
                                                 settings.lambda_bce, settings.balance_stations)
     sums: dict[str, float] = {}
-    progress = tqdm(batches, desc=f"epoch {epoch}", disable=not (ranks.is_main and settings.progress),
-                    leave=False, file=sys.stderr)
+    progress = progress_bar(batches, desc=f"epoch {epoch}", unit="batch", enabled=ranks.is_main and settings.progress,
+                            leave=False)
     for batch in progress:
         patches = prepare_patches(batch.crops.to(device, non_blocking=True), settings, generator)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
