@@ -2,7 +2,8 @@
 
 One row per method; station columns (accuracy, balanced accuracy, sensitivity, specificity, AUC) then N-stage
 columns (accuracy, balanced accuracy, sensitivity, specificity; one-vs-rest, macro over the stages present).
-Cells are mean ± sd over folds; a second table gives the pooled values over all test scans.
+Cells are mean ± sd over folds; a second table gives the pooled values over all test scans, each with its
+95 % patient-bootstrap interval in brackets.
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ def _summary_cells(result: MethodResult) -> list[str]:
 
 def _pooled_cells(result: MethodResult) -> list[str]:
     pooled = {"station": result.station_pooled, "n_stage": result.n_stage_pooled}
-    return [_format_value(getattr(pooled[level], metric)) for level, metric in _columns()]
+    intervals = {"station": result.station_interval, "n_stage": result.n_stage_interval}
+    cells = []
+    for level, metric in _columns():
+        value = _format_value(getattr(pooled[level], metric))
+        interval = intervals[level].get(metric)
+        cells.append(value if interval is None or value == "n/a" else f"{value} {interval.format()}")
+    return cells
 
 
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -53,7 +60,8 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 
 def methods_table_markdown(results: Sequence[MethodResult], pooled: bool = False) -> str:
-    """The Table-4-shaped Markdown table: mean ± sd over folds, or pooled over all test scans."""
+    """The Table-4-shaped Markdown table: mean ± sd over folds, or pooled over all test scans with 95 %
+    patient-bootstrap intervals."""
     cells = _pooled_cells if pooled else _summary_cells
     return _markdown_table(["Method", *_header()], [[r.name, *cells(r)] for r in results])
 
@@ -66,24 +74,26 @@ def paired_tests_markdown(tests: Sequence[PairedTests]) -> str:
             f"{t.method_a} vs {t.method_b}",
             f"{t.mcnemar.only_a} / {t.mcnemar.only_b}",
             f"{t.mcnemar.p_value:.3g}",
+            f"{t.clustered.p_value:.3g} ({'exact, ' if t.clustered.exact else ''}{t.n_patients} patients)",
             "n/a" if perm is None else f"{perm.difference:+.3f}",
             "n/a" if perm is None else f"{perm.p_value:.3g}" + (" (exact)" if perm.exact else ""),
             str(t.n_scans),
         ])
-    header = ["Comparison", "LNS right only A / only B", "McNemar p", "N-stage acc. A − B", "permutation p",
-              "scans"]
+    header = ["Comparison", "LNS right only A / only B", "McNemar p", "LNS clustered p",
+              "N-stage acc. A − B", "permutation p", "scans"]
     return _markdown_table(header, rows)
 
 
 def write_methods_csv(results: Sequence[MethodResult], path: Path) -> None:
-    """Long CSV: method, fold ('mean', 'sd', 'pooled' or the fold number), level, metric, value, n."""
+    """Long CSV: method, fold ('mean', 'sd', 'pooled', 'pooled_low'/'pooled_high' (95 % patient-bootstrap
+    interval) or the fold number), level, metric, value, n."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "fold", "level", "metric", "value", "n"])
         for r in results:
-            for level, per_fold, summary, pooled in (
-                ("station", r.station_per_fold, r.station_summary, r.station_pooled),
-                ("n_stage", r.n_stage_per_fold, r.n_stage_summary, r.n_stage_pooled),
+            for level, per_fold, summary, pooled, intervals in (
+                ("station", r.station_per_fold, r.station_summary, r.station_pooled, r.station_interval),
+                ("n_stage", r.n_stage_per_fold, r.n_stage_summary, r.n_stage_pooled, r.n_stage_interval),
             ):
                 for metric in metric_names(type(pooled)):
                     for fold, m in per_fold.items():
@@ -91,6 +101,9 @@ def write_methods_csv(results: Sequence[MethodResult], path: Path) -> None:
                     writer.writerow([r.name, "mean", level, metric, summary.mean[metric], summary.n_folds[metric]])
                     writer.writerow([r.name, "sd", level, metric, summary.sd[metric], summary.n_folds[metric]])
                     writer.writerow([r.name, "pooled", level, metric, getattr(pooled, metric), pooled.n])
+                    if metric in intervals:
+                        writer.writerow([r.name, "pooled_low", level, metric, intervals[metric].low, pooled.n])
+                        writer.writerow([r.name, "pooled_high", level, metric, intervals[metric].high, pooled.n])
 
 
 def write_paired_tests_csv(tests: Sequence[PairedTests], path: Path) -> None:
@@ -98,13 +111,15 @@ def write_paired_tests_csv(tests: Sequence[PairedTests], path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["method_a", "method_b", "mcnemar_only_a", "mcnemar_only_b", "mcnemar_p", "n_stations",
                          "n_stage_accuracy_difference", "permutation_p", "permutation_exact", "n_permutations",
-                         "n_scans"])
+                         "n_scans", "clustered_station_accuracy_difference", "clustered_p", "clustered_exact",
+                         "n_patients"])
         for t in tests:
             perm = t.permutation
             perm_cells = ["", "", "", ""] if perm is None else [
                 perm.difference, perm.p_value, perm.exact, perm.n_permutations]
             writer.writerow([t.method_a, t.method_b, t.mcnemar.only_a, t.mcnemar.only_b, t.mcnemar.p_value,
-                             t.n_stations, *perm_cells, t.n_scans])
+                             t.n_stations, *perm_cells, t.n_scans, t.clustered.difference, t.clustered.p_value,
+                             t.clustered.exact, t.n_patients])
 
 
 def per_fold_markdown(result: MethodResult) -> str:
@@ -145,10 +160,13 @@ def write_report(out: Path, header_lines: Sequence[str], results: Sequence[Metho
     write_paired_tests_csv(tests, out / "paired_tests.csv")
     parts = ["# Evaluation report", "", *header_lines, "",
              "## Methods (mean ± sd over folds; paper Table 4 shape)", "", methods_table_markdown(results), "",
-             "## Methods, pooled over all test scans", "", methods_table_markdown(results, pooled=True), "",
+             "## Methods, pooled over all test scans (95 % patient-bootstrap intervals)", "",
+             methods_table_markdown(results, pooled=True), "",
              "## Paired tests", "",
-             "McNemar: exact binomial test on stations one method classifies correctly and the other not. "
-             "Permutation test: N-stage accuracy, each scan's two predictions swapped at random.", "",
+             "McNemar: exact binomial test on stations one method classifies correctly and the other not, each "
+             "station a case of its own. Clustered: station accuracy with all stations of a patient swapped "
+             "together (a patient's stations are not independent). Permutation test: N-stage accuracy, each "
+             "scan's two predictions swapped at random.", "",
              paired_tests_markdown(tests), "", "## Unstageable scans (tumour side unknown)", "",
              unstageable_markdown(results), ""]
     for r in results:

@@ -172,10 +172,11 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> Interval:
 def bootstrap_intervals(metrics: Callable[[np.ndarray], object], weights: np.ndarray, names: Sequence[str],
                         level: float = 0.95) -> dict[str, Interval]:
     """Interval of each named metric: `metrics(scan_weights)` returns an object with those attributes, computed
-    once per resample (rows of `weights`, from `patient_resamples`)."""
+    once per resample (rows of `weights`, from `patient_resamples`). A resample without any weight on these
+    cases (none of its patients has one) leaves every metric undefined."""
     values = {name: [] for name in names}
     for row in weights:
-        result = metrics(row)
+        result = metrics(row) if row.any() else None
         for name in names:
-            values[name].append(getattr(result, name))
+            values[name].append(float("nan") if result is None else getattr(result, name))
     return {name: percentile_interval(np.array(v), level) for name, v in values.items()}

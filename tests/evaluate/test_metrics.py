@@ -101,3 +101,21 @@ def test_summary_lists_the_float_metrics_of_each_kind():
         "accuracy", "balanced_accuracy", "sensitivity", "specificity"}
     assert "auc" in summarise_folds([station_metrics(np.array([0]), np.array([0]))]).mean
     assert StationMetrics and NStageMetrics
+
+
+def test_roc_auc_and_confusion_agree_with_scikit_learn_with_ties_and_weights():
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+
+    from evaluate.metrics import confusion, roc_auc
+
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 2, 300)
+    score = np.round(rng.random(300) + 0.3 * y_true, 1)  # rounded: many ties
+    weight = rng.integers(0, 4, 300).astype(float)
+    assert roc_auc(y_true, score) == pytest.approx(roc_auc_score(y_true, score))
+    assert roc_auc(y_true, score, weight) == pytest.approx(roc_auc_score(y_true, score, sample_weight=weight))
+    assert np.isnan(roc_auc(np.zeros(5, int), score[:5]))
+    n_true, n_pred = rng.integers(0, 4, 300), rng.integers(0, 4, 300)
+    np.testing.assert_array_equal(confusion(n_true, n_pred, 4), confusion_matrix(n_true, n_pred, labels=range(4)))
+    np.testing.assert_allclose(confusion(n_true, n_pred, 4, weight),
+                               confusion_matrix(n_true, n_pred, labels=range(4), sample_weight=weight))

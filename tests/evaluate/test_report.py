@@ -37,8 +37,12 @@ def test_methods_table_has_one_row_per_method_with_mean_and_sd():
     assert f"{ts1.mean['accuracy']:.2f} ± {ts1.sd['accuracy']:.2f}" in lines[2]
     assert "| n/a |" in lines[3]  # thresholding has no probabilities: AUC n/a
     pooled = methods_table_markdown(results, pooled=True)
-    assert f"{results[0].station_pooled.accuracy:.2f}" in pooled.splitlines()[2]
+    interval = results[0].station_interval["accuracy"]
+    assert interval.low <= results[0].station_pooled.accuracy <= interval.high
+    assert f"{results[0].station_pooled.accuracy:.2f} {interval.format()}" in pooled.splitlines()[2]
     assert "TS1 vs Thresholding" in paired_tests_markdown(tests)
+    # 10 patients: the clustered p cannot go below 2 / 2**10, however many stations McNemar counts
+    assert f"| {2 / 2**10:.3g} (exact, 10 patients) |" in paired_tests_markdown(tests)
     assert per_fold_markdown(results[0]).count("\n") == 6  # header, rule, 5 folds
 
 
@@ -55,6 +59,9 @@ def test_csv_round_trips_the_values(tmp_path):
     write_paired_tests_csv(tests, tmp_path / "tests.csv")
     row = next(csv.DictReader(open(tmp_path / "tests.csv")))
     assert float(row["mcnemar_p"]) == tests[0].mcnemar.p_value
+    assert float(row["clustered_p"]) == tests[0].clustered.p_value and row["n_patients"] == "10"
+    low = next(r for r in rows if r["method"] == "TS1" and r["fold"] == "pooled_low" and r["metric"] == "auc")
+    assert float(low["value"]) == results[0].station_interval["auc"].low
 
 
 def test_figures_are_written(tmp_path):
