@@ -21,8 +21,9 @@ from cache.manifest import ManifestRow
 
 DIGEST_SIZE = 16
 _READ_BYTES = 1 << 22
-# Rows of a dataset hashed per read, so verifying a big volume needs little memory.
-_ROWS_PER_READ = 16
+# Bytes of a dataset hashed per read (whole rows), so verifying a big volume needs little memory and a long
+# 1-D sampling table few reads.
+_BLOCK_BYTES = 1 << 22
 
 
 def _hasher() -> hashlib.blake2b:
@@ -46,8 +47,10 @@ def _dataset_blocks(dataset: h5py.Dataset) -> Iterator[np.ndarray]:
     if dataset.ndim == 0:
         yield np.asarray(dataset[()])
         return
-    for start in range(0, dataset.shape[0], _ROWS_PER_READ):
-        yield dataset[start:start + _ROWS_PER_READ]
+    row_bytes = dataset.dtype.itemsize * int(np.prod(dataset.shape[1:], dtype=np.int64))
+    rows = max(1, _BLOCK_BYTES // max(row_bytes, 1))
+    for start in range(0, dataset.shape[0], rows):
+        yield dataset[start:start + rows]
 
 
 def dataset_digest(dataset: h5py.Dataset) -> str:
@@ -108,14 +111,21 @@ def attrs_digest(attrs: Mapping) -> str:
     return hasher.hexdigest()
 
 
-def attribute_digests(f: h5py.File, skip: str) -> dict[str, str]:
+def _attrs_digest_or_none(attrs) -> str | None:
+    try:
+        return attrs_digest(dict(attrs))
+    except Exception:  # noqa: BLE001 -- any HDF5 error reading damaged attributes: reported as unreadable
+        return None
+
+
+def attribute_digests(f: h5py.File, skip: str) -> dict[str, str | None]:
     """`{attrs_key(path): attrs_digest}` of every object in the file with attributes, the root included, except
-    the group `skip` (where the checksums themselves live)."""
-    digests = {attrs_key("/"): attrs_digest(f.attrs)} if len(f.attrs) else {}
+    the group `skip` (where the checksums themselves live); None for an attribute set that cannot be read."""
+    digests = {attrs_key("/"): _attrs_digest_or_none(f.attrs)} if len(f.attrs) else {}
 
     def collect(name: str, item) -> None:  # visititems stops at the first callback that returns a value
         if name != skip and len(item.attrs):
-            digests[attrs_key(name)] = attrs_digest(item.attrs)
+            digests[attrs_key(name)] = _attrs_digest_or_none(item.attrs)
 
     f.visititems(collect)
     return digests
@@ -153,17 +163,21 @@ def _compare(kind: str, path: Path, current: Mapping[str, str | None], stored: M
 def _readable_digest(dataset: h5py.Dataset) -> str | None:
     try:
         return dataset_digest(dataset)
-    except OSError:  # a damaged compressed chunk fails to decode
+    except Exception:  # noqa: BLE001 -- a damaged chunk, layout or type: reported as unreadable
         return None
 
 
 def content_problems(f: h5py.File, path: Path) -> list[str]:
     """Every dataset and every object's attribute set of an open cache file against `/checksums`; one line
-    naming the file and the dataset or object per mismatch (empty when all match)."""
-    stored = dict(f[schema.CHECKSUMS_GROUP].attrs) if schema.CHECKSUMS_GROUP in f else {}
-    attrs = {k[1:]: v for k, v in attribute_digests(f, schema.CHECKSUMS_GROUP).items()}
+    naming the file and the dataset or object per mismatch (empty when all match). Never raises for damage:
+    what cannot be read is a problem too."""
+    try:
+        stored = {str(k): str(v) for k, v in f[schema.CHECKSUMS_GROUP].attrs.items()}
+        attrs = {k[1:]: v for k, v in attribute_digests(f, schema.CHECKSUMS_GROUP).items()}
+        datasets = {name: _readable_digest(dataset) for name, dataset in _datasets(f).items()}
+    except Exception as error:  # noqa: BLE001 -- damaged structure (object headers, links): the file is reported
+        return [f"{path}: the checksums or the file's structure cannot be read ({type(error).__name__}: {error})"]
     stored_attrs = {k[1:]: v for k, v in stored.items() if k.startswith(ATTRS_KEY_PREFIX)}
-    datasets = {name: _readable_digest(dataset) for name, dataset in _datasets(f).items()}
     stored_datasets = {k: v for k, v in stored.items() if not k.startswith(ATTRS_KEY_PREFIX)}
     return _compare("attributes of", path, attrs, stored_attrs) + _compare("dataset", path, datasets,
                                                                            stored_datasets)

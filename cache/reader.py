@@ -97,14 +97,18 @@ def _open_h5(path: Path) -> h5py.File:
         return h5py.File(path, "r", locking=False)
     except FileNotFoundError:
         raise CacheError(f"cache file {path} not found") from None
-    except OSError as error:
-        raise CacheError(f"{path}: not a readable HDF5 file ({error}); delete it and rebuild the scan") from None
+    except Exception as error:  # noqa: BLE001 -- HDF5 raises OSError and others for a damaged superblock
+        raise CacheError(f"{path}: not a readable HDF5 file ({error}); delete it and rebuild the scan") from error
 
 
 def check_schema(f: h5py.File, path: Path) -> None:
     """Refuse a file of another schema version, naming both versions and the rebuild command."""
-    version = f.attrs.get(schema.SCHEMA_VERSION_ATTR)
-    dataset = f.attrs.get(schema.DATASET_ATTR, "<dataset>")
+    try:
+        version = f.attrs.get(schema.SCHEMA_VERSION_ATTR)
+        dataset = f.attrs.get(schema.DATASET_ATTR, "<dataset>")
+    except Exception as error:  # noqa: BLE001 -- damaged attribute storage: one clear refusal
+        raise CacheError(f"{path}: the root attributes cannot be read ({error}); the file is damaged: delete it and "
+                         "rebuild the scan") from error
     if version is None:
         raise SchemaVersionError(f"{path}: no {schema.SCHEMA_VERSION_ATTR!r} attribute, so not a cache file of this "
                                  f"tool (or an unfinished one); rebuild with: {schema.rebuild_command(dataset)}")
@@ -214,8 +218,8 @@ def _info_from_file(f: h5py.File, path: Path) -> ScanInfo:
         shapes = {name: f[name].shape for name in (schema.SUV, schema.STATION_LABELS)}
     except KeyError as error:
         raise CacheError(f"{path}: schema version {schema.SCHEMA_VERSION} item missing ({error}); {damaged}") from None
-    except (ValueError, TypeError, IndexError, OSError) as error:
-        raise CacheError(f"{path}: unreadable metadata ({type(error).__name__}: {error}); {damaged}") from None
+    except Exception as error:  # noqa: BLE001 -- any HDF5 or parsing error of damaged metadata: one clear refusal
+        raise CacheError(f"{path}: unreadable metadata ({type(error).__name__}: {error}); {damaged}") from error
     problems = _metadata_problems(info, shapes)
     if problems:
         raise CacheError(f"{path}: {'; '.join(problems)}; {damaged}")
@@ -248,6 +252,11 @@ def _file_identity(path: Path) -> tuple[int, int, int]:
     return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
+def remember_verified(path: Path) -> None:
+    """Note that `path`, as it is now, matches its checksums (`python -m cache verify` found it sound)."""
+    _verified[path] = _file_identity(path)
+
+
 def verify_content(f: h5py.File, path: Path) -> None:
     """Refuse a file whose datasets or attributes differ from their checksums; a file verified once is not
     hashed again in this process while its inode, size and modification time stay the same."""
@@ -262,9 +271,10 @@ def verify_content(f: h5py.File, path: Path) -> None:
 
 
 def read_info(path: str | Path, expected_settings: Mapping[str, Mapping] | None = None,
-              verify: bool = False) -> ScanInfo:
+              verify: bool = True) -> ScanInfo:
     """Metadata of a cache file; refuses another schema version, broken invariants, when given other settings,
-    and with `verify` content that differs from its checksums."""
+    and with `verify` (the default; once per file and process) content that differs from its checksums, so no
+    label or statistic of a damaged file reaches a metric."""
     path = Path(path)
     with _open_h5(path) as f:
         info = _info_from_file(f, path)
@@ -317,6 +327,14 @@ class CacheScan:
                 for name in self.info.stations:
                     self.table(name)
                 self._file.close()
+        except CacheError:
+            self.close()
+            raise
+        except Exception as error:  # noqa: BLE001 -- mapping or reading a damaged file: one clear refusal
+            self.close()
+            dataset = self.info.dataset if hasattr(self, "info") else "<dataset>"
+            raise CacheError(f"{self.path}: cannot be read ({type(error).__name__}: {error}); the file is damaged: "
+                             f"rebuild with: {schema.rebuild_command(dataset)}") from error
         except BaseException:
             self.close()
             raise

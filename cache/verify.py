@@ -17,7 +17,7 @@ from cache import schema
 from cache.build_settings import settings_differences
 from cache.checksums import content_problems, file_digest, input_digests
 from cache.manifest import ManifestRow
-from cache.reader import CacheError, open_scan, read_info
+from cache.reader import CacheError, open_scan, read_info, remember_verified
 from cache.writer import ScanLabels
 
 
@@ -42,7 +42,10 @@ def verify_file(path: str | Path) -> FileCheck:
     except CacheError as error:
         return FileCheck(path, (str(error),))
     with h5py.File(path, "r", locking=False) as f:
-        return FileCheck(path, tuple(content_problems(f, path)))
+        problems = tuple(content_problems(f, path))
+    if not problems:
+        remember_verified(path)  # `verify --dataset` then reads the file's metadata without hashing it again
+    return FileCheck(path, problems)
 
 
 @dataclass(frozen=True)

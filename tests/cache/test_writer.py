@@ -34,10 +34,10 @@ def temps(folder):
     return sorted(folder.glob(f"*{schema.TEMP_SUFFIX}"))
 
 
-def test_layout_follows_schema_v1(cache_file, record):
+def test_layout_follows_schema_v2(cache_file, record):
     with h5py.File(cache_file, "r") as f:
         assert set(schema.ROOT_ATTRS) <= set(f.attrs)
-        assert f.attrs[schema.SCHEMA_VERSION_ATTR] == 1
+        assert f.attrs[schema.SCHEMA_VERSION_ATTR] == 2
         for path in (schema.CT, schema.SUV):
             dataset = f[path]
             assert dataset.chunks is None and dataset.compression is None and dataset.id.get_offset() is not None
@@ -51,6 +51,7 @@ def test_layout_follows_schema_v1(cache_file, record):
         checksums = f[schema.CHECKSUMS_GROUP].attrs
         assert checksums[schema.CT] == array_digest(record.ct_hu)
         assert f"{schema.station_group(record.stations[0].name)}/{schema.STATION_CDF}" in checksums
+        assert {"@/", "@labels", "@image/ct", f"@{schema.station_group(record.stations[0].name)}"} <= set(checksums)
     info = read_info(cache_file)
     assert info.key == "p1__s1" and info.grid == record.grid
 
