@@ -14,24 +14,24 @@ dataset root. Masks a user made with TotalSegmentator are picked up from `<total
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 import pydicom
-from argparse_dataclass import MISSING
 from pydicom.errors import InvalidDicomError
 
+from cache.cli import Command, Preset, exit_status
 from cache.dataset import load_dataset, stage_overrides
 from cache.manifest import LABEL_COLUMNS, write_manifest
-from cache.settings import SettingsError, format_settings, settings_from_namespace, settings_parents
+from cache.run_log import progress
+from cache.settings import SettingsError
 
 HEADER_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "Modality", "StudyDate",
                "StudyTime", "ImageType", "CorrectedImage")
@@ -49,7 +49,7 @@ class ImportSettings:
     """One import of a TCIA download; column names usually come from the dataset config's [import_tcia] table."""
 
     root: str = field(default="", metadata={"help": "TCIA download folder (patient/study/series folders)",
-                                            "args": ["root"], "nargs": "?", "type": str})
+                                            "args": ["root"]})
     clinical: str = field(default="", metadata={"help": "the collection's clinical table (CSV or XLSX)"})
     out: str = field(default="manifest.csv", metadata={"help": "manifest to write (in the dataset root)"})
     dataset: str = field(default="LungPETCTDx", metadata={"help": "dataset config: [import_tcia] and label_column"})
@@ -130,21 +130,21 @@ def scan_headers(root: Path, report: ImportReport) -> list[Series]:
     folder with another series of its modality, is skipped (the series reader reads one folder by modality)."""
     found: dict[str, Series] = {}
     folders: dict[str, set[Path]] = defaultdict(set)
-    for folder, _, names in sorted(os.walk(root)):
-        for name in sorted(names):
-            report.files += 1
-            try:
-                header = pydicom.dcmread(Path(folder) / name, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
-            except (InvalidDicomError, OSError):
-                report.not_dicom += 1
-                continue
-            uid = str(header.get("SeriesInstanceUID", ""))
-            folders[uid].add(Path(folder))
-            if uid not in found:
-                found[uid] = Series(str(header.get("PatientID", "")), str(header.get("StudyInstanceUID", "")), uid,
-                                    str(header.get("FrameOfReferenceUID", "")), str(header.get("Modality", "")),
-                                    str(header.get("StudyDate", "")), str(header.get("StudyTime", "")),
-                                    Path(folder), _role(header))
+    files = [Path(folder) / name for folder, _, names in sorted(os.walk(root)) for name in sorted(names)]
+    report.files = len(files)
+    for path in progress(files, desc="DICOM headers", unit="file"):
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+        except InvalidDicomError:  # a licence text, a spreadsheet: counted, not an error
+            report.not_dicom += 1
+            continue
+        uid = str(header.get("SeriesInstanceUID", ""))
+        folders[uid].add(path.parent)
+        if uid not in found:
+            found[uid] = Series(str(header.get("PatientID", "")), str(header.get("StudyInstanceUID", "")), uid,
+                                str(header.get("FrameOfReferenceUID", "")), str(header.get("Modality", "")),
+                                str(header.get("StudyDate", "")), str(header.get("StudyTime", "")), path.parent,
+                                _role(header))
     per_folder = Counter((s.folder, s.role) for s in found.values())
     series = []
     for uid, s in found.items():
@@ -328,31 +328,34 @@ def import_tcia(settings: ImportSettings) -> ImportReport:
     return report
 
 
-def parse(argv: Sequence[str] | None) -> ImportSettings:
-    parser = argparse.ArgumentParser(
-        prog="python -m preprocess.import_tcia", parents=settings_parents(ImportSettings),
-        description="Write a dataset manifest from a TCIA download (DICOM CT and PET) and its clinical table.")
-    namespace = parser.parse_args(argv)
-    dataset = ImportSettings.dataset if namespace.dataset is MISSING else namespace.dataset
-    return settings_from_namespace(namespace, ImportSettings, stage_overrides(dataset, "import_tcia"),
-                                   source=f"[import_tcia] of dataset {dataset!r}")
+def import_presets(given: Mapping[str, Any]) -> list[Preset]:
+    """The dataset config's `[import_tcia]` table (the clinical table's columns)."""
+    dataset = given.get("dataset", ImportSettings.dataset)
+    return [Preset(f"dataset {dataset!r} [import_tcia]", ImportSettings, stage_overrides(dataset, "import_tcia"))]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        settings = parse(argv)
-        print(format_settings(settings))
-        if not settings.root:
-            raise SettingsError("no TCIA download folder given: python -m preprocess.import_tcia ROOT --clinical "
-                                "FILE --out manifest.csv")
-        report = import_tcia(settings)
-    except (SettingsError, TciaImportError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def run_import(settings: ImportSettings) -> int:
+    """Import and print the summary; 0 (every problem of a study or patient is in the summary, not an error)."""
+    report = import_tcia(settings)
     print("\n".join(report.lines()))
     print(f"manifest: {settings.out}")
     return 0
 
 
+COMMAND = Command("python -m preprocess.import_tcia",
+                  "Write a dataset manifest from a TCIA download (DICOM CT and PET) and its clinical table.",
+                  (ImportSettings,), run_import, presets=import_presets, required=("root", "clinical"),
+                  log_file=lambda settings: Path(settings.out).parent / "import_tcia.log")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Import; failures raise (`cli` prints them as one line)."""
+    return COMMAND.run(argv)
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return exit_status(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

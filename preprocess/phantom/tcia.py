@@ -15,29 +15,23 @@ PET-only study. None of these extras changes the N mix of the imported patients.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import os
 import shutil
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from argparse_dataclass import MISSING
 from pydicom.uid import generate_uid
-from tqdm import tqdm
 
+from cache.cli import Command, Preset, exit_status, split_table
 from cache.dataset import load_dataset, stage_overrides
-from cache.settings import (
-    SettingsError,
-    format_settings,
-    settings_from_namespace,
-    settings_parents,
-    values_from_mapping,
-)
+from cache.run_log import progress
+from cache.settings import values_from_mapping
 from preprocess.import_tcia import ImportReport, ImportSettings, import_tcia
 from preprocess.phantom.cohort import LABEL_STREAM, PATIENT_STREAM
 from preprocess.phantom.deformation import field_grid
@@ -49,8 +43,8 @@ from preprocess.phantom.scan import SimulatedScan, simulate_scan
 from preprocess.phantom.settings import PhantomSettings
 from preprocess.phantom.writer import write_totalseg
 
-TREE, CLINICAL, MASKS = "tcia", "clinical.csv", "totalseg"
-KNOWN_ENTRIES = (TREE, CLINICAL, MASKS, "series", "manifest.csv", "staged-masks", "cache")
+TREE, CLINICAL, MASKS, LOG = "tcia", "clinical.csv", "totalseg", "phantom-tcia.log"
+KNOWN_ENTRIES = (TREE, CLINICAL, MASKS, LOG, "series", "manifest.csv", "import_tcia.log", "staged-masks", "cache")
 NOISE_STREAM, MIX_STREAM = 10, 11  # random streams of their own: the demo cohort's streams stay as they are
 CLINICAL_COLUMNS = ("NewPatientID", "Sex", "Age", "T-Stage", "N-Stage", "M-Stage")
 
@@ -99,7 +93,7 @@ def draw_scan(phantom: PhantomSettings, tree: TciaTreeSettings, index: int, labe
     """Patient `index` simulated with this scanner's PET grid and extra noise (SUV on the PET grid)."""
     grid = field_grid(phantom.extent_mm, phantom.spacing_mm)
     rng = np.random.default_rng([phantom.seed, PATIENT_STREAM, index])
-    scan = simulate_scan(rng, grid, labels, phantom.pet_factor, dicom_pet=False, day=index)
+    scan = simulate_scan(rng, grid, labels, phantom.pet_factor, dicom_pet=False, day=index, settings=phantom)
     if tree.pet_extra_noise > 0:
         noise_rng = np.random.default_rng([phantom.seed, NOISE_STREAM, index])
         scan = replace(scan, suv=add_pet_noise(scan.suv, tree.pet_extra_noise, noise_rng))
@@ -196,16 +190,16 @@ def _prepare(out: Path) -> None:
 def write_tree(phantom: PhantomSettings, tree: TciaTreeSettings) -> Path:
     """The DICOM tree, the clinical table and staged masks (staged-masks/<PatientID>.nii.gz) under phantom.out."""
     out = Path(phantom.out)
-    _prepare(out)
     if phantom.atlases:
         raise ValueError("a TCIA download holds no atlas bank: set atlases = 0 and point the dataset's atlas_bank "
                          "at another cohort's bank")
+    _prepare(out)
     stages = [None] * phantom.patients
     if tree.n_stage_mix:
         counts = stage_counts(tree.n_stage_mix, phantom.patients)
         stages = list(np.random.default_rng([phantom.seed, MIX_STREAM]).permutation(np.repeat(np.arange(4), counts)))
     rows = []
-    for i in tqdm(range(phantom.patients + 1), desc="TCIA-like patients", unit="patient"):
+    for i in progress(range(phantom.patients + 1), desc="TCIA-like patients", unit="patient"):
         dicom_id = f"Phantom_Dx-A{i + 1:04d}"
         labels = draw_labels(phantom, i, None if i == phantom.patients else int(stages[i]))
         scan = draw_scan(phantom, tree, i, labels)
@@ -243,40 +237,37 @@ def generate_tcia_cohort(phantom: PhantomSettings, tree: TciaTreeSettings, impor
     return import_tcia(importer)
 
 
-def parse(argv: Sequence[str] | None) -> tuple[PhantomSettings, TciaTreeSettings, ImportSettings]:
-    """Flags over the dataset config's [phantom] (both settings classes) and [import_tcia] tables."""
-    parser = argparse.ArgumentParser(prog="python -m preprocess.phantom.tcia", parents=settings_parents(
-        PhantomSettings, TciaTreeSettings), description="Write a TCIA-like phantom download and import it.")
-    namespace = parser.parse_args(argv)
-    dataset = TciaTreeSettings.dataset if namespace.dataset is MISSING else namespace.dataset
-    table = stage_overrides(dataset, "phantom")
-    source = f"[phantom] of dataset {dataset!r}"
-    names = {cls: {f.name for f in fields(cls)} for cls in (PhantomSettings, TciaTreeSettings)}
-    unknown = sorted(set(table) - set().union(*names.values()))
-    if unknown:
-        raise SettingsError(f"{source}: unknown setting(s) {', '.join(unknown)}")
-    root = load_dataset(dataset).root
-    phantom = settings_from_namespace(namespace, PhantomSettings, {"out": root, **{
-        k: v for k, v in table.items() if k in names[PhantomSettings]}}, source)
-    tree = settings_from_namespace(namespace, TciaTreeSettings, {
-        k: v for k, v in table.items() if k in names[TciaTreeSettings]}, source)
-    importer = values_from_mapping(ImportSettings, stage_overrides(dataset, "import_tcia"),
-                                   f"[import_tcia] of dataset {dataset!r}")
-    return phantom, tree, ImportSettings(**importer)
+def tcia_presets(given: Mapping[str, Any]) -> list[Preset]:
+    """The dataset's root as `out`, then its `[phantom]` table (fields of both settings classes)."""
+    dataset = given.get("dataset", TciaTreeSettings.dataset)
+    return [Preset(f"dataset {dataset!r} root", PhantomSettings, {"out": load_dataset(dataset).root}),
+            *split_table((PhantomSettings, TciaTreeSettings), stage_overrides(dataset, "phantom"),
+                         f"dataset {dataset!r} [phantom]")]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        phantom, tree, importer = parse(argv)
-        print(format_settings(phantom, tree))
-        report = generate_tcia_cohort(phantom, tree, importer)
-    except (SettingsError, FileExistsError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def generate(phantom: PhantomSettings, tree: TciaTreeSettings) -> int:
+    """Write and import the cohort with the dataset's `[import_tcia]` table; print the import's summary."""
+    table = stage_overrides(tree.dataset, "import_tcia")
+    importer = ImportSettings(**values_from_mapping(ImportSettings, table, f"dataset {tree.dataset!r} [import_tcia]"))
+    report = generate_tcia_cohort(phantom, tree, importer)
     print("\n".join(report.lines()))
     print(f"TCIA-like cohort and manifest written to {phantom.out}")
     return 0
 
 
+COMMAND = Command("python -m preprocess.phantom.tcia", "Write a TCIA-like phantom download and import it.",
+                  (PhantomSettings, TciaTreeSettings), generate, presets=tcia_presets,
+                  log_file=lambda phantom, tree: Path(phantom.out) / LOG)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Generate and import; failures raise (`cli` prints them as one line)."""
+    return COMMAND.run(argv)
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return exit_status(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -19,8 +19,8 @@ from preprocess.import_tcia import (
     ImportSettings,
     Series,
     TciaImportError,
+    cli,
     import_tcia,
-    main,
     pair_patient,
     parse_n_stage,
 )
@@ -141,13 +141,14 @@ def test_a_missing_table_or_column_is_refused_by_name(download, tmp_path):
 
 def test_command_line_reads_the_columns_from_the_dataset_config(download, tmp_path, capsys):
     out = tmp_path / "manifest.csv"
-    code = main([str(download / TREE), "--clinical", str(download / CLINICAL), "--out", str(out),
-                 "--dataset", "demo-dx"])
-    assert code == 0 and len(read_rows(out)) == PATIENTS
+    argv = [str(download / TREE), "--clinical", str(download / CLINICAL), "--out", str(out), "--dataset", "demo-dx"]
+    assert cli(argv) == 0 and len(read_rows(out)) == PATIENTS
     assert "studies paired: 8" in capsys.readouterr().out
-    code = main([str(download / TREE), "--clinical", str(download / CLINICAL), "--out", str(out),
-                 "--dataset", "demo-dx", "--n-stage-column", "nope"])
-    assert code == 2 and "no column 'nope'" in capsys.readouterr().err
+    assert "studies skipped: 5" in (tmp_path / "import_tcia.log").read_text(encoding="utf-8")
+    assert cli([*argv, "--n-stage-column", "nope"]) == 1
+    assert "error: " in (err := capsys.readouterr().err) and "no column 'nope'" in err and "Traceback" not in err
+    assert cli(["--clinical", str(download / CLINICAL)]) == 2
+    assert "root is required" in capsys.readouterr().err
 
 
 def test_a_foreign_file_among_the_links_is_refused(download, tmp_path):

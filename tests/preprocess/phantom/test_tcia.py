@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from cache.grid import Grid
 from preprocess.images import read_image
 from preprocess.phantom.dicom_ct import thin_slices, write_ct_series
 from preprocess.phantom.settings import PhantomSettings
-from preprocess.phantom.tcia import TciaTreeSettings, draw_labels, draw_scan, stage_counts
+from preprocess.phantom.tcia import TciaTreeSettings, cli, draw_labels, draw_scan, stage_counts
 
 
 def test_stage_counts_keep_the_mix_exactly_and_sum_to_the_cohort():
@@ -47,8 +49,8 @@ def test_ct_series_reads_back_as_written(tmp_path):
     assert np.allclose(image.GetSpacing(), grid.spacing_mm) and np.allclose(image.GetOrigin(), grid.origin_mm)
 
 
-@pytest.mark.parametrize("extra", [0.3])
-def test_extra_pet_noise_has_the_asked_spread(extra):
+def test_extra_pet_noise_has_the_asked_spread():
+    extra = 0.3
     phantom = PhantomSettings(seed=2, spacing_mm=6.0, pet_spacing_mm=6.0)
     labels = draw_labels(phantom, 0, 0)
     clean = draw_scan(phantom, TciaTreeSettings(), 0, labels).suv
@@ -56,3 +58,29 @@ def test_extra_pet_noise_has_the_asked_spread(extra):
     body = clean > 0.5  # away from the clip at 0
     spread = float(np.std((noisy - clean)[body] / np.sqrt(clean[body] + 0.05)))
     assert spread == pytest.approx(extra, rel=0.15)
+
+
+def test_command_takes_its_settings_from_the_dataset_config(capsys):
+    assert cli(["--dataset", "demo-dx", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    for line in ("patients = 102", "atlases = 0", "pet_spacing_mm = 6.0", "ct_slice_mm = 1.0",
+                 "pet_extra_noise = 0.15", "n_stage_mix = [64.0, 25.0, 4.0, 9.0]"):
+        assert line in printed
+    assert re.search(r'^out = ".*data/demo-dx"$', printed, re.MULTILINE)
+
+
+def test_command_writes_and_imports_a_small_download(tmp_path):
+    out = tmp_path / "dx"
+    argv = ["--out", str(out), "--patients", "2", "--spacing-mm", "6", "--pet-spacing-mm", "12", "--ct-slice-mm", "6"]
+    assert cli(argv) == 0
+    with open(out / "manifest.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(int(r["n_clinical"]) for r in rows) == [0, 1]  # demo-dx's mix over 2 patients: N0 1, N1 1
+    assert all((out / r["totalseg"]).is_file() for r in rows)
+    assert "manifest rows written: 2" in (out / "phantom-tcia.log").read_text(encoding="utf-8")
+
+
+def test_command_refuses_a_folder_holding_other_files(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli(["--out", str(tmp_path), "--patients", "1", "--spacing-mm", "6"]) == 1
+    assert "notes.txt" in capsys.readouterr().err and (tmp_path / "notes.txt").is_file()
