@@ -1,7 +1,12 @@
-"""`python -m preprocess --dataset NAME`: raw PET/CT -> HDF5 cache; `--check` validates the manifest only."""
+"""`python -m preprocess --dataset NAME`: raw PET/CT -> HDF5 cache; `--check` validates the manifest only.
+
+NAME may be a study (configs/studies/): each member is preprocessed in turn, with its own `[preprocess]` table,
+into its own cache folder.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -9,9 +14,9 @@ from typing import Any
 
 from cache.build_settings import BuildSettings
 from cache.cli import Command, Preset, exit_status, split_table
-from cache.dataset import DatasetConfig, load_dataset, stage_overrides
+from cache.dataset import DatasetConfig, load_dataset, read_study_file, stage_overrides, study_file
 from cache.manifest import manifest_summary, read_manifest
-from cache.settings import values_from_mapping
+from cache.settings import SettingsError, values_from_mapping
 from preprocess.settings import PreprocessSettings, resolve_shard
 from preprocess.suv import SuvSettings
 
@@ -86,8 +91,28 @@ COMMAND = Command("python -m preprocess", "Turn a dataset's raw PET/CT scans int
                   check=lambda settings, build, suv: (resolve_shard(settings), build, suv))
 
 
+def study_member_argvs(argv: Sequence[str]) -> list[list[str]] | None:
+    """For `--dataset <study>`: the arguments once per member (`--dataset <member>`); None for a dataset."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--dataset", default=PreprocessSettings.dataset)
+    parser.add_argument("--root", default="")
+    known, rest = parser.parse_known_args(argv)
+    path = study_file(known.dataset)
+    if path is None:
+        return None
+    members = read_study_file(path)["members"]
+    if known.root:
+        raise SettingsError(f"--root names one dataset's root, study {path.stem!r} has {len(members)} members; set "
+                            "each member's root in its config or its LNSTAGE_ROOT_<NAME> variable")
+    return [["--dataset", member, *rest] for member in members]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Preprocess (or `--check` the manifest); 1 when any scan failed. Failures of the whole run raise."""
+    """Preprocess (or `--check` the manifest) of a dataset, or of each member of a study in turn; 1 when any scan
+    failed. Failures of the whole run raise."""
+    members = study_member_argvs(list(sys.argv[1:] if argv is None else argv))
+    if members is not None:
+        return max([COMMAND.run(member) for member in members])  # every member runs; the worst status counts
     return COMMAND.run(argv)
 
 
