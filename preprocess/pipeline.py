@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from tqdm import tqdm
 
 from cache.build_settings import BuildSettings
 from cache.checksums import file_digest, input_digests, mapping_digest
 from cache.dataset import DatasetConfig
 from cache.manifest import ManifestRow, read_manifest
 from cache.reader import CacheError, read_info
+from cache.run_log import progress
 from cache.schema import cache_file_name
 from cache.settings import settings_hash
 from cache.writer import ScanLabels, ScanRecord, check_writable, relabel_scan, remove_dead_temps, write_scan
@@ -278,7 +278,7 @@ def run_pipeline(settings: PreprocessSettings, build: BuildSettings, suv: SuvSet
         raise FileNotFoundError(f"atlas bank {bank_path} not found (dataset {dataset.name}, setting 'atlas_bank')")
     context = RunContext(dataset, build, suv, settings.force, resolve_device(settings.device), file_digest(bank_path))
     outcomes = []
-    bar = tqdm(total=len(rows), desc=f"preprocess {dataset.name}", unit="scan")
+    bar = progress(total=len(rows), desc=f"preprocess {dataset.name}", unit="scan")
     workers = max(1, min(settings.workers, len(rows) or 1))
 
     def report(outcome: ScanOutcome) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cache.cli import Command, exit_status
 from preprocess.phantom.settings import PhantomSettings
@@ -18,7 +19,7 @@ def generate(settings: PhantomSettings) -> int:
 
 COMMAND = Command("python -m preprocess.phantom",
                   "Write the synthetic thorax PET/CT cohort and atlas bank (demo dataset).", (PhantomSettings,),
-                  generate)
+                  generate, log_file=lambda settings: Path(settings.out) / "phantom.log")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from cache.grid import Grid
 from cache.manifest import write_manifest
+from cache.run_log import progress
 from cache.settings import from_toml
 from preprocess.phantom.deformation import field_grid
 from preprocess.phantom.delineation import delineate
@@ -24,7 +24,7 @@ from preprocess.phantom.writer import write_atlas, write_patient_scan
 MARKER = "phantom.toml"
 STATE_PREVIEW = "benign_states.png"  # with --preview: the first patient of each benign-uptake state
 OUTPUT_FOLDERS = ("scans", "truth", "atlases", "preview")
-KNOWN_ENTRIES = (*OUTPUT_FOLDERS, "manifest.csv", MARKER, "cache")
+KNOWN_ENTRIES = (*OUTPUT_FOLDERS, "manifest.csv", MARKER, "cache", "phantom.log")  # log of preprocess.phantom
 # Random streams: (seed, stream, index) so a patient is the same whatever the cohort size.
 PATIENT_STREAM, ATLAS_STREAM, SELECTION_STREAM, LABEL_STREAM = 0, 1, 2, 3
 
@@ -107,7 +107,7 @@ def generate_cohort(settings: PhantomSettings) -> Path:
     listed = _chosen(settings.patients, settings.station_list_fraction, settings.seed, 1)
     rows = []
     by_state: dict[str, tuple[str, SimulatedScan]] = {}  # the first patient of each benign-uptake state
-    for i in tqdm(range(settings.patients), desc="phantom patients", unit="scan"):
+    for i in progress(range(settings.patients), desc="phantom patients", unit="scan"):
         scan = draw_patient(settings, grid, i, dicom_pet=i in dicom)
         patient_id, scan_id = patient_ids(i)
         rows.append(write_patient_scan(out, patient_id, scan_id, scan, list_stations=i in listed))
@@ -121,7 +121,7 @@ def generate_cohort(settings: PhantomSettings) -> Path:
 
         write_state_preview([by_state[s] for s in BENIGN_STATES if s in by_state], out / "preview" / STATE_PREVIEW)
     write_manifest(out / "manifest.csv", rows)
-    for a in tqdm(range(settings.atlases), desc="phantom atlases", unit="atlas"):
+    for a in progress(range(settings.atlases), desc="phantom atlases", unit="atlas"):
         rng = np.random.default_rng([settings.seed, ATLAS_STREAM, a])
         scan = simulate_scan(rng, grid, None, settings=settings)
         name = f"atlas-{a + 1:02d}"
