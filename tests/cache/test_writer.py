@@ -15,7 +15,7 @@ from cache import schema
 from cache.checksums import array_digest
 from cache.reader import open_scan, read_info
 from cache.verify import verify_file
-from cache.writer import CacheWriteError, remove_dead_temps, temp_path, write_scan
+from cache.writer import CacheWriteError, relabel_scan, remove_dead_temps, temp_path, write_scan
 from tests.cache.conftest import tiny_record
 
 # A child process that writes one scan (a larger volume, so a write takes a while) over and over.
@@ -116,3 +116,24 @@ def test_an_id_that_could_leave_the_folder_is_refused_before_any_file_is_made(tm
     with pytest.raises(CacheWriteError, match=f"{field} '../../x' is not a valid id"):
         write_scan(folder / "x.h5", dataclasses.replace(record, **{field: "../../x"}))
     assert not any(tmp_path.rglob("*.h5*"))
+
+
+def test_relabelling_writes_a_new_file_so_a_mapped_reader_keeps_its_data(cache_file, record):
+    """Writers never change a file in place: a reader that has it memory-mapped would die of SIGBUS."""
+    scan = open_scan(cache_file)
+    assert scan.memory_mapped
+    inode = cache_file.stat().st_ino
+    labels = dataclasses.replace(record.labels, n_pathological=3, station_pathological=record.labels.station_clinical)
+    relabel_scan(cache_file, labels, "paper")
+    assert cache_file.stat().st_ino != inode
+    assert np.array_equal(scan.ct, record.ct_hu)  # the old mapping still reads the old, complete file
+    info = read_info(cache_file)
+    assert info.labels.n_pathological == 3 and not info.labels.differences(labels) and verify_file(cache_file).ok
+    assert np.array_equal(open_scan(cache_file).suv, record.suv)
+
+
+def test_relabelling_refuses_a_file_whose_attributes_are_damaged(cache_file, record):
+    with h5py.File(cache_file, "r+") as f:
+        f["stations/7"].attrs[schema.SUV_MAX_ATTR] += 1.0
+    with pytest.raises(CacheWriteError, match=r"attributes @stations/7 do not match their checksums; rebuild"):
+        relabel_scan(cache_file, record.labels, "paper")
