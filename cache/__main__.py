@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cache import commands
-from cache.cli import Command, CommandGroup, exit_status
+from cache.cli import Command, CommandGroup
 from cache.settings import SettingsError
 
 
@@ -87,13 +86,8 @@ GROUP = CommandGroup("python -m cache", "Inspect, check and copy shared cache fi
 })
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; 1 when it found problems. Failures raise (`cli` prints them as one line)."""
-    return GROUP.run(argv)
-
-
-def cli(argv: Sequence[str] | None = None) -> int:
-    return exit_status(main, argv)
+main = GROUP.run  # Run one subcommand; failures raise
+cli = GROUP.cli  # for python -m and the console script: a failure is one `error:` line, exit 2 or 1
 
 
 if __name__ == "__main__":

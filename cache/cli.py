@@ -5,11 +5,11 @@ A command is settings dataclasses plus a function that does the work. In a `__ma
     COMMAND = Command("python -m train", "Train one stage on one fold.", (TrainSettings,), train,
                       presets=train_presets, required=("stage",), log_file=lambda s: s.run_dir / "train.log")
 
-    def main(argv=None) -> int:            # tests call this; failures raise
-        return COMMAND.run(argv)
+    main = COMMAND.run                     # tests call this; failures raise
+    cli = COMMAND.cli                      # failures: one `error:` line, exit 2 (usage) or 1 (failed work)
 
     if __name__ == "__main__":             # the console script `lnstage-train` points at `cli` too
-        sys.exit(cli())                    # cli = lambda argv=None: exit_status(main, argv)
+        sys.exit(cli())
 
 What the user gets from it:
 - precedence: dataclass default < each preset layer (a stage preset, the dataset config's table, ...) <
@@ -108,6 +108,10 @@ class Command:
             run.exit_status = self.work(*settings)
         return run.exit_status
 
+    def cli(self, argv: Sequence[str] | None = None) -> int:
+        """`run` for `python -m` and console scripts: a failure is one `error:` line and exit 2 or 1."""
+        return exit_status(self.run, argv)
+
     def _parser(self, defaults: Mapping[str, tuple[Any, str]], first_pass: bool = False) -> argparse.ArgumentParser:
         parser = _Parser(prog=program_name(self.prog), usage=self.usage(), description=self.description,
                          epilog=self.epilog or None, add_help=not first_pass,
@@ -168,6 +172,10 @@ class CommandGroup:
             raise SettingsError(f"unknown command {argv[0]!r}; choose one of {', '.join(self.commands)} "
                                 f"(see {program_name(self.prog)} --help)")
         return self.commands[self.default][0].run(argv)
+
+    def cli(self, argv: Sequence[str] | None = None) -> int:
+        """`run` for `python -m` and console scripts: a failure is one `error:` line and exit 2 or 1."""
+        return exit_status(self.run, argv)
 
     def help(self) -> str:
         width = max(len(name) for name in self.commands)

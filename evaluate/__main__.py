@@ -9,11 +9,11 @@ command logs to `report.log`, `predict.log` or `experiments.log` in its output f
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cache.cli import Command, CommandGroup, Preset, exit_status
+from cache.cli import Command, CommandGroup, Preset
 from cache.dataset import stage_overrides
 from evaluate.experiment_plan import ExperimentSettings
 from evaluate.settings import EvaluateSettings, PredictSettings
@@ -62,13 +62,8 @@ GROUP = CommandGroup("python -m evaluate", "Evaluate trained runs, stage new sca
 }, default="report")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the subcommand (`report` when none is named); failures raise (`cli` prints them as one line)."""
-    return GROUP.run(argv)
-
-
-def cli(argv: Sequence[str] | None = None) -> int:
-    return exit_status(main, argv)
+main = GROUP.run  # Run the subcommand (`report` when none is named); failures raise
+cli = GROUP.cli  # for python -m and the console script: a failure is one `error:` line, exit 2 or 1
 
 
 if __name__ == "__main__":

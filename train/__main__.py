@@ -7,9 +7,8 @@ Settings: defaults < `configs/train/<stage>.toml` < the dataset config's `[train
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from cache.cli import Command, exit_status
+from cache.cli import Command
 from train.settings import TrainSettings, train_presets
 
 
@@ -25,13 +24,8 @@ COMMAND = Command("python -m train", "Train one stage (TS1, TS2 or TS3) on one c
                   print_settings=False)  # run_training prints them (the experiments call it too)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Train; exit status 0 (failures raise: `cli` turns them into one `error:` line)."""
-    return COMMAND.run(argv)
-
-
-def cli(argv: Sequence[str] | None = None) -> int:
-    return exit_status(main, argv)
+main = COMMAND.run  # Train; failures raise
+cli = COMMAND.cli  # for python -m and the console script: a failure is one `error:` line, exit 2 or 1
 
 
 if __name__ == "__main__":

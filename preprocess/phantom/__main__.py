@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from cache.cli import Command, exit_status
+from cache.cli import Command
 from preprocess.phantom.settings import PhantomSettings
 
 
@@ -22,13 +21,8 @@ COMMAND = Command("python -m preprocess.phantom",
                   generate, log_file=lambda settings: Path(settings.out) / "phantom.log")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Generate the cohort; failures raise (`cli` prints them as one line)."""
-    return COMMAND.run(argv)
-
-
-def cli(argv: Sequence[str] | None = None) -> int:
-    return exit_status(main, argv)
+main = COMMAND.run  # Generate the cohort; failures raise
+cli = COMMAND.cli  # for python -m and the console script: a failure is one `error:` line, exit 2 or 1
 
 
 if __name__ == "__main__":

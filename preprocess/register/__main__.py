@@ -7,11 +7,11 @@ to `<out name>.register.log` beside the output.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cache.cli import Command, Preset, exit_status
+from cache.cli import Command, Preset
 from cache.settings import read_toml
 from preprocess.register.command import RegisterCommand, register_files
 from preprocess.register.settings import PRESET_DIR, RegistrationSettings, registration_settings
@@ -42,13 +42,8 @@ COMMAND = Command("python -m preprocess.register",
                   required=("atlas_bank", "ct", "totalseg", "out"), log_file=log_file)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Register and write the stations; failures raise (`cli` prints them as one line)."""
-    return COMMAND.run(argv)
-
-
-def cli(argv: Sequence[str] | None = None) -> int:
-    return exit_status(main, argv)
+main = COMMAND.run  # Register and write the stations; failures raise
+cli = COMMAND.cli  # for python -m and the console script: a failure is one `error:` line, exit 2 or 1
 
 
 if __name__ == "__main__":
