@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 from sklearn.metrics import confusion_matrix
-from tqdm import tqdm
 
-from cache.settings import format_settings, parse_settings
+from cache.cli import Command, Preset
+from cache.run_log import progress
+from cache.settings import SettingsError
 from cache.stations import n_stage, station_names
 from preprocess.phantom.cohort import dicom_pet_patients, draw_patient
 from preprocess.phantom.deformation import field_grid
@@ -80,7 +81,7 @@ def station_suv_table(settings: PhantomSettings) -> StationSuvTable:
     dicom = dicom_pet_patients(settings)
     codes = np.arange(1, len(station_names()) + 1)
     suv_max, positive, sides, stages, states = [], [], [], [], []
-    for i in tqdm(range(settings.patients), desc="calibration patients", unit="scan"):
+    for i in progress(range(settings.patients), desc="calibration patients", unit="scan"):
         scan = draw_patient(settings, grid, i, dicom_pet=i in dicom)
         suv = pet_on_ct_grid(scan.suv, settings.pet_factor, grid.shape_zyx)
         present = np.isin(codes, np.unique(scan.stations))
@@ -218,23 +219,28 @@ def format_calibration(result: Calibration, patients: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_settings(PhantomSettings, argv, preset={"patients": CALIBRATION_PATIENTS},
-                              prog="python -m preprocess.phantom.calibrate",
-                              description="SUVmax thresholding on phantom patients (drawn in memory, true station "
-                                          "masks) beside the paper's thresholding figures, cN mix and Fig. 7.")
+def check_patients(settings: PhantomSettings) -> tuple[PhantomSettings]:
     if settings.patients < 2 * FOLDS:
-        print(f"error: --patients {settings.patients} is too few for {FOLDS} folds; draw at least {2 * FOLDS} "
-              f"(the calibration uses {CALIBRATION_PATIENTS})", file=sys.stderr)
-        return 2
-    print(format_settings(settings))
-    try:
-        result = calibrate(station_suv_table(settings), settings.seed)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(format_calibration(result, settings.patients))
+        raise SettingsError(f"--patients {settings.patients} is too few for {FOLDS} folds; draw at least {2 * FOLDS} "
+                            f"(the calibration uses {CALIBRATION_PATIENTS})")
+    return (settings,)
+
+
+def run_calibration(settings: PhantomSettings) -> int:
+    print(format_calibration(calibrate(station_suv_table(settings), settings.seed), settings.patients))
     return 0
+
+
+COMMAND = Command("python -m preprocess.phantom.calibrate",
+                  "SUVmax thresholding on phantom patients (drawn in memory, true station masks) beside the paper's "
+                  "thresholding figures, cN mix and Fig. 7.", (PhantomSettings,), run_calibration,
+                  presets=lambda given: [Preset("calibrate", PhantomSettings, {"patients": CALIBRATION_PATIENTS})],
+                  check=check_patients)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Calibrate and print the figures; exit 0, or 2 (usage) / 1 (failed) with one `error:` line."""
+    return COMMAND.cli(argv)
 
 
 if __name__ == "__main__":
