@@ -15,7 +15,10 @@ import pytest
 import cache.__main__
 import evaluate.__main__
 import preprocess.__main__
+import preprocess.import_tcia
 import preprocess.phantom.__main__
+import preprocess.phantom.calibrate
+import preprocess.phantom.tcia
 import preprocess.register.__main__
 import preprocess.suv
 import train.__main__
@@ -24,6 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 CLIS = {
     "preprocess": preprocess.__main__.cli,
     "preprocess.phantom": preprocess.phantom.__main__.cli,
+    "preprocess.phantom.calibrate": preprocess.phantom.calibrate.main,
+    "preprocess.phantom.tcia": preprocess.phantom.tcia.cli,
+    "preprocess.import_tcia": preprocess.import_tcia.cli,
     "preprocess.register": preprocess.register.__main__.cli,
     "preprocess.suv": preprocess.suv.main,
     "train": train.__main__.cli,
@@ -31,6 +37,7 @@ CLIS = {
     "cache": cache.__main__.cli,
 }
 HELP = [("preprocess", []), ("preprocess.phantom", []), ("preprocess.register", []), ("preprocess.suv", []),
+        ("preprocess.phantom.calibrate", []), ("preprocess.phantom.tcia", []), ("preprocess.import_tcia", []),
         ("train", ["ts1"]), ("evaluate", ["report"]), ("evaluate", ["predict"]), ("evaluate", ["experiments"]),
         *[("cache", [name]) for name in ("ls", "info", "verify", "diff", "export")]]
 
@@ -75,6 +82,8 @@ def test_groups_list_their_commands(name, capsys):
     ("preprocess.register", [], "--atlas-bank, --ct, --totalseg and --out are required"),
     ("preprocess.phantom", ["--patients", "0"], "patients must be >= 1"),
     ("preprocess.suv", [], "dicom_dir and out are required"),
+    ("preprocess.phantom.calibrate", ["--patients", "4"], "--patients 4 is too few for 5 folds"),
+    ("preprocess.import_tcia", [], "are required"),
 ])
 def test_user_errors_are_one_line_with_exit_2(name, argv, message, capsys, monkeypatch):
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
