@@ -24,7 +24,6 @@ setup(
         "pandas>=2.0",
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
-        "argparse-dataclass>=2.0",
         "tqdm>=4.65",
         "openpyxl>=3.1",  # clinical tables in XLSX (python -m preprocess.import_tcia)
         "tomli>=2.0; python_version<'3.11'",

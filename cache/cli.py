@@ -22,6 +22,12 @@ What the user gets from it:
   value or missing required flag), 1 for failed work; the traceback only with `--debug`, and always in the log;
 - a log file (when `log_file` gives a path): command line, settings, everything printed, warnings, exit status,
   wall time and peak memory (`cache.run_log`).
+
+The flags follow argparse-dataclass's conventions (field `patch_size_vox` is `--patch-size-vox`; metadata `help`,
+`args` for a positional, `nargs`, `type`; `Literal` gives the choices), but `add_flags` builds them itself, because
+argparse-dataclass 2.0 cannot do three things asked of this layer: a boolean gets only `--x` (default False) or only
+`--no-x` (default True), so a preset's `true` cannot be turned off; its flags go straight into its own parser, not
+into argument groups; and its defaults must be "not given" for presets to apply, so `--help` cannot show them.
 """
 
 from __future__ import annotations

@@ -1,23 +1,18 @@
 """Typed settings: one flat dataclass per concern, read from TOML and overridden by command-line flags.
 
-A field `patch_size_vox` is the TOML key `patch_size_vox` and the flag `--patch-size-vox` (argparse-dataclass
-makes the flags). Precedence: dataclass default < TOML preset < flag. An unknown TOML key is an error naming
-it and the file.
+A field `patch_size_vox` is the TOML key `patch_size_vox` and the flag `--patch-size-vox` (`cache.cli` makes the
+flags). Precedence: dataclass default < TOML preset < flag. An unknown TOML key is an error naming it and the file.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import types
 import typing
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-
-import argparse_dataclass
 
 try:
     import tomllib
@@ -95,47 +90,6 @@ def from_toml(cls: type[T], path: str | Path, table: str | None = None) -> T:
     if table is not None:
         data = data.get(table, {})
     return cls(**values_from_mapping(cls, data, str(path)))
-
-
-def settings_parents(*classes: type) -> list[argparse.ArgumentParser]:
-    """Parent parsers holding the flags of each settings dataclass, for `ArgumentParser(parents=...)`.
-
-    Flags default to "not given", so a preset value is only overridden by a flag the user typed.
-    """
-    for cls in classes:
-        _resolve_field_types(cls)
-    return [argparse_dataclass.ArgumentParser(cls, add_help=False) for cls in classes]
-
-
-def _resolve_field_types(cls: type) -> None:
-    """Give argparse-dataclass real types: it reads `Field.type`, which is a string under
-    `from __future__ import annotations`, and it knows `Optional[X]` but not `X | None`."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if typing.get_origin(hint) is types.UnionType:
-            hint = typing.Union[typing.get_args(hint)]  # noqa: UP007 -- argparse-dataclass needs typing.Union
-        f.type = hint
-
-
-def settings_from_namespace(
-    namespace: argparse.Namespace, cls: type[T], preset: dict[str, Any] | None = None, source: str = "preset"
-) -> T:
-    """Instance of `cls` from its defaults, then `preset` (checked), then the flags given on the command line."""
-    values = values_from_mapping(cls, preset or {}, source)
-    for f in dataclasses.fields(cls):
-        given = getattr(namespace, f.name, argparse_dataclass.MISSING)
-        if given is not argparse_dataclass.MISSING:
-            values[f.name] = tuple(given) if isinstance(given, list) else given
-    return cls(**values)
-
-
-def parse_settings(
-    cls: type[T], argv: Sequence[str] | None = None, preset: dict[str, Any] | None = None, **parser_kwargs: Any
-) -> T:
-    """Parse `argv` into `cls`, with `preset` values (from TOML) under the flags."""
-    parser = argparse.ArgumentParser(parents=settings_parents(cls), **parser_kwargs)
-    return settings_from_namespace(parser.parse_args(argv), cls, preset)
 
 
 def settings_dict(*settings: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Settings: defaults < TOML preset < flags, one name in both; unknown keys and bad values are named."""
+"""Settings files: unknown keys and bad values are named; the hash changes with any setting (flags: test_cli.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from cache.settings import SettingsError, from_toml, parse_settings, settings_hash
+from cache.settings import SettingsError, from_toml, settings_hash
 
 
 @dataclass(frozen=True)
@@ -17,14 +17,6 @@ class Example:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     weight_kg: float | None = None
     amp: bool = False
-
-
-def test_precedence_default_preset_flag():
-    assert parse_settings(Example, []) == Example()
-    preset = {"patch_size_vox": 32, "learning_rate": 1}
-    settings = parse_settings(Example, ["--learning-rate", "0.1", "--device", "cpu", "--amp"], preset)
-    assert settings == Example(patch_size_vox=32, learning_rate=0.1, device="cpu", amp=True)
-    assert parse_settings(Example, ["--weight-kg", "70.5"]).weight_kg == 70.5
 
 
 def test_toml_file_and_unknown_key(tmp_path):
@@ -37,11 +29,6 @@ def test_toml_file_and_unknown_key(tmp_path):
         from_toml(Example, path)
     path.write_text("patch_size_vox = 32\n")
     assert from_toml(Example, path).patch_size_vox == 32
-
-
-def test_bad_flag_choice_exits():
-    with pytest.raises(SystemExit):
-        parse_settings(Example, ["--device", "tpu"])
 
 
 def test_hash_changes_with_any_setting():
