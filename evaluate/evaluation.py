@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from cache.build_settings import build_settings_for, expected_settings
-from cache.dataset import DatasetConfig, load_dataset
-from cache.reader import cache_files, open_scan
+from cache.dataset import Study, load_study
+from cache.reader import open_scan
 from cache.settings import format_settings
 from evaluate.atlas_analysis import cohort_mapping_accuracy, mapping_markdown, subsets_markdown
 from evaluate.baselines.cohort import overlap_method, thresholding_method
-from evaluate.cohort import CohortData, load_cohort
-from evaluate.comparison import Cohort, MethodPredictions, compare_methods, evaluate_method
+from evaluate.cohort import CohortData, load_cohort, study_cache_files
+from evaluate.comparison import Cohort, MethodPredictions, MethodResult, compare_methods, evaluate_method
 from evaluate.figures import confusion_figure, qa_overlay_figure
 from evaluate.model_predictions import model_method, run_folds, test_folds
 from evaluate.report import claims_markdown, methods_table_markdown, paired_tests_markdown, write_report
@@ -89,6 +89,30 @@ def restrict_method(method: MethodPredictions, keep: np.ndarray) -> MethodPredic
                                station_score=method.station_score[keep], n_pred=method.n_pred[keep])
 
 
+def per_dataset_results(cohort: Cohort, methods: dict[str, MethodPredictions], n_bootstrap: int, seed: int
+                        ) -> dict[str, dict[str, MethodResult]]:
+    """A study's members each on their own: dataset -> method name -> result over that dataset's test scans
+    (empty for a single dataset). A member without station labels has no station metric (all n/a)."""
+    datasets = np.array(cohort.datasets)
+    names = sorted(set(datasets) - {""})
+    if len(names) < 2:
+        return {}
+    return {name: {method: evaluate_method(restrict(cohort, datasets == name),
+                                           restrict_method(predictions, datasets == name), n_bootstrap, seed)
+                   for method, predictions in methods.items()} for name in names}
+
+
+def per_dataset_markdown(members: dict[str, dict[str, MethodResult]], study: Study, names: list[str]) -> str:
+    """One pooled table (95 % patient-bootstrap intervals) per member, methods `names` in order."""
+    parts = []
+    for dataset, results in members.items():
+        labels = "station labels" if study.member(dataset).station_labels else "N-stage only: no station metric"
+        scans = results[names[0]].n_stage_pooled.n
+        parts += [f"### {dataset} ({labels}; {scans} scans staged by {names[0]})", "",
+                  methods_table_markdown([results[n] for n in names], pooled=True), ""]
+    return "\n".join(parts)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """The evaluated scans (test scans of the chosen folds) and every method's predictions of them."""
@@ -97,7 +121,7 @@ class Comparison:
     methods: tuple[MethodPredictions, ...]  # the trained model first, then the baselines
 
 
-def compare_on_folds(settings: EvaluateSettings, config: DatasetConfig, run: Path) -> Comparison:
+def compare_on_folds(settings: EvaluateSettings, config: Study, run: Path) -> Comparison:
     """The run's predictions and both baselines on the test scans of the chosen folds.
 
     The baselines choose their cutoffs on each fold's training scans, so they are computed over every fold's
@@ -105,8 +129,8 @@ def compare_on_folds(settings: EvaluateSettings, config: DatasetConfig, run: Pat
     """
     folds = parse_folds(settings.folds, tuple(run_folds(run)))
     test_fold = test_folds(run, config.label_column)
-    data = load_cohort(cache_files(config.cache_dir), test_fold, config.label_column, settings,
-                       expected_settings(build_settings_for(settings.dataset)))
+    data = load_cohort(study_cache_files(config), test_fold, config.label_column, settings,
+                       expected_settings(build_settings_for(settings.dataset)), config)
     model = model_method(run, data, folds, config, settings)
     baselines = [thresholding_method(data.cohort, data.suv_max, settings.suv_thresholds, config.rule_set)]
     baselines += [overlap_method(data.cohort, overlap, settings.overlap_fractions, config.rule_set,
@@ -119,16 +143,25 @@ def compare_on_folds(settings: EvaluateSettings, config: DatasetConfig, run: Pat
     return Comparison(evaluated, (model, *[restrict_method(m, keep) for m in baselines]))
 
 
-def _header(config: DatasetConfig, run: Path, comparison: Comparison) -> list[str]:
+def _header(config: Study, run: Path, comparison: Comparison) -> list[str]:
     cohort = comparison.data.cohort
-    return [f"- dataset: {config.name} (label column {config.label_column}, rule set {config.rule_set})",
+    return [f"- dataset: {study_description(config)} (label column {config.label_column}, rule set "
+            f"{config.rule_set})",
             f"- run: {run} (folds {', '.join(map(str, cohort.folds))}), code version {_code_version()}",
             f"- scans: {len(cohort.scan_ids)}; stations with known labels: {int((cohort.station_true >= 0).sum())}",
             *[f"- lesions for the overlap baseline, {LESION_SOURCE_LABELS[source]}: {int(count.sum())} in all, "
               f"{count.mean():.1f} per scan" for source, count in comparison.data.n_lesions.items()]]
 
 
-def _atlas_subset_section(settings: EvaluateSettings, config: DatasetConfig, run: Path, cohort: Cohort
+def study_description(study: Study) -> str:
+    """"demo", or "study paper: UKSH-1, UKSH-2, LungPETCTDx (N-stage only)"."""
+    if not study.namespaced:
+        return study.name
+    return f"study {study.name}: " + ", ".join(
+        m.name + ("" if m.station_labels else " (N-stage only)") for m in study.members)
+
+
+def _atlas_subset_section(settings: EvaluateSettings, config: Study, run: Path, cohort: Cohort
                           ) -> tuple[str, str]:
     """The atlas-subset study on the first `atlas_subset_scans` test scans, those with malignant stations first."""
     import torch
@@ -139,8 +172,8 @@ def _atlas_subset_section(settings: EvaluateSettings, config: DatasetConfig, run
     count = len(order) if settings.atlas_subset_scans < 0 else settings.atlas_subset_scans
     scans = [(cohort.patient_ids[i], cohort.scan_ids[i], int(cohort.fold[i])) for i in order[:count]]
     device = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    study = run_subset_study(config, build_settings_for(settings.dataset), run, scans, settings.atlas_subset_size,
-                             device)
+    study = run_subset_study(config.members[0], build_settings_for(settings.dataset), run, scans,
+                             settings.atlas_subset_size, device)
     return (f"Atlas-subset sensitivity: every {settings.atlas_subset_size}-atlas subset vs all atlases (paper §4.1)",
             subsets_markdown(list(study.results), len(scans)))
 
@@ -150,13 +183,13 @@ def run_evaluation(settings: EvaluateSettings) -> int:
     if not settings.run:
         raise EvaluationError("--run is required: the run folder holding fold<K>/ (e.g. runs/demo/ts1)")
     print(format_settings(settings))
-    config = load_dataset(settings.dataset, root=settings.root or None, cache_root=settings.cache_root or None)
+    config = load_study(settings.dataset, root=settings.root or None, cache_root=settings.cache_root or None)
     run = Path(settings.run)
     out = Path(settings.out) if settings.out else run / "report"
     out.mkdir(parents=True, exist_ok=True)
     comparison = compare_on_folds(settings, config, run)
     cohort, methods = comparison.data.cohort, comparison.methods
-    results = [evaluate_method(cohort, m) for m in methods]
+    results = [evaluate_method(cohort, m, settings.n_bootstrap, settings.seed) for m in methods]
     rng = np.random.default_rng(settings.seed)
     tests = [compare_methods(cohort, methods[0], m, rng, settings.n_permutations) for m in methods[1:]]
     claims = claims_markdown(results[0], results[1], tests[0])
@@ -166,11 +199,17 @@ def run_evaluation(settings: EvaluateSettings) -> int:
     qa = _qa_figures(comparison.data, methods[0], out, settings.n_qa_scans)
     figures = "\n".join([f"![confusion matrices]({figure.name})", ""] + [f"![QA]({p.name})" for p in qa])
     sections = [("The paper's claims (TS1 vs SUVmax thresholding)", claims), ("Figures", figures)]
-    mapping = cohort_mapping_accuracy(comparison.data.paths, cohort.scan_ids, config.resolve(settings.truth_dir))
+    members = per_dataset_results(cohort, {m.name: m for m in methods}, settings.n_bootstrap, settings.seed)
+    if members:
+        sections.insert(0, ("Per dataset, pooled over its test scans",
+                            per_dataset_markdown(members, config, [m.name for m in methods])))
+    # the atlas analyses read one dataset's ground truth and atlas bank: not run over a study's pool
+    mapping = None if config.namespaced else cohort_mapping_accuracy(
+        comparison.data.paths, cohort.scan_ids, config.members[0].resolve(settings.truth_dir))
     if mapping is not None:
         sections.append(("Atlas-based station mapping of the true nodes (paper §4.1, Fig. 8)",
                          mapping_markdown(mapping)))
-    if settings.atlas_subset_scans:
+    if settings.atlas_subset_scans and not config.namespaced:
         sections.append(_atlas_subset_section(settings, config, run, cohort))
     path = write_report(out, _header(config, run, comparison), results, tests, sections)
     (out / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=1, default=str))

@@ -30,7 +30,9 @@ NOT_IN_KEY = ("fold", "dataset", "root", "cache_root", "runs_dir", "run_name", "
 class ExperimentSettings:
     """`python -m evaluate experiments`: every row of the paper's Tables 4-6 trained and evaluated on one fold set."""
 
-    dataset: str = field(default="demo", metadata={"help": "dataset config name or TOML path"})
+    dataset: str = field(
+        default="demo", metadata={"help": "dataset config or study name (configs/studies/), or a TOML path"}
+    )
     folds: str = field(default="", metadata={"help": "folds to train and evaluate, e.g. '0-4' or '0,2' (empty: all)"})
     out: str = field(default="", metadata={"help": "report folder (empty: <runs_dir>/<dataset>/experiments)"})
     runs_dir: str = field(default="runs", metadata={"help": "runs land in <runs_dir>/<dataset>/<stage>-<key>/"})
@@ -46,6 +48,9 @@ class ExperimentSettings:
         default="auto", metadata={"help": "lesion masks of the overlap baseline (see python -m evaluate --help)"}
     )
     n_permutations: int = field(default=10_000, metadata={"help": "permutation test draws (when not exact)"})
+    n_bootstrap: int = field(
+        default=1000, metadata={"help": "patient-bootstrap resamples per pooled metric's 95 % interval (0: none)"}
+    )
     stop_after_runs: int = field(
         default=0, metadata={"help": "stop after training this many fold runs, as a killed study would (tests); 0: off"}
     )

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache.dataset import DatasetConfig
+from cache.dataset import Study
 from cache.settings import settings_dict
 from evaluate.comparison import Cohort, MethodPredictions, MethodResult, PairedTests
+from evaluate.evaluation import per_dataset_markdown, study_description
 from evaluate.experiment_plan import ABLATIONS, ROWS, ExperimentSettings, FoldRun, PlannedRun, differing_settings
 from evaluate.figures import confusion_figure
 from evaluate.paper_claims import Claim, claims_markdown, paper_claims, verdict
@@ -34,7 +35,7 @@ class StudyReport:
     """Everything the report shows; `methods`/`results` keyed by the method's name in the tables."""
 
     study: ExperimentSettings
-    config: DatasetConfig
+    config: Study
     runs: dict[str, PlannedRun]
     fold_runs: list[FoldRun]
     folds: tuple[int, ...]
@@ -43,6 +44,7 @@ class StudyReport:
     methods: dict[str, MethodPredictions]
     results: dict[str, MethodResult]
     tests: dict[tuple[str, str], PairedTests]
+    member_results: dict[str, dict[str, MethodResult]]  # a study's members each on their own (else empty)
     timings: list[StepTime]
     n_lesions: dict[str, np.ndarray]
     train_seconds: float
@@ -103,9 +105,10 @@ def header_lines(report: StudyReport) -> list[str]:
     cohort, config = report.cohort, report.config
     reused = sum(r.reused for r in report.fold_runs)
     return [
-        f"- dataset: **{config.name}**, label column **{config.label_column}**, rule set **{config.rule_set}**",
+        f"- dataset: **{study_description(config)}**, label column **{config.label_column}**, rule set "
+        f"**{config.rule_set}**",
         f"- code version: {code_version()}",
-        f"- cache: `{config.cache_dir}`; manifest: `{config.manifest_path}`",
+        *[f"- {m.name}: cache `{m.cache_dir}`; manifest `{m.manifest_path}`" for m in config.members],
         f"- folds: {', '.join(map(str, report.folds))} of the stored fold file `{report.fold_file}`",
         f"- test scans: {len(cohort.scan_ids)} ({len(set(cohort.patient_ids))} patients); stations with a known "
         f"label: {int((cohort.station_true >= 0).sum())} ({int((cohort.station_true == 1).sum())} malignant); "
@@ -164,12 +167,18 @@ def write_study_report(out: Path, report: StudyReport) -> Path:
         f"{held} of {len(claims)} claims hold. Metric comparisons use the mean over folds (as the paper's "
         "tables); significance is p < 0.05.", "", claims_markdown(claims), "",
         "## Table 4: methods on the same folds (mean ± sd over folds)", "", methods_table_markdown(t4), "",
-        "Pooled over all test scans:", "", methods_table_markdown(t4, pooled=True), "",
+        "Pooled over all test scans (95 % patient-bootstrap intervals; station metrics over the scans with station "
+        "labels, N-stage over all):", "", methods_table_markdown(t4, pooled=True), "",
         *[f"- {r.name}: {k} {v}" for r in t4 for k, v in r.notes.items() if k != "run"], "",
+        *(["## Table 4 per dataset (pooled over its test scans)", "",
+           per_dataset_markdown(report.member_results, report.config, [r.name for r in t4])]
+          if report.member_results else []),
         *ablation_sections(results),
         "## Paired tests", "",
-        "McNemar (exact) on the station predictions with a known label; permutation test on N-stage accuracy "
-        "over the scans both methods staged.", "", paired_tests_markdown(list(report.tests.values())), "",
+        "McNemar (exact) on the station predictions with a known label, each station a case of its own; beside "
+        "it the patient-clustered permutation test of station accuracy (all stations of a patient swapped "
+        "together); permutation test on N-stage accuracy over the scans both methods staged.", "",
+        paired_tests_markdown(list(report.tests.values())), "",
         "## Fig. 9: confusion matrices (pooled)", "", f"![Table 4 methods]({fig9.name})", "",
         f"![trained rows]({ablation.name})", "",
         "## Table 7: processing time per scan on this machine", "",

@@ -22,16 +22,14 @@ import numpy as np
 import torch
 
 from cache.build_settings import build_settings_for, expected_settings
-from cache.dataset import DatasetConfig, load_dataset, stage_overrides
-from cache.manifest import ManifestRow, read_manifest
-from cache.reader import cache_files
+from cache.dataset import Study, StudyRow, load_study, stage_overrides, study_rows
 from cache.sampler import PatchSampler
 from cache.settings import values_from_mapping
 from cache.stations import station_names
 from evaluate.baselines.cohort import overlap_method, thresholding_method
-from evaluate.cohort import CohortData, load_cohort
+from evaluate.cohort import CohortData, load_cohort, study_cache_files
 from evaluate.comparison import Cohort, MethodPredictions, MethodResult, compare_methods, evaluate_method
-from evaluate.evaluation import LESION_SOURCE_LABELS, parse_folds, restrict, restrict_method
+from evaluate.evaluation import LESION_SOURCE_LABELS, parse_folds, per_dataset_results, restrict, restrict_method
 from evaluate.experiment_plan import (
     ExperimentSettings,
     FoldRun,
@@ -44,9 +42,9 @@ from evaluate.experiment_report import StudyReport, write_study_report
 from evaluate.model_predictions import model_method
 from evaluate.settings import EvaluateSettings
 from evaluate.timing_table import StepTime, per_scan, preprocessing_steps, recorded_step_times
-from train.data import open_part, sampler_settings
+from train.data import open_study_part, sampler_settings
 from train.distributed import resolve_device
-from train.folds import Fold, fold_file_path, load_or_make_folds
+from train.folds import Fold, fold_file_path, load_or_make_study_folds
 from train.inference import load_trained, predict
 from train.loop import run_training
 from train.settings import TrainSettings, preset_values
@@ -122,15 +120,16 @@ def evaluate_settings(study: ExperimentSettings) -> EvaluateSettings:
                                  f"[evaluate] of dataset {study.dataset!r}")
     return EvaluateSettings(**{**preset, "dataset": study.dataset, "root": study.root,
                                "cache_root": study.cache_root, "lesion_source": study.lesion_source,
-                               "n_permutations": study.n_permutations, "seed": study.seed, "device": study.device})
+                               "n_permutations": study.n_permutations, "n_bootstrap": study.n_bootstrap,
+                               "seed": study.seed, "device": study.device})
 
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """The dataset, its stored folds, the folds studied and every row's planned run."""
+    """The dataset (a study of one) or study, its stored folds, the folds studied and every row's planned run."""
 
-    config: DatasetConfig
-    rows: list[ManifestRow]
+    config: Study
+    rows: list[StudyRow]
     fold_sets: list[Fold]
     fold_file: Path
     folds: tuple[int, ...]
@@ -139,12 +138,9 @@ class StudyPlan:
 
 
 def plan_study(study: ExperimentSettings) -> StudyPlan:
-    """Read the dataset and its folds (made once when absent) and plan every row's run."""
-    config = load_dataset(study.dataset, root=study.root or None, cache_root=study.cache_root or None)
-    manifest = read_manifest(config.manifest_path, config.root, config.rule_set, check_files=False)
-    for issue in manifest.issues:  # the trainer leaves these rows out too
-        print(f"warning: manifest row left out: {issue}")
-    rows = list(manifest.rows)
+    """Read the dataset or study and its folds (made once when absent) and plan every row's run."""
+    config = load_study(study.dataset, root=study.root or None, cache_root=study.cache_root or None)
+    rows = study_rows(config)  # rows with problems are logged and left out, as the trainer does
     fold_sets, fold_file = study_folds(study, config, rows)
     folds = parse_folds(study.folds, tuple(f.index for f in fold_sets))
     expected = expected_settings(build_settings_for(study.dataset))
@@ -162,7 +158,7 @@ def inference_times(plan: StudyPlan, device: torch.device) -> tuple[StepTime, St
     names = station_names()
     for fold in plan.folds:
         model, settings = load_trained(plan.runs["TS1"].run_dir / f"fold{fold}", device)
-        part = open_part(plan.config, plan.rows, plan.fold_sets[fold].test, plan.expected)
+        part = open_study_part(plan.rows, plan.fold_sets[fold].test, plan.expected)
         scans, stations = np.nonzero(part.present)
         sampler = PatchSampler(part.reader, sampler_settings(settings, 0))
         sampler.centroid(scans[:1], [names[s] for s in stations[:1]])  # opens the files, loads compiled code
@@ -180,16 +176,15 @@ def inference_times(plan: StudyPlan, device: torch.device) -> tuple[StepTime, St
             per_scan("TS1", "inference + rule-based N-staging", inference, n_scans, source))
 
 
-def study_folds(study: ExperimentSettings, config: DatasetConfig,
-                rows: list[ManifestRow]) -> tuple[list[Fold], Path]:
+def study_folds(study: ExperimentSettings, config: Study, rows: list[StudyRow]) -> tuple[list[Fold], Path]:
     """The stored folds every row trains on (made once, by the trainer's rule, when absent) and their file."""
     preset, _ = preset_values("ts1", study.dataset)
     ts1 = TrainSettings(**{**preset, **schedule_overrides(study)})
     path = fold_file_path(study.runs_dir, study.dataset, config.label_column)
-    return load_or_make_folds(path, rows, config.label_column, ts1.n_folds, ts1.val_fraction, ts1.fold_seed), path
+    return load_or_make_study_folds(path, config, rows, ts1.n_folds, ts1.val_fraction, ts1.fold_seed), path
 
 
-def score_rows(runs: dict[str, PlannedRun], data: CohortData, folds: tuple[int, ...], config: DatasetConfig,
+def score_rows(runs: dict[str, PlannedRun], data: CohortData, folds: tuple[int, ...], config: Study,
                settings: EvaluateSettings) -> tuple[Cohort, dict[str, MethodPredictions], dict[str, float]]:
     """Test predictions of every trained row and both baselines on the scans of `folds`, and the baselines'
     seconds (cutoff choice, prediction and staging of the whole cohort)."""
@@ -223,10 +218,12 @@ def run_experiments(study: ExperimentSettings) -> int:
     settings = evaluate_settings(study)
     test_fold = {p: f.index for f in plan.fold_sets for p in f.test}
     features_started = time.perf_counter()
-    data = load_cohort(cache_files(config.cache_dir), test_fold, config.label_column, settings, plan.expected)
+    data = load_cohort(study_cache_files(config), test_fold, config.label_column, settings, plan.expected, config)
     features_seconds = time.perf_counter() - features_started
     cohort, methods, baseline_seconds = score_rows(runs, data, folds, config, settings)
-    results: dict[str, MethodResult] = {name: evaluate_method(cohort, m) for name, m in methods.items()}
+    results: dict[str, MethodResult] = {name: evaluate_method(cohort, m, settings.n_bootstrap, settings.seed)
+                                        for name, m in methods.items()}
+    members = per_dataset_results(cohort, methods, settings.n_bootstrap, settings.seed)
     rng = np.random.default_rng(settings.seed)
     tests = {pair: compare_methods(cohort, methods[pair[0]], methods[pair[1]], rng, settings.n_permutations)
              for pair in comparison_pairs(list(methods))}
@@ -237,6 +234,7 @@ def run_experiments(study: ExperimentSettings) -> int:
                          len(data.cohort.scan_ids))
     report = StudyReport(study=study, config=config, runs=runs, fold_runs=fold_runs, folds=folds,
                          fold_file=plan.fold_file, cohort=cohort, methods=methods, results=results, tests=tests,
+                         member_results=members,
                          timings=steps, n_lesions=data.n_lesions, train_seconds=trained_at - started,
                          total_seconds=time.monotonic() - started, device=str(device))
     out = Path(study.out) if study.out else Path(study.runs_dir) / Path(study.dataset).stem / "experiments"
@@ -247,10 +245,11 @@ def run_experiments(study: ExperimentSettings) -> int:
 
 def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
     """The paired tests the paper reports: TS1 against each baseline and against TS2/TS3 (Table 4), weight-map
-    vs centroid TS1 (Table 5), TS2 with vs without pseudo-labels (Table 6)."""
+    vs centroid TS1 (Table 5), TS2 with vs without pseudo-labels (Table 6); and TS2 against TS3, which the
+    paper's "TS2 stages best" needs too."""
     baselines = [n for n in names if n.startswith(("Thresholding", "Lesion overlap"))]
-    return ([("TS1", b) for b in baselines] + [("TS2", "TS1"), ("TS3", "TS1"), ("TS1", "TS1, centroid patch"),
-                                               ("TS2", "TS2, no pseudo-labels")])
+    return ([("TS1", b) for b in baselines] + [("TS2", "TS1"), ("TS3", "TS1"), ("TS2", "TS3"),
+                                               ("TS1", "TS1, centroid patch"), ("TS2", "TS2, no pseudo-labels")])
 
 
 def timing_steps(plan: StudyPlan, device: torch.device, test_paths: list[Path], features_seconds: float,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cache.dataset import DatasetConfig
+from cache.dataset import Study
 from cache.stations import station_names
 from evaluate.cohort import CohortData
 from evaluate.comparison import MethodPredictions
@@ -82,7 +82,7 @@ def test_folds(run: Path, label_column: str) -> dict[str, int]:
     return {p: k for k, patients in by_file.items() for p in patients}
 
 
-def model_method(run: Path, data: CohortData, folds: tuple[int, ...], config: DatasetConfig,
+def model_method(run: Path, data: CohortData, folds: tuple[int, ...], config: Study,
                  settings: EvaluateSettings) -> MethodPredictions:
     """The run's test predictions for the cohort scans of `folds`, in cohort order.
 

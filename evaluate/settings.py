@@ -16,7 +16,7 @@ def _floats(help_text: str) -> dict:
 class EvaluateSettings:
     """A cohort report: the trained run's test predictions and both baselines on the same folds."""
 
-    dataset: str = field(default="demo", metadata={"help": "dataset config name or TOML path"})
+    dataset: str = field(default="demo", metadata={"help": "dataset config or study name, or a TOML path"})
     run: str = field(default="", metadata={"help": "run folder holding fold<K>/ (e.g. runs/demo/ts1)"})
     folds: str = field(default="", metadata={"help": "folds to evaluate, e.g. '0-4' or '0,2' (empty: all)"})
     out: str = field(default="", metadata={"help": "report folder (empty: <run>/report)"})
@@ -44,7 +44,10 @@ class EvaluateSettings:
         default=0.2, metadata={"help": "built-in lesion segmenter: smaller connected components are dropped"}
     )
     n_permutations: int = field(default=10_000, metadata={"help": "permutation test draws (when not exact)"})
-    seed: int = field(default=0, metadata={"help": "seed of the permutation tests"})
+    n_bootstrap: int = field(
+        default=1000, metadata={"help": "patient-bootstrap resamples per pooled metric's 95 % interval (0: none)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the permutation tests and the bootstrap"})
     n_qa_scans: int = field(default=3, metadata={"help": "scans that get a QA overlay figure"})
     truth_dir: str = field(
         default="truth", metadata={"help": "ground-truth folder (relative to the dataset root) for atlas analyses"}

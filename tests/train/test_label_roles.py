@@ -19,11 +19,10 @@ from train.settings import TrainSettings
 from .conftest import write_tiny_cohort
 
 
-@pytest.fixture(scope="module")
-def study_file(tmp_path_factory) -> Path:
-    """Study "pool": the tiny cohort with station labels, and a copy "dx" without (same patient ids)."""
-    root = tmp_path_factory.mktemp("pool")
-    (root / "tiny").mkdir()
+def write_tiny_study(root: Path) -> Path:
+    """Study "pool" under `root`: the tiny cohort with station labels, and a copy "dx" without (same patient
+    ids, other draws); returns the study file."""
+    (root / "tiny").mkdir(parents=True)
     (root / "dx").mkdir()
     labelled = write_tiny_cohort(root / "tiny")
     dx = write_tiny_cohort(root / "dx", seed=1)
@@ -34,6 +33,11 @@ def study_file(tmp_path_factory) -> Path:
     path = root / "pool.toml"
     path.write_text(f'members = ["{labelled}", "{root / "dx" / "dx.toml"}"]\n')
     return path
+
+
+@pytest.fixture(scope="module")
+def study_file(tmp_path_factory) -> Path:
+    return write_tiny_study(tmp_path_factory.mktemp("pool"))
 
 
 def test_a_station_less_scan_is_no_ts1_item_and_changes_no_station_loss_term(study_file):
