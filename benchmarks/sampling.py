@@ -24,6 +24,7 @@ for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", 
 import argparse  # noqa: E402 -- thread limits must be set before numpy and torch load
 import json  # noqa: E402
 import platform  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -35,7 +36,9 @@ import torch  # noqa: E402
 from cache.reader import CacheReader, cache_files  # noqa: E402
 from cache.sampler import PatchSampler, SamplerSettings  # noqa: E402
 from cache.writer import write_scan  # noqa: E402
-from preprocess.synthetic_scan import synthetic_record  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/ holds the synthetic scans
+from tests.preprocess.synthetic_scan import synthetic_record  # noqa: E402
 
 WORKLOADS = ("one_station", "random_station")
 ONE_STATION = "7"

@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +29,9 @@ from cache.checksums import content_problems
 from cache.reader import read_info
 from cache.writer import write_scan
 from preprocess.images import check_nifti
-from preprocess.synthetic_scan import synthetic_record
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/ holds the synthetic scans
+from tests.preprocess.synthetic_scan import synthetic_record  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CT = REPO.parent / "shared" / "data" / "ct" / "totalsegmentator" / "mediastinum_crop" / "ct_cropped.nii.gz"

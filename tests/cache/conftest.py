@@ -7,7 +7,7 @@ import pytest
 
 from cache.build_settings import BuildSettings
 from cache.writer import ScanRecord, write_scan
-from preprocess.synthetic_scan import synthetic_record
+from tests.preprocess.synthetic_scan import synthetic_record
 
 TINY_SHAPE = (24, 30, 36)
 

@@ -23,7 +23,7 @@ WRITE_LOOP = """
 import sys
 import numpy as np
 from cache.writer import write_scan
-from preprocess.synthetic_scan import synthetic_record
+from tests.preprocess.synthetic_scan import synthetic_record
 record = synthetic_record("p1", "s1", np.random.default_rng(int(sys.argv[2])), (96, 128, 128), 1.0, "tiny")
 for _ in range(int(sys.argv[3])):
     write_scan(sys.argv[1], record)
@@ -105,7 +105,7 @@ def test_two_processes_writing_one_scan_leave_a_valid_file(tmp_path):
         stored = scan.ct[()]
     candidates = []
     for seed in (1, 2):
-        from preprocess.synthetic_scan import synthetic_record
+        from tests.preprocess.synthetic_scan import synthetic_record
         candidates.append(synthetic_record("p1", "s1", np.random.default_rng(seed), (96, 128, 128), 1.0).ct_hu)
     assert any(np.array_equal(stored, c) for c in candidates)
 

@@ -18,7 +18,7 @@ from evaluate.evaluation import EvaluationError
 from evaluate.experiment_plan import ExperimentSettings, differing_settings, plan_runs
 from evaluate.experiments import MARKER, STOPPED, plan_study, run_experiments
 from evaluate.timing_table import PREPROCESSING, per_scan, preprocessing_steps, recorded_step_times, totals
-from preprocess.synthetic_scan import synthetic_record
+from tests.preprocess.synthetic_scan import synthetic_record
 from tests.train.conftest import write_tiny_cohort
 from train.loop import run_training
 

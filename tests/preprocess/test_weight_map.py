@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from preprocess.synthetic_scan import ellipsoid_stations
 from preprocess.weight_map import probabilities_from_table, station_weights, weight_map_reference
+from tests.preprocess.synthetic_scan import ellipsoid_stations
 
 
 def test_numba_tables_agree_with_the_numpy_reference():
