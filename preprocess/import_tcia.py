@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +27,7 @@ import pandas as pd
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from cache.cli import Command, Preset, exit_status
+from cache.cli import Command, Preset
 from cache.dataset import load_dataset, stage_overrides
 from cache.manifest import LABEL_COLUMNS, write_manifest
 from cache.run_log import progress
@@ -348,13 +348,8 @@ COMMAND = Command("python -m preprocess.import_tcia",
                   log_file=lambda settings: Path(settings.out).parent / "import_tcia.log")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Import; failures raise (`cli` prints them as one line)."""
-    return COMMAND.run(argv)
-
-
-def cli(argv: Sequence[str] | None = None) -> int:
-    return exit_status(main, argv)
+main = COMMAND.run  # Import; failures raise
+cli = COMMAND.cli  # for python -m: a failure is one `error:` line, exit 2 or 1
 
 
 if __name__ == "__main__":

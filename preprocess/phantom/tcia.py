@@ -20,7 +20,7 @@ import datetime as dt
 import os
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from pydicom.uid import generate_uid
 
-from cache.cli import Command, Preset, exit_status, split_table
+from cache.cli import Command, Preset, split_table
 from cache.dataset import load_dataset, stage_overrides
 from cache.run_log import progress
 from cache.settings import values_from_mapping
@@ -260,13 +260,8 @@ COMMAND = Command("python -m preprocess.phantom.tcia", "Write a TCIA-like phanto
                   log_file=lambda phantom, tree: Path(phantom.out) / LOG)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Generate and import; failures raise (`cli` prints them as one line)."""
-    return COMMAND.run(argv)
-
-
-def cli(argv: Sequence[str] | None = None) -> int:
-    return exit_status(main, argv)
+main = COMMAND.run  # Generate and import; failures raise
+cli = COMMAND.cli  # for python -m: a failure is one `error:` line, exit 2 or 1
 
 
 if __name__ == "__main__":
