@@ -136,10 +136,11 @@ def pooled_intervals(cohort: Cohort, method: MethodPredictions, n_bootstrap: int
     known = cohort.station_true >= 0
     y_true, y_pred = cohort.station_true[known], method.station_pred[known]
     score = _scores_or_none(method.station_score[known])
-    station_weights = np.broadcast_to(weights[:, :, None], (*weights.shape, known.shape[1]))[:, known]
+    scan_of_station = np.nonzero(known)[0]  # each known station's scan: a resample weighs it as its scan
     staged = _staged(cohort, method, np.arange(len(cohort.scan_ids)))
     n_true, n_pred = cohort.n_true[staged], method.n_pred[staged]
-    station = bootstrap_intervals(lambda w: station_metrics(y_true, y_pred, score, w), station_weights,
+    station = bootstrap_intervals(lambda w: station_metrics(y_true, y_pred, score, w[scan_of_station]),
+                                  weights,
                                   metric_names(StationMetrics)) if known.any() else {}
     n_stage = bootstrap_intervals(lambda w: n_stage_metrics(n_true, n_pred, w), weights[:, staged],
                                   metric_names(NStageMetrics)) if staged.size else {}
