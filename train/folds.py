@@ -264,7 +264,10 @@ def load_or_make_study_folds(path: Path, study: Study, rows: list[StudyRow], n_f
         if not labels:
             raise FoldError(f"study {study.name!r}: member {name} has no usable manifest row; check its manifest "
                             f"with: python -m preprocess --dataset {name} --check")
-        folds, stratum = make_folds(labels, n_folds, val_fraction, seed)
+        try:
+            folds, stratum = make_folds(labels, n_folds, val_fraction, seed)
+        except FoldError as error:
+            raise FoldError(f"study {study.name!r}, member {name}: {error}") from None
         data["members"][name] = fold_section(folds, stratum, labels, label_column, val_fraction, seed)
         added.append(name)
     if added:

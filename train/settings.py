@@ -35,7 +35,9 @@ class TrainSettings:
         metadata={"args": ["stage"], "help": "ts1: station classifier; ts2: end-to-end N-stage; ts3: ts2 head only"},
     )
     fold: int = field(default=0, metadata={"help": "test fold 0..n_folds-1 of the stored fold file"})
-    dataset: str = field(default="demo", metadata={"help": "dataset config name or TOML path"})
+    dataset: str = field(
+        default="demo", metadata={"help": "dataset config or study name (configs/studies/), or a TOML path"}
+    )
     root: str = field(default="", metadata={"help": "dataset root (empty: from the dataset config/environment)"})
     cache_root: str = field(default="", metadata={"help": "cache root (empty: from the dataset config/environment)"})
     runs_dir: str = field(default="runs", metadata={"help": "runs land in <runs_dir>/<dataset>/<run_name>/fold<K>/"})

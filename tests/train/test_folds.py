@@ -134,3 +134,6 @@ def test_study_folds_refuse_a_changed_member_manifest_and_a_dropped_member(tmp_p
         _study_folds(tmp_path, [a, b])
     with pytest.raises(FoldError, match="member.*B of the stored folds are no longer in study"):
         _study_folds(tmp_path, [a])
+    (tmp_path / "folds.json").unlink()
+    with pytest.raises(FoldError, match="study 'pool', member C: 2 patient"):
+        _study_folds(tmp_path, [a, _member(tmp_path, "C", 2)])
