@@ -134,7 +134,7 @@ class BatchStream:
                 if isinstance(item, BaseException):
                     raise item
                 slot, batch, cut_s, producer_wait_s = item
-                if self.fixed is None:
+                if self.fixed is None and held is not None:  # the loop always waits for the first batch
                     self.dataset.auto_threads.update(cut_s, loop_wait_s, producer_wait_s)
                 if held is not None:
                     free.put((held, self._release()))
