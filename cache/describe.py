@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
+
+from cache import schema
 from cache.build_settings import settings_differences
 from cache.reader import ScanInfo, cache_files, read_info
 from cache.stations import station_names
@@ -55,6 +58,27 @@ def info_lines(info: ScanInfo) -> list[str]:
     for s in info.stations.values():
         lines.append(f"  {s.name:>4} {s.code:>3} {s.volume_ml:8.2f} {s.suv_max:7.2f} {s.suv_mean:7.2f} "
                      f"{s.vote_agreement:5.2f} {s.n_voxels:>6} ({', '.join(f'{v:.1f}' for v in s.centroid_vox)})")
+    return lines + qc_lines(info.path)
+
+
+def qc_lines(path: str | Path) -> list[str]:
+    """The preprocessing's seconds per step and its memory (peak resident and CUDA, registration estimate), as
+    the pipeline recorded them in `/qc`; nothing for files written before these were recorded."""
+    lines = []
+    with h5py.File(path, "r", locking=False) as f:
+        if schema.QC_TIMINGS_GROUP in f:
+            timings = dict(f[schema.QC_TIMINGS_GROUP].attrs)
+            lines.append("seconds: " + ", ".join(f"{k} {float(v):.1f}" for k, v in timings.items()))
+        if schema.QC_MEMORY_GROUP in f:
+            memory = dict(f[schema.QC_MEMORY_GROUP].attrs)
+            parts = [f"peak resident {memory.get(schema.QC_PEAK_RSS_ATTR, float('nan')):.2f} GiB"
+                     + ("" if memory.get("peak_is_per_scan", True) else " (since the worker started)")]
+            if schema.QC_CUDA_PEAK_ATTR in memory:
+                parts.append(f"CUDA peak {memory[schema.QC_CUDA_PEAK_ATTR]:.2f} GiB")
+            if "estimate_gib" in memory:
+                parts.append(f"registration estimate {memory['estimate_gib']:.2f} GiB of a "
+                             f"{memory['budget_gib']:.2f} GiB budget, {memory['atlas_batch']} atlas(es) at once")
+            lines.append("memory: " + ", ".join(parts))
     return lines
 
 

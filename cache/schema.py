@@ -67,6 +67,12 @@ UNKNOWN_N = -1
 
 QC_GROUP = "qc"  # nested groups of numeric attributes: registration metrics per atlas and stage, timings
 QC_TIMINGS_GROUP = "qc/timings_s"
+# Memory of the scan's preprocessing: peak_rss_gib (resident, CPU), cuda_peak_gib (torch's peak on CUDA), the
+# registration's estimate_gib and budget_gib, atlas_batch (atlases registered at once), peak_is_per_scan (0: the
+# peak counts from the worker's start, where the system could not reset it).
+QC_MEMORY_GROUP = "qc/memory"
+QC_PEAK_RSS_ATTR = "peak_rss_gib"
+QC_CUDA_PEAK_ATTR = "cuda_peak_gib"
 LESIONS = "lesions"  # optional uint8 external lesion mask
 # Attribute per dataset path ("image/ct") and per object's attribute set ("@labels", "@/" for the root): hex
 # content digest (cache.checksums).

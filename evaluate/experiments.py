@@ -41,7 +41,13 @@ from evaluate.experiment_plan import (
 from evaluate.experiment_report import StudyReport, write_study_report
 from evaluate.model_predictions import model_method
 from evaluate.settings import EvaluateSettings
-from evaluate.timing_table import StepTime, per_scan, preprocessing_steps, recorded_step_times
+from evaluate.timing_table import (
+    StepTime,
+    per_scan,
+    preprocessing_steps,
+    recorded_peak_memory,
+    recorded_step_times,
+)
 from train.data import open_study_part, sampler_settings
 from train.distributed import resolve_device
 from train.folds import Fold, fold_file_path, load_or_make_study_folds
@@ -258,7 +264,7 @@ def timing_steps(plan: StudyPlan, device: torch.device, test_paths: list[Path], 
     their baseline features computed; the baselines' seconds cover them all)."""
     recorded = recorded_step_times(test_paths)
     sampling, inference = inference_times(plan, device)
-    steps = [*preprocessing_steps(recorded), sampling, inference]
+    steps = [*preprocessing_steps(recorded, recorded_peak_memory(test_paths)), sampling, inference]
     features = "timed here over every scan of the cohort"
     threshold_name = next(n for n in methods if n.startswith("Thresholding"))
     steps += [per_scan(threshold_name, "thresholding (cutoff per fold) + rule-based N-staging",

@@ -30,6 +30,7 @@ from cache.run_log import progress
 from cache.schema import cache_file_name
 from cache.settings import settings_hash
 from cache.writer import ScanLabels, ScanRecord, check_writable, relabel_scan, remove_dead_temps, write_scan
+from preprocess.peak_memory import GIB, peak_memory_gib, reset_peak_memory
 from preprocess.settings import PreprocessSettings
 from preprocess.station_stats import station_tables
 from preprocess.step_timing import timed
@@ -65,6 +66,8 @@ class RunContext:
     force: bool
     device: str
     atlas_bank_digest: str
+    atlas_batch: str = "auto"
+    memory_budget_gb: float = 0.0  # per scan: the run's limit (or what was available) shared by the workers
 
     def content_settings(self, registration) -> tuple:
         conventions = InputConventions(self.dataset.pet_nifti_is_suv, self.dataset.totalseg_version)
@@ -92,6 +95,21 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available; use --device cpu or auto")
     return device
+
+
+def scan_memory_budget_gb(max_memory_gb: float, workers: int, device: str) -> float:
+    """Memory one scan may use, GiB: the run's limit, or what the device has available now, shared by the
+    workers (N scans at once must fit together); 0 for one worker without a limit (the scan then plans with
+    what is available when its registration starts)."""
+    if max_memory_gb > 0:
+        return max_memory_gb / workers
+    if workers == 1:
+        return 0.0
+    import torch
+
+    from preprocess.register.memory import available_bytes
+
+    return available_bytes(torch.device(device)) / GIB / workers
 
 
 # Per-process state: the atlas bank is loaded once per process, not once per scan.
@@ -204,18 +222,21 @@ def _process(row: ManifestRow, context: RunContext, timings: dict[str, float], s
     if state == "relabel":
         timed(timings, "relabel", lambda: relabel_scan(path, labels, context.dataset.rule_set))
         return ScanOutcome(row.key, "relabelled", time.perf_counter() - start, timings)
+    per_scan_peak = reset_peak_memory(context.device)
     prepared = prepare_scan(row, context.dataset, context.build.spacing_mm, context.build.crop_margin_mm,
                             context.suv)
     timings.update(prepared.timings_s)
     bank = timed(timings, "load_atlases", lambda: _atlas_bank(context, registration))
     station_map = timed(timings, "register", lambda: map_stations(
-        prepared.ct_hu, prepared.structures, prepared.grid, bank, registration, context.device))
+        prepared.ct_hu, prepared.structures, prepared.grid, bank, registration, context.device, context.atlas_batch,
+        context.memory_budget_gb, f"scan {row.key}"))
     agreement = vote_agreement(station_map.labels, station_map.votes, station_map.n_atlases)
     tables = timed(timings, "weight_maps", lambda: station_tables(station_map.labels, prepared.suv, prepared.grid,
                                                                    agreement))
     qc = {"registration": registration_qc(station_map.qa),
           "registration_timings_s": qc_values(station_map.timings_s, numeric_only=True),
           "provenance": qc_values({k: v for k, v in prepared.provenance.items() if k != "inputs"}, numeric_only=True)}
+    qc["memory"] = {**station_map.memory, **peak_memory_gib(context.device), "peak_is_per_scan": per_scan_peak}
     record = ScanRecord(
         dataset=context.dataset.name, patient_id=row.patient_id, scan_id=row.scan_id, grid=prepared.grid,
         ct_hu=prepared.ct_hu, suv=prepared.suv, station_labels=np.ascontiguousarray(station_map.labels, np.uint8),
@@ -276,10 +297,12 @@ def run_pipeline(settings: PreprocessSettings, build: BuildSettings, suv: SuvSet
     bank_path = dataset.atlas_bank_path
     if not bank_path.is_dir():
         raise FileNotFoundError(f"atlas bank {bank_path} not found (dataset {dataset.name}, setting 'atlas_bank')")
-    context = RunContext(dataset, build, suv, settings.force, resolve_device(settings.device), file_digest(bank_path))
+    workers = max(1, min(settings.workers, len(rows) or 1))
+    device = resolve_device(settings.device)
+    context = RunContext(dataset, build, suv, settings.force, device, file_digest(bank_path), settings.atlas_batch,
+                         scan_memory_budget_gb(settings.max_memory_gb, workers, device))
     outcomes = []
     bar = progress(total=len(rows), desc=f"preprocess {dataset.name}", unit="scan")
-    workers = max(1, min(settings.workers, len(rows) or 1))
 
     def report(outcome: ScanOutcome) -> None:
         outcomes.append(outcome)

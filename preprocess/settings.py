@@ -30,6 +30,12 @@ class PreprocessSettings:
         default="", metadata={"help": "K/N: process only shard K (0..N-1) of N; auto: this task of a SLURM job array"}
     )
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "registration device"})
+    atlas_batch: str = field(
+        default="auto", metadata={"help": "atlases registered at once: auto (as many as memory allows) or a number"}
+    )
+    max_memory_gb: float = field(
+        default=0.0, metadata={"help": "memory all scans of the run may use together, GiB (0: what is available)"}
+    )
 
 
 def resolve_shard(settings: PreprocessSettings, environ: Mapping[str, str] = os.environ) -> PreprocessSettings:

@@ -10,9 +10,12 @@ at different levels per patient; their individual centroids still serve the clos
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from preprocess.register.warp import pool_to
 from preprocess.totalseg_labels import label_ids
 
 _VERTEBRAE = tuple(f"vertebrae_{v}" for v in ("C3", "C4", "C5", "C6", "C7")) + tuple(
@@ -91,3 +94,46 @@ def present_groups(group_label_array: np.ndarray, n_groups: int, min_voxels: int
     """Boolean (n_groups,): which channels hold at least `min_voxels` voxels."""
     counts = np.bincount(group_label_array.ravel(), minlength=n_groups + 1)[1:]
     return counts >= min_voxels
+
+
+@dataclass(frozen=True)
+class LabelChannels:
+    """(N, C, z, y, x) float32 channels made on demand per pyramid level from N label arrays: the one-hot masks of
+    `codes` (0/1 at full resolution, box-averaged fractions on a coarser level), then the windowed CT if given.
+
+    Held as uint8 labels (and the CT), the float32 channels of a level exist only while that level runs: at 1 mm
+    and 12 channels that is 1 byte per voxel instead of 48. Each channel is pooled on its own, which gives the
+    values that pooling the stacked channels gives (the pooling works plane by plane).
+    """
+
+    labels: torch.Tensor
+    codes: tuple[int, ...]
+    ct: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(N, C, z, y, x), as the full-resolution channel tensor would have."""
+        return (self.labels.shape[0], len(self.codes) + (self.ct is not None), *self.labels.shape[1:])
+
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
+
+    def select(self, channels: list[int]) -> LabelChannels:
+        """The label channels at positions `channels` (the CT channel is left out)."""
+        return LabelChannels(self.labels, tuple(self.codes[c] for c in channels))
+
+    def level(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """(N, C, *shape) float32 channels on a level of the same box."""
+        n, n_channels = self.shape[:2]
+        out = torch.empty((n, n_channels, *shape), dtype=torch.float32, device=self.device)
+        for c, code in enumerate(self.codes):
+            out[:, c] = pool_to((self.labels == code).to(torch.float32).unsqueeze(1), shape)[:, 0]
+        if self.ct is not None:
+            out[:, -1] = pool_to(self.ct.unsqueeze(1), shape)[:, 0]
+        return out
+
+
+def level_channels(images: torch.Tensor | LabelChannels, shape: tuple[int, ...]) -> torch.Tensor:
+    """(N, C, *shape) channels of `images` on a pyramid level: pooled from a tensor, or made from label arrays."""
+    return images.level(shape) if isinstance(images, LabelChannels) else pool_to(images, shape)

@@ -37,6 +37,12 @@ class RegisterCommand:
     crop_margin_mm: float = field(default=20.0, metadata={"help": "margin around the lungs+trachea box, mm"})
     totalseg_version: Literal["auto", "v1", "v2"] = field(default="auto", metadata={"help": "ids of the masks"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "registration device"})
+    atlas_batch: str = field(
+        default="auto", metadata={"help": "atlases registered at once: auto (as many as memory allows) or a number"}
+    )
+    max_memory_gb: float = field(
+        default=0.0, metadata={"help": "memory the registration may use, GiB (0: what the device has available)"}
+    )
 
 
 def register_files(command: RegisterCommand, settings: RegistrationSettings) -> StationMap:
@@ -47,7 +53,8 @@ def register_files(command: RegisterCommand, settings: RegistrationSettings) -> 
     scan = read_cropped_scan(Path(command.ct), Path(command.totalseg), command.spacing_mm, command.crop_margin_mm,
                              command.totalseg_version)
     bank = load_atlas_bank(command.atlas_bank, command.spacing_mm, command.crop_margin_mm)
-    station_map = map_stations(scan.ct_hu, scan.structures, scan.grid, bank, settings, command.device)
+    station_map = map_stations(scan.ct_hu, scan.structures, scan.grid, bank, settings, command.device,
+                               command.atlas_batch, command.max_memory_gb, command.ct)
     labels = sitk.GetImageFromArray(station_map.labels)
     scan.grid.apply_to_sitk(labels)
     out = Path(command.out)
@@ -58,6 +65,6 @@ def register_files(command: RegisterCommand, settings: RegistrationSettings) -> 
         title = ", ".join(f"{stage} Dice {value:.3f}" for stage, value in summary.items())
         qa_figure(scan.ct_hu, station_map.labels, command.qa_png, title)
     if command.qa_json:
-        Path(command.qa_json).write_text(json.dumps({"qa": station_map.qa, "timings_s": station_map.timings_s},
-                                                    indent=1))
+        Path(command.qa_json).write_text(json.dumps({"qa": station_map.qa, "timings_s": station_map.timings_s,
+                                                     "memory": station_map.memory}, indent=1))
     return station_map

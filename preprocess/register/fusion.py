@@ -18,7 +18,8 @@ class StationMap:
 
     `votes` (17, z, y, x) uint8 counts the atlases that put each voxel in each station (index = code - 1);
     `vote_fraction` divides by `n_atlases` on demand (float32, same shape), so the map stays compact at 1 mm.
-    `qa` holds one plain dict per atlas and stage (see `preprocess.register.qa`), `timings_s` the step times.
+    `qa` holds one plain dict per atlas and stage (see `preprocess.register.qa`), `timings_s` the step times,
+    `memory` the registration's memory estimate and budget (GiB) and the atlas batch it chose.
     """
 
     labels: np.ndarray
@@ -26,6 +27,7 @@ class StationMap:
     n_atlases: int
     qa: list[dict] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    memory: dict[str, float] = field(default_factory=dict)
 
     @property
     def vote_fraction(self) -> np.ndarray:
@@ -33,28 +35,74 @@ class StationMap:
 
 
 class VoteAccumulator:
-    """Running vote counts and summed probabilities of background + `n_codes` labels over atlases."""
+    """Running vote counts and summed probabilities of background + `n_codes` labels over atlases.
+
+    Only the box where some atlas gave some station a non-zero probability holds counts and sums (uint8 and
+    float32 per label); elsewhere every atlas voted background, so only the background's summed probability is
+    kept for the whole grid. A station-free voxel that joins the box later had exactly 0 for every station from
+    the atlases before, so the sums are those of a dense accumulator, bit for bit, at a fraction of its memory.
+    """
 
     def __init__(self, n_codes: int, shape: tuple[int, ...], device: torch.device | str) -> None:
-        n_voxels = int(np.prod(shape))
         self.shape = tuple(shape)
-        self.counts = torch.zeros(n_codes + 1, n_voxels, dtype=torch.uint8, device=device)
-        self.probability = torch.zeros(n_voxels, n_codes + 1, dtype=torch.float32, device=device)
+        self.n_labels = n_codes + 1
+        self.background = torch.zeros(int(np.prod(shape)), dtype=torch.float32, device=device)
+        self.box: tuple[slice, ...] | None = None
+        self.counts = torch.zeros(self.n_labels, 0, dtype=torch.uint8, device=device)
+        self.probability = torch.zeros(0, self.n_labels, dtype=torch.float32, device=device)
         self.n_atlases = 0
 
     def add(self, probabilities: torch.Tensor) -> torch.Tensor:
         """Add one atlas' (voxels, 1 + n_codes) warped probabilities; returns its (voxels,) argmax labels."""
         labels = probabilities.argmax(1)
-        self.counts += labels.unsqueeze(0) == torch.arange(self.counts.shape[0], device=labels.device).unsqueeze(1)
-        self.probability += probabilities
+        self.background += probabilities[:, 0]
+        support = torch.nonzero((probabilities[:, 1:] > 0).any(1).reshape(self.shape))
+        if len(support):
+            self._grow(tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(support.amin(0), support.amax(0),
+                                                                                strict=True)))
+        if self.box is not None:
+            inside = self._box_view(labels)
+            codes = torch.arange(self.n_labels, device=labels.device).unsqueeze(1)
+            self.counts += inside.reshape(1, -1) == codes
+            self.probability[:, 1:] += self._box_view(probabilities).reshape(-1, self.n_labels)[:, 1:]
         self.n_atlases += 1
         return labels
 
+    def _box_view(self, flat: torch.Tensor) -> torch.Tensor:
+        """The box part of a (voxels, ...) tensor, as (box voxels, ...)."""
+        return flat.reshape(*self.shape, *flat.shape[1:])[self.box].reshape(-1, *flat.shape[1:])
+
+    def _grow(self, box: tuple[slice, ...]) -> None:
+        """Widen the box to hold `box`; new voxels have the votes of the atlases so far (all background)."""
+        if self.box is not None:
+            box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(self.box, box, strict=True))
+            if box == self.box:
+                return
+        size = tuple(b.stop - b.start for b in box)
+        counts = torch.zeros(self.n_labels, *size, dtype=torch.uint8, device=self.background.device)
+        counts[0] = self.n_atlases
+        probability = torch.zeros(*size, self.n_labels, dtype=torch.float32, device=self.background.device)
+        if self.box is not None:
+            old = tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(self.box, box, strict=True))
+            old_size = tuple(a.stop - a.start for a in self.box)
+            counts[(slice(None), *old)] = self.counts.reshape(self.n_labels, *old_size)
+            probability[old] = self.probability.reshape(*old_size, self.n_labels)
+        self.box = box
+        self.counts = counts.reshape(self.n_labels, -1)
+        self.probability = probability.reshape(-1, self.n_labels)
+
     def fused(self) -> tuple[np.ndarray, np.ndarray]:
         """Majority-vote labels (z, y, x) uint8 and per-code vote counts (n_codes, z, y, x) uint8."""
+        labels = np.zeros(self.shape, dtype=np.uint8)
+        votes = np.zeros((self.n_labels - 1, *self.shape), dtype=np.uint8)
+        if self.box is None:
+            return labels, votes
+        size = tuple(b.stop - b.start for b in self.box)
+        self.probability[:, 0] = self._box_view(self.background)
         score = self.counts.t().float() + 0.5 * self.probability / max(self.n_atlases, 1)
-        labels = score.argmax(1).to(torch.uint8).reshape(self.shape)
-        return labels.cpu().numpy(), self.counts[1:].reshape(-1, *self.shape).cpu().numpy()
+        labels[self.box] = score.argmax(1).to(torch.uint8).reshape(size).cpu().numpy()
+        votes[(slice(None), *self.box)] = self.counts[1:].reshape(-1, *size).cpu().numpy()
+        return labels, votes
 
 
 def majority_vote(labels: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:

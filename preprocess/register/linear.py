@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from cache.grid import Grid
-from preprocess.register.warp import level_points_mm, level_shape, pool_to, sampling_grid, warp
+from preprocess.register.channels import LabelChannels, level_channels
+from preprocess.register.warp import level_points_mm, level_shape, sampling_grid, warp
 from preprocess.totalseg_labels import label_ids
 
 MIN_PAIRS = {"translation": 1, "similarity": 3, "affine": 4}
@@ -141,11 +142,12 @@ def alignment_loss(fixed: torch.Tensor, warped: torch.Tensor, weights: torch.Ten
     return (weights * ((fixed - warped) ** 2).mean(dims)).sum(1) / weights.sum(1).clamp_min(1e-6)
 
 
-def refine_affine(fixed: torch.Tensor, moving: torch.Tensor, weights: torch.Tensor, matrices: torch.Tensor,
-                  spacing_mm: float, settings) -> torch.Tensor:
+def refine_affine(fixed: torch.Tensor | LabelChannels, moving: torch.Tensor | LabelChannels, weights: torch.Tensor,
+                  matrices: torch.Tensor, spacing_mm: float, settings) -> torch.Tensor:
     """(N, 4, 4) matrices after multi-resolution affine refinement of all atlases at once (Adam).
 
-    `fixed` (1, C, z, y, x) and `moving` (N, C, ...) are full-resolution channels; `weights` (N, C) switch off
+    `fixed` (1, C, z, y, x) and `moving` (N, C, ...) are full-resolution channels (tensors, or `LabelChannels` that
+    make each level's channels from label arrays); `weights` (N, C) switch off
     channels missing in either image. Each atlas's loss depends on its own parameters only, so the batch gives
     the same answer as one atlas at a time.
     """
@@ -156,8 +158,8 @@ def refine_affine(fixed: torch.Tensor, moving: torch.Tensor, weights: torch.Tens
     optimiser = torch.optim.Adam([params], lr=settings.linear_learning_rate)
     for level_mm, iterations in zip(settings.linear_levels_mm, settings.linear_iterations, strict=True):
         shape = level_shape(full, spacing_mm, level_mm)
-        fixed_level = pool_to(fixed, shape)
-        moving_level = pool_to(moving, level_shape(tuple(moving.shape[2:]), spacing_mm, level_mm))
+        fixed_level = level_channels(fixed, shape)
+        moving_level = level_channels(moving, level_shape(tuple(moving.shape[2:]), spacing_mm, level_mm))
         points = level_points_mm(full, shape, spacing_mm, device)
         for _ in range(iterations):
             optimiser.zero_grad()

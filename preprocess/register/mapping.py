@@ -1,8 +1,10 @@
-"""`map_stations`: every atlas of the bank registered to one scan in one batch, station labels warped and fused.
+"""`map_stations`: the atlases of the bank registered to one scan in batches, station labels warped and fused.
 
-Order: structure channels -> closed-form centroid fit per atlas ('initial') -> batched affine refinement
+Order, per batch of atlases: closed-form centroid fit per atlas ('initial') -> batched affine refinement
 ('linear') -> batched variational registration ('deformable') -> per atlas, the station one-hot channels
-warped through affine o (id + u) in one interpolation, argmax, then the majority vote over atlases.
+warped through affine o (id + u) in one interpolation, argmax, added to the majority vote. Atlases do not
+interact (each has its own parameters, stop rules and field), so any batch size gives the same fused labels; the
+batch size is chosen from the memory available (`preprocess.register.memory`), all atlases at once where they fit.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from cache.stations import stations
 from preprocess.register.atlas_bank import AtlasBank
 from preprocess.register.channels import (
     CENTROID_STRUCTURES,
+    LabelChannels,
     group_labels,
-    one_hot,
     present_groups,
     windowed_ct,
 )
@@ -30,6 +32,7 @@ from preprocess.register.linear import (
     robust_fit,
     structure_centroids,
 )
+from preprocess.register.memory import GIB, available_bytes, choose_atlas_batch, estimate_registration
 from preprocess.register.qa import dice_scores, qa_record
 from preprocess.register.settings import RegistrationSettings
 from preprocess.register.variational import jacobian_determinant, register_deformable
@@ -37,10 +40,10 @@ from preprocess.register.warp import (
     index_to_normalised,
     level_shape,
     level_spacing_mm,
-    pool_to,
     resize_field,
     warp_labels,
 )
+from preprocess.step_timing import timing
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -80,87 +83,121 @@ def _to_atlas_mm(matrices: np.ndarray, padded_shape: tuple[int, ...], spacing_mm
 
 
 def map_stations(ct_hu: np.ndarray, structures: np.ndarray, grid: Grid, bank: AtlasBank,
-                 settings: RegistrationSettings, device: str = "auto") -> StationMap:
+                 settings: RegistrationSettings, device: str = "auto", atlas_batch: str | int = "auto",
+                 memory_budget_gb: float = 0.0, name: str = "scan") -> StationMap:
     """Fused station labels of one scan (cache grid, isotropic) from all atlases of `bank`.
 
     `ct_hu` and `structures` (TotalSegmentator v2 ids) are (z, y, x) arrays on `grid`; the bank must have been
-    loaded at the same spacing (`load_atlas_bank`).
+    loaded at the same spacing (`load_atlas_bank`). `atlas_batch`: atlases registered at once, or "auto" (as
+    many as fit `memory_budget_gb`, or the device's available memory when 0); `name` names the scan in errors.
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
     dev = resolve_device(device)
-    spacing = isotropic_spacing(grid, "scan")
+    spacing = isotropic_spacing(grid, name)
     if abs(bank.spacing_mm - spacing) > 1e-3 * spacing:
-        raise RegistrationError(f"atlas bank {bank.path} was loaded at {bank.spacing_mm} mm, the scan is at "
+        raise RegistrationError(f"atlas bank {bank.path} was loaded at {bank.spacing_mm} mm, {name} is at "
                                 f"{spacing} mm; load the bank with the scans' spacing_mm")
     if structures.shape != grid.shape_zyx or ct_hu.shape != grid.shape_zyx:
-        raise RegistrationError(f"ct_hu {ct_hu.shape} and structures {structures.shape} must have the grid's "
-                                f"shape {grid.shape_zyx}")
+        raise RegistrationError(f"{name}: ct_hu {ct_hu.shape} and structures {structures.shape} must have the "
+                                f"grid's shape {grid.shape_zyx}")
     atlases = bank.atlases
     groups = _union(settings.linear_channels, settings.deformable_channels)
-    n_groups = len(groups)
     padded = tuple(max(a.structures.shape[i] for a in atlases) for i in range(3))
+    estimate = estimate_registration(grid.shape_zyx, padded, spacing, settings, dev.type)
+    budget = available_bytes(dev)
+    if memory_budget_gb > 0:  # a share of a limit (or of what was free when the run started), never beyond what is
+        budget = min(budget, int(memory_budget_gb * GIB))  # free now
+    crop = "x".join(str(n) for n in grid.shape_zyx)
+    batch = choose_atlas_batch(estimate, len(atlases), atlas_batch, budget,
+                               f"{name} (crop {crop} voxels at {spacing:g} mm, {len(atlases)} atlases)")
 
-    fixed_labels = group_labels(structures, groups)
-    moving_labels = _padded([group_labels(a.structures, groups) for a in atlases], padded, 0, np.uint8)
-    valid = np.stack([present_groups(m, n_groups, settings.init_min_voxels) for m in moving_labels])
-    valid &= present_groups(fixed_labels, n_groups, settings.init_min_voxels)[None]
-    fixed = one_hot(torch.from_numpy(fixed_labels).to(dev), n_groups).unsqueeze(0)
-    moving = torch.stack([one_hot(torch.from_numpy(m).to(dev), n_groups) for m in moving_labels])
-    weights = torch.from_numpy(valid.astype(np.float32)).to(dev)
-    timings["channels"] = time.perf_counter() - start
-
-    tick = time.perf_counter()
-    fixed_centroids = structure_centroids(structures, grid, CENTROID_STRUCTURES, settings.init_min_voxels)
-    to_normalised = index_to_normalised(padded)
-    initial = []
-    for atlas in atlases:
-        fit = robust_fit(fixed_centroids, structure_centroids(atlas.structures, atlas.grid, CENTROID_STRUCTURES,
-                                                              settings.init_min_voxels),
-                         settings.init_transform, settings.init_outlier_mm, f"atlas {atlas.name}")
-        initial.append(physical_to_fixed_frame(grid, atlas.grid, fit.matrix, to_normalised))
-    matrices = {"initial": torch.as_tensor(np.stack(initial), dtype=torch.float32, device=dev)}
-    timings["initial"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    linear = [groups.index(g) for g in settings.linear_channels]
-    matrices["linear"] = refine_affine(fixed[:, linear], moving[:, linear], weights[:, linear],
-                                       matrices["initial"], spacing, settings)
-    timings["linear"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    deformable = [groups.index(g) for g in settings.deformable_channels]
-    fixed_d, moving_d, weights_d = fixed[:, deformable], moving[:, deformable], weights[:, deformable]
-    if settings.use_ct_channel:
-        low, high = settings.ct_window_low_hu, settings.ct_window_high_hu
-        fixed_ct = windowed_ct(ct_hu, low, high).to(dev)[None, None]
-        moving_ct = windowed_ct(_padded([a.ct_hu for a in atlases], padded, low, np.float32), low, high)
-        fixed_d = torch.cat([fixed_d, fixed_ct], dim=1)
-        moving_d = torch.cat([moving_d, moving_ct.to(dev).unsqueeze(1)], dim=1)
-        weights_d = torch.cat([weights_d, torch.ones(len(atlases), 1, device=dev)], dim=1)
-    result = register_deformable(fixed_d, moving_d, weights_d, matrices["linear"], spacing, settings)
-    timings["deformable"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    del moving, moving_d, fixed_d
-    station_map = _warp_and_fuse(grid, spacing, padded, atlases, fixed, moving_labels, groups, valid, matrices,
-                                 result.field_mm, timings, settings, dev)
-    timings["warp_fuse_qa"] = time.perf_counter() - tick
+    with timing(timings, "channels"):
+        fixed_labels = group_labels(structures, groups)
+        fixed_valid = present_groups(fixed_labels, len(groups), settings.init_min_voxels)
+        fixed_ct = (windowed_ct(ct_hu, settings.ct_window_low_hu, settings.ct_window_high_hu).to(dev)[None]
+                    if settings.use_ct_channel else None)
+        fixed = LabelChannels(torch.from_numpy(fixed_labels).to(dev)[None], tuple(range(1, len(groups) + 1)))
+        fixed_qa = _fixed_qa_labels(fixed, fixed_labels, grid.shape_zyx, spacing, settings)
+    with timing(timings, "initial"):
+        fixed_centroids = structure_centroids(structures, grid, CENTROID_STRUCTURES, settings.init_min_voxels)
+    votes = VoteAccumulator(len(stations()), grid.shape_zyx, dev)
+    records: list[dict] = []
+    for first in range(0, len(atlases), batch):
+        chunk = atlases[first:first + batch]
+        records += _register_batch(chunk, groups, padded, fixed, fixed_ct, fixed_valid, fixed_centroids, fixed_qa,
+                                   votes, grid, spacing, settings, dev, timings)
+    labels, counts = votes.fused()
     timings["total"] = time.perf_counter() - start
-    return station_map
+    memory = {"estimate_gib": estimate.peak_bytes(batch) / GIB, "budget_gib": budget / GIB, "atlas_batch": batch}
+    return StationMap(labels=labels, votes=counts, n_atlases=len(atlases), qa=records, timings_s=timings,
+                      memory=memory)
 
 
-def _warp_and_fuse(grid, spacing, padded, atlases, fixed, moving_labels, groups, valid, matrices, field_mm,
-                   timings, settings, dev) -> StationMap:
-    """Per atlas: station channels warped through the final transform onto the scan grid, and QA per stage on the
-    grid of the finest deformable level (the same as the scan's unless that level is coarser); then the vote."""
+def _fixed_qa_labels(fixed: LabelChannels, fixed_labels: np.ndarray, shape: tuple[int, ...], spacing: float,
+                     settings: RegistrationSettings) -> torch.Tensor:
+    """Flat structure-group labels of the scan on the QA grid (the finest deformable level): the labels
+    themselves on the full grid (argmax of exact one-hot channels), else the argmax of the pooled channels."""
+    qa_shape = level_shape(shape, spacing, settings.deformable_levels_mm[-1])
+    if tuple(qa_shape) == tuple(shape):
+        return torch.from_numpy(fixed_labels).to(fixed.device).reshape(-1)
+    pooled = fixed.level(qa_shape)
+    return torch.cat([(1.0 - pooled.sum(1, keepdim=True)).clamp_min(0.0), pooled], 1).argmax(1).reshape(-1)
+
+
+def _register_batch(chunk, groups, padded, fixed, fixed_ct, fixed_valid, fixed_centroids, fixed_qa, votes, grid,
+                    spacing, settings, dev, timings) -> list[dict]:
+    """Register one batch of atlases to the scan and add their warped stations to `votes`; their QA records."""
+    stage_seconds: dict[str, float] = {}
+    with timing(stage_seconds, "channels"):
+        moving_labels = _padded([group_labels(a.structures, groups) for a in chunk], padded, 0, np.uint8)
+        valid = np.stack([present_groups(m, len(groups), settings.init_min_voxels) for m in moving_labels])
+        valid &= fixed_valid[None]
+        weights = torch.from_numpy(valid.astype(np.float32)).to(dev)
+        moving_ct = None
+        if settings.use_ct_channel:
+            low, high = settings.ct_window_low_hu, settings.ct_window_high_hu
+            moving_ct = windowed_ct(_padded([a.ct_hu for a in chunk], padded, low, np.float32), low, high).to(dev)
+        moving = LabelChannels(torch.from_numpy(moving_labels).to(dev), fixed.codes, moving_ct)
+    with timing(stage_seconds, "initial"):
+        to_normalised = index_to_normalised(padded)
+        initial = []
+        for atlas in chunk:
+            fit = robust_fit(fixed_centroids, structure_centroids(atlas.structures, atlas.grid, CENTROID_STRUCTURES,
+                                                                  settings.init_min_voxels),
+                             settings.init_transform, settings.init_outlier_mm, f"atlas {atlas.name}")
+            initial.append(physical_to_fixed_frame(grid, atlas.grid, fit.matrix, to_normalised))
+        matrices = {"initial": torch.as_tensor(np.stack(initial), dtype=torch.float32, device=dev)}
+    with timing(stage_seconds, "linear"):
+        linear = [groups.index(g) for g in settings.linear_channels]
+        matrices["linear"] = refine_affine(fixed.select(linear), moving.select(linear), weights[:, linear],
+                                           matrices["initial"], spacing, settings)
+    with timing(stage_seconds, "deformable"):
+        deformable = [groups.index(g) for g in settings.deformable_channels]
+        weights_d = weights[:, deformable]
+        if settings.use_ct_channel:
+            weights_d = torch.cat([weights_d, torch.ones(len(chunk), 1, device=dev)], dim=1)
+        fixed_d = LabelChannels(fixed.labels, tuple(fixed.codes[c] for c in deformable), fixed_ct)
+        moving_d = LabelChannels(moving.labels, tuple(moving.codes[c] for c in deformable), moving_ct)
+        result = register_deformable(fixed_d, moving_d, weights_d, matrices["linear"], spacing, settings)
+    del moving, moving_d, moving_ct
+    with timing(stage_seconds, "warp_fuse_qa"):
+        records = _warp_and_fuse(grid, spacing, padded, chunk, fixed_qa, moving_labels, groups, valid, matrices,
+                                 result.field_mm, stage_seconds, votes, settings, dev)
+    for step, seconds in stage_seconds.items():
+        timings[step] = timings.get(step, 0.0) + seconds
+    return records
+
+
+def _warp_and_fuse(grid, spacing, padded, atlases, fixed_qa, moving_labels, groups, valid, matrices, field_mm,
+                   stage_seconds, votes, settings, dev) -> list[dict]:
+    """Per atlas of a batch: station channels warped through the final transform onto the scan grid and added to
+    `votes`, and QA per stage on the grid of the finest deformable level (the same as the scan's unless that
+    level is coarser); returns the QA records."""
     n_stations = len(stations())
     shape = grid.shape_zyx
-    votes = VoteAccumulator(n_stations, shape, dev)
     qa_shape = level_shape(shape, spacing, settings.deformable_levels_mm[-1])
     qa_spacing = level_spacing_mm(shape, qa_shape, spacing)
-    pooled = pool_to(fixed, qa_shape)
-    fixed_qa = torch.cat([(1.0 - pooled.sum(1, keepdim=True)).clamp_min(0.0), pooled], 1).argmax(1).reshape(-1)
     records = []
     to_mm = {stage: _to_atlas_mm(m.double().cpu().numpy(), padded, spacing) for stage, m in matrices.items()}
     for n, atlas in enumerate(atlases):
@@ -174,9 +211,9 @@ def _warp_and_fuse(grid, spacing, padded, atlases, fixed, moving_labels, groups,
             matrix = matrices["linear" if stage == "deformable" else stage][n:n + 1]
             warped = warp_labels(moving_labels[n], len(groups), matrix, shape, spacing, field, dev, qa_shape)
             dice = dice_scores(fixed_qa, warped.argmax(1), len(groups)).cpu().numpy()
+            del warped
             determinant = float(np.linalg.det(to_mm["linear" if stage == "deformable" else stage][n][:3, :3]))
             jacobian = (jacobian_determinant(field, qa_spacing) * determinant if stage == "deformable"
                         else determinant)
-            records.append(qa_record(atlas.name, stage, groups, dice, valid[n], jacobian, timings[stage]))
-    labels, counts = votes.fused()
-    return StationMap(labels=labels, votes=counts, n_atlases=len(atlases), qa=records, timings_s=timings)
+            records.append(qa_record(atlas.name, stage, groups, dice, valid[n], jacobian, stage_seconds[stage]))
+    return records

@@ -73,7 +73,9 @@ def diffusive_denominator(
 
 def diffusive_solve(rhs: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     """Solve (I - tau*alpha*Laplacian) u = rhs for every (z, y, x) volume of a (..., z, y, x) tensor."""
-    return dct3(dct3(rhs) / denominator, inverse=True)
+    spectrum = dct3(rhs)
+    spectrum /= denominator  # in place: the spectrum is a fresh tensor, one field less at the finest level
+    return dct3(spectrum, inverse=True)
 
 
 def gaussian_kernel(sigma_vox: float) -> torch.Tensor:

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from preprocess.register.channels import LabelChannels, level_channels
 from preprocess.register.regulariser import diffusive_denominator, diffusive_solve, gaussian_smooth
 from preprocess.register.warp import (
     channels_last,
     compose,
     level_shape,
     level_spacing_mm,
-    pool_to,
     resize_field,
     warp_channels_last,
     warp_through,
@@ -161,27 +161,35 @@ def _select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tenso
     return torch.where(mask.view(-1, 1, 1, 1, 1), a, b)
 
 
-def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torch.Tensor, matrices: torch.Tensor,
-                        spacing_mm: float, settings) -> DeformableResult:
+def register_deformable(fixed: torch.Tensor | LabelChannels, moving: torch.Tensor | LabelChannels,
+                        weights: torch.Tensor, matrices: torch.Tensor, spacing_mm: float, settings) -> DeformableResult:
     """Displacement fields (N, 3, z, y, x), mm, that align each atlas (through its matrix) to the fixed image.
 
     `fixed` (1, C, z, y, x) and `moving` (N, C, ...) are full-resolution channels (moving padded to one shape),
-    `weights` (N, C) the channel weights per atlas, `matrices` (N, 4, 4) the linear result.
+    as tensors or as `LabelChannels` that make each level's channels from label arrays; `weights` (N, C) the
+    channel weights per atlas, `matrices` (N, 4, 4) the linear result. Buffers of an iteration are freed or
+    reused before the next one allocates its own, so the finest level holds one warped image and about four
+    fields per atlas.
     """
     full = tuple(fixed.shape[2:])
     device = fixed.device
     n = moving.shape[0]
+    on_cpu = device.type == "cpu"
     field = None
     all_iterations, all_metrics = [], []
     for level_mm, max_iterations in zip(settings.deformable_levels_mm, settings.deformable_iterations, strict=True):
         shape = level_shape(full, spacing_mm, level_mm)
         spacing = level_spacing_mm(full, shape, spacing_mm)
-        fixed_level = pool_to(fixed, shape)
-        moving_level = pool_to(moving, level_shape(tuple(moving.shape[2:]), spacing_mm, level_mm))
+        fixed_level = level_channels(fixed, shape)
+        moving_level = level_channels(moving, level_shape(tuple(moving.shape[2:]), spacing_mm, level_mm))
         field = torch.zeros(n, 3, *shape, device=device) if field is None else resize_field(field, shape)
-        on_cpu = device.type == "cpu"
         fixed_grad = None if on_cpu else _gradient(fixed_level, spacing)
-        fixed_cl, moving_cl = (channels_last(fixed_level), channels_last(moving_level)) if on_cpu else (None, None)
+        fixed_cl = moving_cl = None
+        if on_cpu:  # the CPU kernels read channels-last copies; the channel-first ones go unless NCC needs them
+            fixed_cl, moving_cl = channels_last(fixed_level), channels_last(moving_level)
+            moving_level = None
+            if settings.force != "ncc":
+                fixed_level = None
         tau_alpha_mm2 = settings.time_step * settings.diffusive_alpha_vox2 * min(spacing) ** 2
         denominator = diffusive_denominator(shape, spacing, tau_alpha_mm2, device)
         active = torch.ones(n, dtype=torch.bool, device=device)
@@ -192,19 +200,9 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
         for iteration in range(max_iterations):
             velocity = settings.diffeomorphic and settings.diffeomorphic_update == "velocity"
             displacement = exponential(field, full, spacing_mm, spacing) if velocity else field
-            if on_cpu:
-                warped_cl = warp_channels_last(moving_cl, matrices, full, shape, spacing_mm, displacement)
-                if settings.force == "ncc":
-                    warped = torch.from_numpy(warped_cl).permute(0, 4, 1, 2, 3)
-                    force, metric = ncc_force(fixed_level, warped, weights, spacing, settings)
-                else:
-                    force, metric = demons_force_channels_last(fixed_cl, warped_cl, weights, spacing, settings)
-            else:
-                warped = warp_through(moving_level, matrices, full, shape, spacing_mm, displacement)
-                if settings.force == "ncc":
-                    force, metric = ncc_force(fixed_level, warped, weights, spacing, settings)
-                else:
-                    force, metric = demons_force_torch(fixed_level, warped, fixed_grad, weights, spacing, settings)
+            force, metric = _force(fixed_level, moving_level, fixed_cl, moving_cl, fixed_grad, weights, matrices,
+                                   full, shape, spacing_mm, spacing, displacement, settings)
+            del displacement
             history.append(metric)
             improved = (metric < best_metric) & active
             best_metric = torch.where(improved, metric, best_metric)
@@ -217,19 +215,39 @@ def register_deformable(fixed: torch.Tensor, moving: torch.Tensor, weights: torc
             if settings.diffeomorphic and settings.diffeomorphic_update == "compositive":
                 step = exponential(settings.time_step * force, full, spacing_mm, spacing)
                 updated = compose(step, field, full, spacing_mm)
+                del step
             else:
-                updated = field + settings.time_step * force
+                updated = force.mul_(settings.time_step).add_(field)  # u + tau * f, in the force's memory
+            del force
             if settings.regulariser == "diffusive":
                 updated = diffusive_solve(updated, denominator)
             else:
                 updated = gaussian_smooth(updated, settings.gaussian_sigma_mm, spacing)
             field = _select(active, updated, field)
+            del updated
         field = best_field
+        del best_field, fixed_level, moving_level, fixed_cl, moving_cl, fixed_grad
         all_iterations.append(done_at.tolist())
         all_metrics.append(best_metric.tolist())
     if settings.diffeomorphic and settings.diffeomorphic_update == "velocity":
         field = exponential(field, full, spacing_mm, spacing)
     return DeformableResult(resize_field(field, full), all_iterations, all_metrics)
+
+
+def _force(fixed_level, moving_level, fixed_cl, moving_cl, fixed_grad, weights, matrices, full, shape, spacing_mm,
+           spacing, displacement, settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Force and metric of one iteration: moving warped through M (q + u(q)), then demons/SSD or NCC; the warped
+    image is dropped on return (CPU: channels-last kernels; CUDA: tensors)."""
+    if moving_cl is not None:
+        warped_cl = warp_channels_last(moving_cl, matrices, full, shape, spacing_mm, displacement)
+        if settings.force == "ncc":
+            return ncc_force(fixed_level, torch.from_numpy(warped_cl).permute(0, 4, 1, 2, 3), weights, spacing,
+                             settings)
+        return demons_force_channels_last(fixed_cl, warped_cl, weights, spacing, settings)
+    warped = warp_through(moving_level, matrices, full, shape, spacing_mm, displacement)
+    if settings.force == "ncc":
+        return ncc_force(fixed_level, warped, weights, spacing, settings)
+    return demons_force_torch(fixed_level, warped, fixed_grad, weights, spacing, settings)
 
 
 def jacobian_determinant(field_mm: torch.Tensor, spacing_mm: tuple[float, ...]) -> torch.Tensor:

@@ -4,6 +4,7 @@ failures reported while the rest goes on, shards, concurrent runs, no PHI in any
 import contextlib
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from cache import schema
 from cache.__main__ import main as cache_main
 from cache.build_settings import build_settings_for
 from cache.dataset import load_dataset
+from cache.describe import info_lines
 from cache.manifest import read_manifest, write_manifest
 from cache.reader import cache_files, read_info
 from cache.verify import verify_file
@@ -33,6 +35,7 @@ from preprocess.pipeline import (
     qc_values,
     registration_qc,
     run_pipeline,
+    scan_memory_budget_gb,
     select_rows,
     vote_agreement,
 )
@@ -156,6 +159,43 @@ def test_changed_labels_are_stale_then_rewritten_without_registering(cohort, bui
     assert info.labels.n_pathological is None and verify_file(path).ok
     assert cache_main(["verify", "--dataset", str(dataset), "--skip-inputs"]) == 1  # the other two are missing
     assert "STALE" not in capsys.readouterr().err
+
+
+@needs_registration
+def test_peak_memory_is_recorded_and_a_scan_over_the_memory_limit_fails_while_the_others_go_on(cohort, built,
+                                                                                             tmp_path, capsys):
+    cache_root = tmp_path / "cache"
+    shutil.copytree(built, cache_root / "tiny")
+    dataset = config(cohort, cache_root)
+    assert run("--dataset", dataset, "--max-memory-gb", "100") == 0
+    estimates = {}
+    for path in cache_files(cache_root / "tiny"):
+        with h5py.File(path, "r") as f:
+            memory = dict(f[schema.QC_MEMORY_GROUP].attrs)
+        assert 0 < memory["estimate_gib"] < memory["budget_gib"] and memory["atlas_batch"] == 1
+        assert memory[schema.QC_PEAK_RSS_ATTR] > 0.1  # resident memory of the whole chain, torch included
+        estimates[path] = memory["estimate_gib"]
+    assert re.search(r"memory: peak resident \d+\.\d\d GiB, registration estimate \d+\.\d\d GiB of a \d+\.\d\d GiB "
+                     r"budget, 1 atlas\(es\) at once", "\n".join(info_lines(read_info(path))))
+    largest, second = sorted(set(estimates.values()))[-1:-3:-1]
+    too_large = next(p for p, e in estimates.items() if e == largest)
+    other = next(p for p, e in estimates.items() if e == second)
+    too_large.unlink()
+    other.unlink()
+    capsys.readouterr()
+    assert run("--dataset", dataset, "--max-memory-gb", str((largest + second) / 2)) == 1
+    captured = capsys.readouterr()
+    assert "3 scan(s): 1 written, 0 relabelled (labels only), 1 skipped (current), 1 failed" in captured.out
+    assert re.search(rf"FAILED {too_large.stem}: MemoryBudgetError: scan {too_large.stem} \(crop \d+x\d+x\d+ "
+                     r"voxels at 6 mm, 1 atlases\): registration needs an estimated .* GiB with one atlas at a time",
+                     captured.err)
+    assert other.is_file() and not too_large.exists()
+
+
+def test_workers_share_the_memory_limit():
+    assert scan_memory_budget_gb(12.0, 3, "cpu") == 4.0
+    assert scan_memory_budget_gb(0.0, 1, "cpu") == 0.0  # one worker: the scan reads what is free when it starts
+    assert 0 < scan_memory_budget_gb(0.0, 2, "cpu") < 64
 
 
 @pytest.mark.slow

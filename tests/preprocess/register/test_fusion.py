@@ -30,3 +30,30 @@ def test_accumulator_votes_and_breaks_ties_by_probability():
     station_map = StationMap(labels=labels, votes=counts, n_atlases=3)
     np.testing.assert_allclose(station_map.vote_fraction[0, 0, 0], 1.0)
     assert station_map.vote_fraction.dtype == np.float32 and station_map.vote_fraction.shape == (3, 1, 3)
+
+
+def test_box_accumulator_equals_dense_votes_and_sums_bit_for_bit():
+    """Atlases whose stations cover different boxes (the box grows three times), with exact count ties."""
+    g = torch.Generator().manual_seed(5)
+    shape, n_codes = (9, 11, 13), 4
+    atlases = []
+    middle = (slice(2, 5), slice(3, 7), slice(4, 9))
+    for box in (middle, (slice(0, 1), slice(0, 2), slice(0, 3)), middle, middle,
+                (slice(6, 9), slice(8, 11), slice(10, 13))):
+        p = torch.zeros(*shape, n_codes + 1)
+        p[..., 0] = 1.0 - torch.rand(shape, generator=g) * 1e-6  # not exactly 1, as trilinear weights sum
+        p[box] = torch.rand(*p[box].shape, generator=g).round(decimals=1)  # many exact ties
+        p[(*box, 2)] = 0.9  # code 2 wins most voxels of the box where three atlases overlap
+        atlases.append(p.reshape(-1, n_codes + 1))
+    votes = VoteAccumulator(n_codes, shape, "cpu")
+    counts = torch.zeros(n_codes + 1, int(np.prod(shape)), dtype=torch.uint8)
+    summed = torch.zeros(int(np.prod(shape)), n_codes + 1)
+    for p in atlases:
+        assert torch.equal(votes.add(p), p.argmax(1))
+        counts += p.argmax(1).unsqueeze(0) == torch.arange(n_codes + 1).unsqueeze(1)
+        summed += p
+    labels, fused_counts = votes.fused()
+    dense = (counts.t().float() + 0.5 * summed / len(atlases)).argmax(1).to(torch.uint8).reshape(shape)
+    np.testing.assert_array_equal(labels, dense.numpy())
+    np.testing.assert_array_equal(fused_counts, counts[1:].reshape(-1, *shape).numpy())
+    assert votes.box == (slice(0, 9), slice(0, 11), slice(0, 13)) and (labels > 0).any()

@@ -8,6 +8,7 @@ from cache.grid import Grid
 from preprocess.register import RegistrationError, load_atlas_bank, map_stations, registration_settings
 from preprocess.register.__main__ import cli, main
 from preprocess.register.atlas_bank import read_cropped_scan
+from preprocess.register.memory import MemoryBudgetError
 
 from .conftest import toy_scan, write_image
 
@@ -77,3 +78,30 @@ def test_command_line_writes_stations_on_the_ct_grid(scan_and_bank, toy_bank, tm
     assert (tmp_path / "qa.png").stat().st_size > 1000
     assert cli(argv[:-4] + ["--ct", str(tmp_path / "missing.nii.gz")]) == 1
     assert (tmp_path / "stations.register.log").is_file()
+
+
+def test_atlas_batches_of_one_two_and_all_give_the_same_fused_labels(scan_and_bank):
+    folder, bank = scan_and_bank
+    scan = read_cropped_scan(folder / "ct.nii.gz", folder / "totalseg.nii.gz", 4.0, 8.0, "v2")
+    settings = replace(registration_settings("full"), **FAST)
+    maps = {batch: map_stations(scan.ct_hu, scan.structures, scan.grid, bank, settings, "cpu", atlas_batch=batch)
+            for batch in (1, 2, 3)}
+    assert [m.memory["atlas_batch"] for m in maps.values()] == [1, 2, 3]
+    for batch in (1, 2):
+        np.testing.assert_array_equal(maps[batch].labels, maps[3].labels)
+        np.testing.assert_array_equal(maps[batch].votes, maps[3].votes)
+        for a, b in zip(maps[batch].qa, maps[3].qa, strict=True):
+            assert (a["atlas"], a["stage"]) == (b["atlas"], b["stage"]) and a["dice"] == b["dice"]
+    assert set(np.unique(maps[3].labels)) == {0, 7, 8, 11}  # the three toy stations are there to compare
+
+
+def test_a_scan_that_does_not_fit_its_memory_budget_is_refused_before_registering(scan_and_bank):
+    folder, bank = scan_and_bank
+    scan = read_cropped_scan(folder / "ct.nii.gz", folder / "totalseg.nii.gz", 4.0, 8.0, "v2")
+    settings = replace(registration_settings("full"), **FAST)
+    with pytest.raises(MemoryBudgetError, match=r"scan p7 \(crop .* voxels at 4 mm, 3 atlases\).* GiB with one "
+                                                 r"atlas at a time, 0\.1 GiB available; .*--spacing-mm"):
+        map_stations(scan.ct_hu, scan.structures, scan.grid, bank, settings, "cpu", memory_budget_gb=0.1,
+                     name="scan p7")
+    with pytest.raises(RegistrationError, match="atlas_batch"):
+        map_stations(scan.ct_hu, scan.structures, scan.grid, bank, settings, "cpu", atlas_batch="0")

@@ -1,0 +1,163 @@
+"""Peak memory and seconds of multi-atlas registration by resolution and atlas count, on one phantom scan.
+
+Each configuration runs in a child process, so its peak resident memory (`wait4`'s ru_maxrss, what GNU time
+reports) is its own; on CUDA the child also reports torch's peak allocated memory. Default grid: 5 atlases at
+1, 1.5 and 2 mm, and 1, 3, 5 and 10 atlases at 2 mm (`full` preset, CPU; `--device cuda` for the GPU).
+The crop size in voxels is printed with each row so cost can be read against voxels.
+
+`--compare-tree DIR` also runs every configuration with the code of another checkout (e.g. the commit before a
+change, `git worktree add /tmp/old <commit>`), side by side in the same run: seconds and peak memory as ratios,
+and whether the fused labels are equal voxel for voxel (plus the truth-node hits of both).
+
+    .venv/bin/python benchmarks/memory.py --root /tmp/h19/p1mm [--configs 1:5 1.5:5 2:5 2:1 2:3 2:10]
+        [--device cpu] [--atlas-batch auto] [--compare-tree /tmp/old] [--json OUT.json]
+
+The phantom (`python -m preprocess.phantom --spacing-mm 1 --patients 1 --atlases 10 --out ROOT`) must exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def child(args: argparse.Namespace) -> None:
+    """One registration: the scan and `args.atlases` atlases read at `args.spacing_mm`, then `map_stations`."""
+    import shutil
+
+    import torch
+
+    from preprocess.register import load_atlas_bank, map_stations, registration_settings
+    from preprocess.register.atlas_bank import read_cropped_scan
+
+    root = Path(args.root)
+    scan_dir = sorted((root / "scans").iterdir())[0]
+    with tempfile.TemporaryDirectory() as bank_dir:
+        for folder in sorted((root / "atlases").iterdir())[: args.atlases]:
+            os.symlink(folder, Path(bank_dir) / folder.name)
+        bank = load_atlas_bank(bank_dir, args.spacing_mm, 20.0)
+    scan = read_cropped_scan(scan_dir / "ct.nii.gz", scan_dir / "totalseg.nii.gz", args.spacing_mm, 20.0, "v2")
+    settings = registration_settings(args.preset)
+    extra = {}
+    if "atlas_batch" in inspect.signature(map_stations).parameters:
+        extra["atlas_batch"] = args.atlas_batch
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    station_map = map_stations(scan.ct_hu, scan.structures, scan.grid, bank, settings, args.device, **extra)
+    seconds = time.perf_counter() - start
+    np.save(args.labels_out, station_map.labels)
+    shutil.copy(root / "truth" / scan_dir.name / "nodes.csv", Path(args.labels_out).with_suffix(".csv"))
+    grid = scan.grid
+    print(json.dumps({
+        "seconds": seconds, "shape_zyx": list(grid.shape_zyx), "voxels": int(np.prod(grid.shape_zyx)),
+        "grid": {"spacing": list(grid.spacing_mm), "origin": list(grid.origin_mm),
+                 "direction": list(np.asarray(grid.direction).ravel())},
+        "cuda_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None,
+        "timings_s": station_map.timings_s,
+    }))
+
+
+def run_one(tree: Path, root: Path, spacing_mm: float, atlases: int, args: argparse.Namespace,
+            labels_out: Path) -> dict:
+    """Run `child` with the code of `tree` in a fresh process; its JSON plus its own peak RSS in GiB."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--root", str(root), "--spacing-mm",
+               str(spacing_mm), "--atlases", str(atlases), "--device", args.device, "--preset", args.preset,
+               "--atlas-batch", args.atlas_batch, "--labels-out", str(labels_out)]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    process = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.PIPE, text=True)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"{tree}: {spacing_mm} mm, {atlases} atlases failed (wait status {status})")
+    result = json.loads(output.strip().splitlines()[-1])
+    result["peak_rss_gib"] = usage.ru_maxrss / 2**20
+    return result
+
+
+def node_hits(labels_path: Path, result: dict) -> tuple[int, int]:
+    """Truth nodes whose centre lies in the fused station of their name (benchmarks/registration.py's count)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from registration import node_hits as count
+
+    from cache.grid import Grid
+
+    grid = Grid(tuple(result["shape_zyx"]), tuple(result["grid"]["spacing"]), tuple(result["grid"]["origin"]),
+                tuple(result["grid"]["direction"]))
+    return count(np.load(labels_path), grid, labels_path.with_suffix(".csv"))
+
+
+def parse_config(text: str) -> tuple[float, int]:
+    spacing, atlases = text.split(":")
+    return float(spacing), int(atlases)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, help="phantom cohort drawn at the finest spacing wanted")
+    parser.add_argument("--configs", nargs="+", default=["1:5", "1.5:5", "2:5", "2:1", "2:3", "2:10"],
+                        help="SPACING_MM:ATLASES pairs")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--preset", default="full")
+    parser.add_argument("--atlas-batch", default="auto")
+    parser.add_argument("--compare-tree", default="", help="another checkout to run side by side")
+    parser.add_argument("--json", default="")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--spacing-mm", type=float, default=2.0, help=argparse.SUPPRESS)
+    parser.add_argument("--atlases", type=int, default=5, help=argparse.SUPPRESS)
+    parser.add_argument("--labels-out", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    root = Path(args.root).resolve()
+    trees = {"new": REPO} | ({"old": Path(args.compare_tree).resolve()} if args.compare_tree else {})
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for text in args.configs:
+            spacing, atlases = parse_config(text)
+            row = {"spacing_mm": spacing, "atlases": atlases, "device": args.device}
+            for name, tree in trees.items():
+                labels = Path(scratch) / f"{name}_{spacing}_{atlases}.npy"
+                result = run_one(tree, root, spacing, atlases, args, labels)
+                hits, nodes = node_hits(labels, result)
+                row[name] = {**result, "node_hits": hits, "nodes": nodes}
+            if "old" in row:
+                new_labels = np.load(Path(scratch) / f"new_{spacing}_{atlases}.npy")
+                old_labels = np.load(Path(scratch) / f"old_{spacing}_{atlases}.npy")
+                row["labels_equal"] = bool(np.array_equal(new_labels, old_labels))
+                row["labels_differing_voxels"] = int((new_labels != old_labels).sum())
+            rows.append(row)
+            print(format_row(row), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"load_average": os.getloadavg(), "rows": rows}, indent=1))
+
+
+def format_row(row: dict) -> str:
+    new = row["new"]
+    text = (f"{row['spacing_mm']:>4} mm {row['atlases']:>2} atlases, crop {'x'.join(map(str, new['shape_zyx']))} "
+            f"({new['voxels'] / 1e6:.2f} Mvox): {new['seconds']:.1f} s, peak RSS {new['peak_rss_gib']:.2f} GiB"
+            + (f", CUDA peak {new['cuda_peak_gib']:.2f} GiB" if new["cuda_peak_gib"] is not None else "")
+            + f", nodes {new['node_hits']}/{new['nodes']}")
+    if "old" in row:
+        old = row["old"]
+        text += (f" | old {old['seconds']:.1f} s, {old['peak_rss_gib']:.2f} GiB: old/new time "
+                 f"{old['seconds'] / new['seconds']:.2f}, memory {old['peak_rss_gib'] / new['peak_rss_gib']:.2f}, "
+                 f"labels equal {row['labels_equal']} ({row['labels_differing_voxels']} voxels differ), "
+                 f"old nodes {old['node_hits']}/{old['nodes']}")
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""How much memory registering one scan takes, how much there is, and how many atlases to register at once.
+
+The estimate counts the arrays that live together at the finest deformable level, where the peak is: per atlas
+of a batch its padded labels and float32 channels, one warped image and about four displacement fields (field,
+best field, force/update, transform buffer), on the scan's crop; shared by every batch the fixed image's
+channels, the vote accumulator and the regulariser's eigenvalues. `CALIBRATION` scales this count to the peak
+resident memory measured on the phantom (benchmarks/memory.py; allocator slack, torch and numba buffers).
+Available memory is MemAvailable of /proc/meminfo on CPU (no psutil) and the free memory of the card on CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from preprocess.register.linear import RegistrationError
+from preprocess.register.warp import level_shape
+
+GIB = 2**30
+# measured peak / counted bytes on the 2 mm phantom (benchmarks/memory.py), rounded up
+CALIBRATION = 1.3
+MARGIN_BYTES = GIB // 4
+
+
+class MemoryBudgetError(RegistrationError):
+    """Even one atlas at a time does not fit the memory available for a scan."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated peak bytes of registering one scan: `shared_bytes` whatever the batch, plus `per_atlas_bytes` for
+    every atlas registered at the same time."""
+
+    shared_bytes: int
+    per_atlas_bytes: int
+
+    def peak_bytes(self, batch: int) -> int:
+        return self.shared_bytes + batch * self.per_atlas_bytes
+
+
+def estimate_registration(shape_zyx: tuple[int, ...], padded_zyx: tuple[int, ...], spacing_mm: float, settings,
+                          device_type: str) -> MemoryEstimate:
+    """Peak-memory estimate of `map_stations` on a crop of `shape_zyx` voxels with atlases padded to `padded_zyx`.
+
+    The finest deformable level decides (the crop's own grid for the `full` preset); label warping, the vote and
+    the QA work on the full grid, one atlas at a time.
+    """
+    finest_mm = settings.deformable_levels_mm[-1] if settings.deformable_levels_mm else 0.0
+    voxels, padded = math.prod(shape_zyx), math.prod(padded_zyx)
+    level = math.prod(level_shape(tuple(shape_zyx), spacing_mm, finest_mm))
+    padded_level = math.prod(level_shape(tuple(padded_zyx), spacing_mm, finest_mm))
+    channels = len(settings.deformable_channels) + int(settings.use_ct_channel)
+    fields = 4 + 2 * int(settings.diffeomorphic)
+    # per atlas: group and station labels (uint8), CT if used, channels, one warped image, fields, final field
+    per_atlas = (2 * padded + 4 * padded * int(settings.use_ct_channel) + 4 * channels * (padded_level + level)
+                 + 12 * fields * level + 12 * voxels)
+    # shared: fixed labels, vote counts (uint8) and summed probabilities (float32) of 18 labels, one atlas'
+    # warped label probabilities, the fixed channels and the regulariser's eigenvalues
+    shared = voxels * (1 + 18 + 72 + 72) + 4 * (channels + 1) * level
+    if device_type == "cuda":  # tensor force code: differences, gradients and products per channel and atlas
+        per_atlas += 4 * channels * level * 8
+        shared += 4 * channels * level * 3
+    return MemoryEstimate(int(CALIBRATION * shared) + MARGIN_BYTES, int(CALIBRATION * per_atlas))
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory a scan may use now: MemAvailable (/proc/meminfo) on CPU, the card's free memory on CUDA."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RegistrationError("/proc/meminfo has no MemAvailable line; give max_memory_gb (--max-memory-gb) instead")
+
+
+def parse_atlas_batch(text: str | int) -> int | None:
+    """`auto` -> None (chosen from memory), else a positive whole number of atlases registered at once."""
+    if str(text) == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise RegistrationError(f"atlas_batch (--atlas-batch) must be auto or a whole number >= 1, got {text!r}")
+    return value
+
+
+def choose_atlas_batch(estimate: MemoryEstimate, n_atlases: int, atlas_batch: str | int, budget_bytes: int,
+                       what: str) -> int:
+    """Atlases to register at once: `atlas_batch` if a number, else as many as fit `budget_bytes` (all if they
+    do). Raises MemoryBudgetError, naming `what`, the estimate and the budget, when one atlas does not fit."""
+    one = estimate.peak_bytes(1)
+    if one > budget_bytes:
+        raise MemoryBudgetError(
+            f"{what}: registration needs an estimated {one / GIB:.1f} GiB with one atlas at a time, "
+            f"{budget_bytes / GIB:.1f} GiB available; use a coarser --spacing-mm, --registration-preset demo "
+            "(finest level 4 mm), --device cuda/cpu where more memory is free, or fewer --workers")
+    requested = parse_atlas_batch(atlas_batch)
+    if requested is not None:
+        return min(requested, n_atlases)
+    fit = (budget_bytes - estimate.shared_bytes) // max(estimate.per_atlas_bytes, 1)
+    return int(max(1, min(fit, n_atlases)))
