@@ -18,6 +18,7 @@ crops are cut.
 
 from __future__ import annotations
 
+import argparse
 import os
 import queue
 import threading
@@ -37,6 +38,10 @@ def usable_cores() -> int:
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
+class ThreadsSettingError(argparse.ArgumentTypeError, ValueError):
+    """A `num_workers` value that is neither a count nor "auto" (argparse shows its message as it is)."""
+
+
 def threads_setting(value: int | str) -> int | str:
     """The `num_workers` setting checked: a number of threads >= 0 (also given as text), or "auto"."""
     if value == "auto":
@@ -45,7 +50,7 @@ def threads_setting(value: int | str) -> int | str:
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    raise ValueError(f"num_workers={value!r}: give a number of threads >= 0 or 'auto'")
+    raise ThreadsSettingError(f"num_workers={value!r}: give a number of threads >= 0 or 'auto'")
 
 
 class AutoThreads:
