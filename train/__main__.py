@@ -2,13 +2,16 @@
 
 Settings: defaults < `configs/train/<stage>.toml` < the dataset config's `[train]` table < `--config FILE` < flags;
 `--help` after the stage and dataset shows the values that apply. The run's log is `<run folder>/train.log`.
+`python -m train predict --run RUNS/DATASET/ts1 [--rule-set tnm8]` predicts every fold's validation and test scans
+again from best.pt (train/predict.py).
 """
 
 from __future__ import annotations
 
 import sys
 
-from cache.cli import Command
+from cache.cli import Command, CommandGroup
+from train.predict import RepredictSettings
 from train.settings import TrainSettings, train_presets
 
 
@@ -24,8 +27,22 @@ COMMAND = Command("python -m train", "Train one stage (TS1, TS2 or TS3) on one c
                   print_settings=False)  # run_training prints them (the experiments call it too)
 
 
-main = COMMAND.run  # Train; failures raise
-cli = COMMAND.cli  # for python -m and the console script: a failure is one `error:` line, exit 2 or 1
+def repredict(settings: RepredictSettings) -> int:
+    from train.predict import run_repredict
+
+    return run_repredict(settings)
+
+
+PREDICT = Command("python -m train predict", "Predict every fold's validation and test scans again from best.pt.",
+                  (RepredictSettings,), repredict, required=("run",))
+GROUP = CommandGroup("python -m train", "Train one stage on one fold, or predict a trained run again.", {
+    "train": (COMMAND, "train ts1|ts2|ts3 on one fold: python -m train ts1 --fold 0"),
+    "predict": (PREDICT, "predict every fold's validation and test scans again (--rule-set re-stages TS1)"),
+}, default="train")
+
+
+main = GROUP.run  # Train (or predict); failures raise
+cli = GROUP.cli  # for python -m and the console script: a failure is one `error:` line, exit 2 or 1
 
 
 if __name__ == "__main__":

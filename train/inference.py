@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cache.sampler import PatchSampler
+from cache.reader import CacheReader
+from cache.sampler import PatchSampler, SamplerSettings
 from cache.settings import values_from_mapping
 from cache.stations import UnknownTumorSideError, n_stage, station_names
 from train.checkpoint import load_checkpoint
@@ -36,15 +38,32 @@ class InferenceError(ValueError):
     """Model outputs that are not finite numbers (a damaged checkpoint or input): never read as "absent" or N0."""
 
 
-def check_finite_outputs(values: np.ndarray, what: str, part: CohortPart, scans: np.ndarray) -> None:
+def check_finite_outputs(values: np.ndarray, what: str, scan_names: Sequence[str], scans: np.ndarray) -> None:
     """Refuse NaN or infinite `values` (one per entry of `scans`), naming the scans they belong to."""
     bad = ~np.isfinite(values)
     if bad.any():
         rows = bad.reshape(len(bad), -1).any(axis=1)
-        names = sorted({f"{part.patient_ids[i]}/{part.scan_ids[i]}" for i in np.asarray(scans)[rows]})
+        names = sorted({scan_names[i] for i in np.asarray(scans)[rows]})
         raise InferenceError(f"{int(bad.sum())} {what} are NaN or infinite (scans {', '.join(names[:5])}"
                              f"{' ...' if len(names) > 5 else ''}); the checkpoint or the input is damaged: check "
                              "the checkpoint (it is verified on load) and run python -m cache verify")
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained network with the input it was trained on, so inference never guesses it from the layers.
+
+    `patch`: channels (CT, SUV[, station mask]), patch edge and intensity windows of the inference patch (no
+    margin); `settings`: the run's TrainSettings (stage, fold, inference samples, seed).
+    """
+
+    module: torch.nn.Module
+    patch: SamplerSettings
+    settings: TrainSettings
+
+    @classmethod
+    def of(cls, module: torch.nn.Module, settings: TrainSettings) -> TrainedModel:
+        return cls(module, sampler_settings(settings, margin_vox=0), settings)
 
 
 @dataclass(frozen=True)
@@ -88,40 +107,62 @@ def rule_based_stage(station_pred: np.ndarray, tumor_sides: tuple[str | None, ..
     return np.array(stages, dtype=np.int64)
 
 
+def present_stations(reader: CacheReader) -> np.ndarray:
+    """(scans, 17) bool: which stations each cache file of `reader` holds."""
+    names = station_names()
+    return np.array([[name in info.stations for name in names] for info in reader.infos],
+                    dtype=bool).reshape(len(reader), N_STATIONS)
+
+
 @torch.no_grad()
-def predict(model: torch.nn.Module, part: CohortPart, settings: TrainSettings, device: torch.device,
-            samples: int = 0, seed: int = 0, batch_size: int = 64) -> Predictions:
-    """Predictions for every scan of `part`: centroid patch, plus `samples` weight-map patches averaged in."""
-    model.eval()
+def predict_scans(trained: TrainedModel, reader: CacheReader, tumor_sides: Sequence[str | None], rule_set: str,
+                  device: torch.device, samples: int = 0, seed: int = 0, batch_size: int = 64,
+                  scan_names: Sequence[str] | None = None) -> Predictions:
+    """Predictions for every scan of `reader` (cache files; `tumor_sides` aligned with them): the centroid patch,
+    plus `samples` weight-map patches averaged in. TS1 stages by `rule_set`; TS2/TS3 by their head.
+
+    `scan_names` name the scans in errors (default: the cache files).
+    """
+    model = trained.module.eval()
     classifier = model.classifier if isinstance(model, NStageModel) else model
-    sampler = PatchSampler(part.reader, sampler_settings(settings, margin_vox=0))
-    scans, stations = np.nonzero(part.present)
+    names = list(scan_names) if scan_names is not None else [str(p) for p in reader.paths]
+    sampler = PatchSampler(reader, trained.patch)
+    present = present_stations(reader)
+    scans, stations = np.nonzero(present)
     rng = np.random.default_rng(seed)
     draws = [_pair_logits(classifier, sampler, scans, stations, device, batch_size, None)]
     draws += [_pair_logits(classifier, sampler, scans, stations, device, batch_size, rng) for _ in range(samples)]
     for d in draws:  # NaN is "absent" below: a NaN output must not pass as a station the registration missed
-        check_finite_outputs(d, "station logits", part, scans)
-    station_prob = np.full((len(part), N_STATIONS), np.nan)
+        check_finite_outputs(d, "station logits", names, scans)
+    station_prob = np.full((len(reader), N_STATIONS), np.nan)
     station_prob[scans, stations] = np.mean([1 / (1 + np.exp(-d.astype(np.float64))) for d in draws], axis=0)
     if not isinstance(model, NStageModel):
         station_pred = np.where(np.isnan(station_prob), 0, station_prob >= THRESHOLD).astype(np.int8)
-        return Predictions(station_prob, None, rule_based_stage(station_pred, part.tumor_sides, part.rule_set))
+        return Predictions(station_prob, None, rule_based_stage(station_pred, tuple(tumor_sides), rule_set))
     # absent stations get the classifier's logit of a zero patch, as in training (data.ScanBatches)
-    zero = torch.zeros(N_STATIONS, classifier.features[0][0].in_channels, *(settings.patch_size_vox,) * 3,
-                       device=device)
+    edge = trained.patch.patch_size_vox
+    zero = torch.zeros(N_STATIONS, trained.patch.n_channels, edge, edge, edge, device=device)
     with _autocast(device):
         absent_logits = classifier(zero, torch.arange(N_STATIONS, device=device)).float().cpu().numpy()
-    side = encode_side(list(part.tumor_sides), device)
+    side = encode_side(list(tumor_sides), device)
     n_prob = []
     for d in draws:
-        logits = np.tile(absent_logits, (len(part), 1))
+        logits = np.tile(absent_logits, (len(reader), 1))
         logits[scans, stations] = d
         with _autocast(device):
             stage_logits = model.head(torch.cat([torch.from_numpy(logits).to(device), side], dim=1))
         n_prob.append(stage_logits.float().softmax(dim=1).cpu().numpy())
     n_prob = np.mean(n_prob, axis=0)
-    check_finite_outputs(n_prob, "N-stage probabilities", part, np.arange(len(part)))
+    check_finite_outputs(n_prob, "N-stage probabilities", names, np.arange(len(reader)))
     return Predictions(station_prob, n_prob, n_prob.argmax(axis=1).astype(np.int64))
+
+
+def predict(model: torch.nn.Module, part: CohortPart, settings: TrainSettings, device: torch.device,
+            samples: int = 0, seed: int = 0, batch_size: int = 64) -> Predictions:
+    """`predict_scans` over the scans of a fold part, staged by the part's rule set."""
+    return predict_scans(TrainedModel.of(model, settings), part.reader, part.tumor_sides, part.rule_set, device,
+                         samples, seed, batch_size, [f"{p}/{s}" for p, s in zip(part.patient_ids, part.scan_ids,
+                                                                                 strict=True)])
 
 
 def write_predictions(path: Path, part: CohortPart, predictions: Predictions, fold: int, split: str,
@@ -161,3 +202,9 @@ def load_trained(checkpoint: str | Path, device: torch.device | str = "cpu") -> 
     model = build_model(settings).to(device)
     model.load_state_dict(state["model"])
     return model.eval(), settings
+
+
+def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
+    """`load_trained` as a `TrainedModel` (the network with its input description)."""
+    module, settings = load_trained(checkpoint, device)
+    return TrainedModel.of(module, settings)
