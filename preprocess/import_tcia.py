@@ -34,7 +34,7 @@ from cache.run_log import progress
 from cache.settings import SettingsError
 
 HEADER_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "Modality", "StudyDate",
-               "StudyTime", "ImageType", "CorrectedImage")
+               "StudyTime", "ImageType", "CorrectedImage", "SliceThickness")
 LINKS = "series"
 N_STAGE = re.compile(r"^\s*(?:c|p)?N?([0-3])[a-c]?\s*$", re.IGNORECASE)
 MISSING_N = {"", "x", "nx", "nan", "na", "n/a", "unknown"}
@@ -60,6 +60,10 @@ class ImportSettings:
     )
     sheet: str = field(default="", metadata={"help": "XLSX sheet to read (empty: the first)"})
     pseudonym_prefix: str = field(default="dx", metadata={"help": "manifest ids are <prefix>-0001, <prefix>-0001-s1"})
+    ct_choice: Literal["refuse", "thinnest"] = field(
+        default="refuse", metadata={"help": "several CT series could pair with a PET (e.g. two reconstructions): "
+                                            "refuse the study, or take the CT with the thinnest slices"}
+    )
     studies_per_patient: Literal["first", "all"] = field(
         default="first", metadata={"help": "import the earliest paired study of a patient, or every paired study"}
     )
@@ -79,6 +83,7 @@ class Series:
     modality: str
     date: str
     time: str
+    slice_mm: float  # SliceThickness; inf when the header has none
     folder: Path
     role: str  # "CT", "PT", or why it is not a candidate
 
@@ -143,8 +148,8 @@ def scan_headers(root: Path, report: ImportReport) -> list[Series]:
         if uid not in found:
             found[uid] = Series(str(header.get("PatientID", "")), str(header.get("StudyInstanceUID", "")), uid,
                                 str(header.get("FrameOfReferenceUID", "")), str(header.get("Modality", "")),
-                                str(header.get("StudyDate", "")), str(header.get("StudyTime", "")), path.parent,
-                                _role(header))
+                                str(header.get("StudyDate", "")), str(header.get("StudyTime", "")),
+                                float(header.get("SliceThickness") or "inf"), path.parent, _role(header))
     per_folder = Counter((s.folder, s.role) for s in found.values())
     series = []
     for uid, s in found.items():
@@ -169,30 +174,48 @@ def _study_folder(series: list[Series], root: Path) -> str:
     return _where(Path(os.path.commonpath([s.folder.parent for s in series])), root)
 
 
-def _choose(cts: list[Series], pets: list[Series]) -> Pair | str:
-    """The one CT/PET pair of a study (narrowed to a shared frame of reference when several), or why not."""
+def _thinnest(pairs: list[tuple[Series, Series]]) -> list[tuple[Series, Series]]:
+    """The pairs whose CT has the thinnest slices (ct_choice = "thinnest")."""
+    thinnest = min(c.slice_mm for c, _ in pairs)
+    return [(c, p) for c, p in pairs if c.slice_mm == thinnest]
+
+
+def _choose(cts: list[Series], pets: list[Series], ct_choice: str) -> Pair | str:
+    """The one CT/PET pair of a study (narrowed to a shared frame of reference when several, then to the thinnest
+    CT if `ct_choice` says so), or why not."""
     candidates = [(c, p) for c in cts for p in pets]
     if len(candidates) > 1:
         candidates = [(c, p) for c, p in candidates if c.frame and c.frame == p.frame]
+    if len(candidates) > 1 and ct_choice == "thinnest":
+        candidates = _thinnest(candidates)
     if len(candidates) == 1:
         return Pair(*candidates[0], "same study")
     return (f"ambiguous: {len(cts)} CT and {len(pets)} PET series, {len(candidates)} CT/PET combinations share a "
-            "frame of reference; remove the series that are not the staging PET/CT from the download")
+            f"frame of reference{_AMBIGUOUS_HELP[ct_choice]}")
 
 
-def _pair_leftover(pet: Series, cts: list[Series]) -> Pair | str | None:
+_AMBIGUOUS_HELP = {
+    "refuse": "; remove the series that are not the staging PET/CT from the download, or set ct_choice = thinnest",
+    "thinnest": " and the thinnest CT slices; remove the series that are not the staging PET/CT from the download",
+}
+
+
+def _pair_leftover(pet: Series, cts: list[Series], ct_choice: str) -> Pair | str | None:
     """A PET of a study without CT paired with a CT of another study: same frame of reference, else same day."""
     for rule, match in (("same frame of reference", lambda c: c.frame and c.frame == pet.frame),
                         ("same day", lambda c: c.date and c.date == pet.date)):
-        found = [c for c in cts if match(c)]
+        found = [(c, pet) for c in cts if match(c)]
+        if len(found) > 1 and ct_choice == "thinnest":
+            found = _thinnest(found)
         if len(found) == 1:
-            return Pair(found[0], pet, rule)
+            return Pair(*found[0], rule)
         if len(found) > 1:
-            return f"ambiguous: its PET has {len(found)} CT series of other studies with the {rule[5:]}"
+            return (f"ambiguous: its PET has {len(found)} CT series of other studies with its {rule[5:]}"
+                    + _AMBIGUOUS_HELP[ct_choice])
     return None
 
 
-def pair_patient(series: list[Series], root: Path, report: ImportReport) -> list[Pair]:
+def pair_patient(series: list[Series], root: Path, report: ImportReport, ct_choice: str = "refuse") -> list[Pair]:
     """The CT/PET pairs of one patient, earliest study first; every study not paired is reported with why."""
     studies: dict[str, list[Series]] = defaultdict(list)
     for s in series:
@@ -201,7 +224,7 @@ def pair_patient(series: list[Series], root: Path, report: ImportReport) -> list
     for members in sorted(studies.values(), key=lambda m: (m[0].date, m[0].time)):
         cts, pets = [s for s in members if s.role == "CT"], [s for s in members if s.role == "PT"]
         if cts and pets:
-            chosen = _choose(cts, pets)
+            chosen = _choose(cts, pets, ct_choice)
             if isinstance(chosen, Pair):
                 pairs.append(chosen)
             else:
@@ -210,7 +233,7 @@ def pair_patient(series: list[Series], root: Path, report: ImportReport) -> list
             (lone_ct if cts else lone_pt).append(members)
     used = set()
     for members in lone_pt:
-        chosen = _pair_leftover(members[0], [c for m in lone_ct for c in m if c.uid not in used])
+        chosen = _pair_leftover(members[0], [c for m in lone_ct for c in m if c.uid not in used], ct_choice)
         if isinstance(chosen, Pair):
             pairs.append(chosen)
             used.add(chosen.ct.uid)
@@ -302,7 +325,7 @@ def import_tcia(settings: ImportSettings) -> ImportReport:
     base = out.parent
     _clear_links(base / LINKS)
     for rank, patient in enumerate(sorted(by_patient), start=1):
-        pairs = pair_patient(by_patient[patient], root, report)
+        pairs = pair_patient(by_patient[patient], root, report, settings.ct_choice)
         if settings.studies_per_patient == "first":
             for later in pairs[1:]:
                 report.skipped.append((_study_folder([later.ct, later.pet], root), "a later PET/CT of a patient "

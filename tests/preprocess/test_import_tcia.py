@@ -167,8 +167,8 @@ def test_n_stage_cells(cells, expected):
     assert result == expected if isinstance(expected, int) else expected in result
 
 
-def _series(uid: str, modality: str, study: str, frame: str, date: str = "20240101") -> Series:
-    return Series("P", study, uid, frame, modality, date, "1200", Path("/d") / study / uid, modality)
+def _series(uid: str, modality: str, study: str, frame: str, date: str = "20240101", slice_mm: float = 2.0) -> Series:
+    return Series("P", study, uid, frame, modality, date, "1200", slice_mm, Path("/d") / study / uid, modality)
 
 
 def test_a_shared_frame_of_reference_settles_a_study_with_two_pets():
@@ -187,3 +187,22 @@ def test_two_cts_of_the_pets_day_in_other_studies_are_refused_as_ambiguous():
     assert "ambiguous" in reasons["c"] and "day" in reasons["c"]
     assert reasons["a"].startswith("CT only") and reasons["b"].startswith("CT only")
 
+
+
+@pytest.mark.parametrize("ct_choice", ["refuse", "thinnest"])
+def test_two_ct_reconstructions_are_refused_or_the_thinnest_taken(ct_choice):
+    series = [_series("ct-5mm", "CT", "s", "F", slice_mm=5.0), _series("ct-1mm", "CT", "s", "F", slice_mm=1.25),
+              _series("pt", "PT", "s", "F")]
+    report = ImportReport()
+    pairs = pair_patient(series, Path("/d"), report, ct_choice)
+    if ct_choice == "thinnest":
+        assert [(p.ct.uid, p.pet.uid) for p in pairs] == [("ct-1mm", "pt")] and not report.skipped
+    else:
+        assert pairs == [] and "or set ct_choice = thinnest" in dict(report.skipped)["s"]
+
+
+def test_the_thinnest_ct_does_not_break_a_tie_of_equal_slices():
+    series = [_series("a", "CT", "s", "F"), _series("b", "CT", "s", "F"), _series("pt", "PT", "s", "F")]
+    report = ImportReport()
+    assert pair_patient(series, Path("/d"), report, "thinnest") == []
+    assert "thinnest CT slices" in dict(report.skipped)["s"]
