@@ -2,9 +2,10 @@
 
 The scan goes through exactly the preprocessing of the model's dataset (`preprocess.pipeline.process_scan`:
 read, SUV, resample/crop, multi-atlas registration and fusion, weight maps, station statistics) into a cache
-file in the output folder, then through train's inference (`train.inference.predict`: the centroid patch per
+file in the output folder, then through train's inference (`train.inference.predict_scans`: the centroid patch per
 station). Outputs: the N-stage and a station table on stdout, `prediction.json`, the fused station mask on the
-original CT grid (`stations.nii.gz`, opens in 3D Slicer over the CT), a QA PNG, and per-step timings.
+original CT grid with its names and colour tables, the SUV, probability and atlas-agreement maps
+(evaluate/viewer_outputs.py: they open in 3D Slicer and ITK-SNAP over the CT), a QA PNG, and per-step timings.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from cache.build_settings import BuildSettings, build_settings_for, expected_settings
 from cache.dataset import DatasetConfig, load_dataset
@@ -27,6 +27,8 @@ from cache.schema import cache_file_name
 from cache.stations import UnknownTumorSideError, n_stage, station_names
 from evaluate.figures import qa_overlay_figure
 from evaluate.settings import PredictSettings
+from evaluate.viewer_outputs import write_viewer_outputs
+from preprocess.images import read_image
 from preprocess.step_timing import timed
 
 PATIENT_ID, SCAN_ID = "new", "scan"
@@ -130,18 +132,6 @@ def n_stage_text(prediction: ScanPrediction) -> str:
             f"N{prediction.n_stage_by_side['L']} if left (rule set {prediction.rule_set}); pass --tumor-side")
 
 
-def write_station_mask(labels_zyx: np.ndarray, grid, ct_path: Path, path: Path) -> Path:
-    """The fused station codes resampled (nearest) onto the original CT grid, as NIfTI."""
-    from preprocess.images import read_image
-    from preprocess.resample import resample_like
-
-    labels = sitk.GetImageFromArray(np.ascontiguousarray(labels_zyx, dtype=np.uint8))
-    grid.apply_to_sitk(labels)
-    ct = read_image(ct_path, modality="CT")
-    sitk.WriteImage(resample_like(labels, ct, "nearest", 0), str(path), useCompression=True)
-    return path
-
-
 def _json(prediction: ScanPrediction, settings: PredictSettings) -> dict:
     def number(value: float) -> float | None:
         return None if math.isnan(value) else round(float(value), 6)
@@ -161,8 +151,8 @@ def run_predict(settings: PredictSettings) -> int:
     """Stage one scan and write the outputs; returns the exit status (0)."""
     import torch
 
-    from train.data import open_part
-    from train.inference import load_trained, predict
+    from cache.reader import CacheReader
+    from train.inference import load_model, predict_scans
 
     _check_inputs(settings)
     start = time.perf_counter()
@@ -170,15 +160,16 @@ def run_predict(settings: PredictSettings) -> int:
     out = Path(settings.out or f"predict_{Path(settings.ct).name.split('.')[0]}")
     out.mkdir(parents=True, exist_ok=True)
     device = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model, train_settings = timed(timings, "load_model", lambda: load_trained(settings.model, device))
+    trained = timed(timings, "load_model", lambda: load_model(settings.model, device))
+    train_settings = trained.settings
     config, build = _dataset(settings, train_settings.dataset, out)
     row = _row(settings)
     timings.update(preprocess_scan(row, config, build, device))
-    part = open_part(config, [row], (PATIENT_ID,), expected_settings(build))
-    probabilities = timed(timings, "inference", lambda: predict(
-        model, part, train_settings, torch.device(device), samples=train_settings.inference_samples,
-        seed=train_settings.seed).station_prob[0])
     cache_path = config.cache_dir / cache_file_name(PATIENT_ID, SCAN_ID)
+    reader = CacheReader([cache_path], expected_settings(build))
+    probabilities = timed(timings, "inference", lambda: predict_scans(
+        trained, reader, [row.tumor_side], config.rule_set, torch.device(device),
+        train_settings.inference_samples, train_settings.seed, scan_names=[str(settings.ct)]).station_prob[0])
     with open_scan(cache_path) as scan:
         info = scan.info
         stations = tuple(
@@ -189,8 +180,10 @@ def run_predict(settings: PredictSettings) -> int:
         positive = [s.name for s in stations if s.malignant]
         stage, by_side = stage_both_sides(positive, row.tumor_side, config.rule_set)
         status = np.array([int(s.malignant) for s in stations], dtype=np.int8)
+        agreement = [info.stations[n].vote_agreement if n in info.stations else math.nan for n in station_names()]
         timed(timings, "outputs", lambda: (
-            write_station_mask(np.asarray(scan.station_labels), info.grid, row.ct, out / "stations.nii.gz"),
+            write_viewer_outputs(out, read_image(row.ct, modality="CT"), info.grid, np.asarray(scan.station_labels),
+                                 np.asarray(scan.suv), probabilities, np.array(agreement)),
             qa_overlay_figure(np.asarray(scan.ct), np.asarray(scan.suv), np.asarray(scan.station_labels), status,
                               f"{Path(settings.ct).name}: N{stage if stage is not None else '?'}",
                               out / "qa.png", probability=np.nan_to_num(probabilities))))
@@ -200,5 +193,6 @@ def run_predict(settings: PredictSettings) -> int:
     print(n_stage_text(prediction))
     print(station_table_text(prediction))
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    print(f"outputs: {out / 'prediction.json'}, {out / 'stations.nii.gz'}, {out / 'qa.png'}, cache {cache_path}")
+    print(f"outputs in {out}: prediction.json, stations.nii.gz (+ stations.ctbl for 3D Slicer, stations.itksnap.txt "
+          f"for ITK-SNAP), suv.nii.gz, probability.nii.gz, agreement.nii.gz, qa.png; cache {cache_path}")
     return 0

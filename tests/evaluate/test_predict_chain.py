@@ -12,8 +12,10 @@ import torch
 from cache.build_settings import build_settings_for
 from cache.dataset import load_dataset
 from cache.settings import settings_dict
+from cache.stations import station
 from evaluate.__main__ import main
 from evaluate.atlas_subsets import run_subset_study
+from preprocess.nifti_labels import read_label_extension
 from preprocess.phantom.cohort import generate_cohort
 from preprocess.phantom.settings import PhantomSettings
 from train.checkpoint import save_checkpoint
@@ -58,6 +60,14 @@ def test_predict_a_dicom_pet_scan(chain):
     codes = set(np.unique(sitk.GetArrayFromImage(mask)).tolist()) - {0}
     present = {i + 1 for i, s in enumerate(result["stations"]) if s["present"]}
     assert codes == present
+    assert read_label_extension(out / "stations.nii.gz")[station("7").code] == "7"
+    assert (out / "stations.ctbl").is_file() and (out / "stations.itksnap.txt").is_file()
+    labels = sitk.GetArrayFromImage(mask)
+    probability = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "probability.nii.gz")))
+    for code in codes:  # each station's voxels carry its probability from prediction.json
+        assert np.allclose(probability[labels == code], result["stations"][code - 1]["probability"], atol=1e-6)
+    suv = sitk.ReadImage(str(out / "suv.nii.gz"))
+    assert suv.GetSize() == ct.GetSize() and sitk.GetArrayFromImage(suv).max() > 1
     assert (out / "qa.png").stat().st_size > 10_000
 
 
