@@ -51,6 +51,31 @@ def _summary(files: tuple[str, ...]) -> SeriesSummary:
     return SeriesSummary(str(header.get("Modality", "?")), str(header.get("SeriesDescription", "")), len(files))
 
 
+def _check_unlisted(folder: Path, listed: set[str]) -> None:
+    """Refuse a folder holding image slices that GDCM left out of every series: it drops a truncated or damaged
+    file silently, and a dropped first or last slice leaves no gap to notice. Non-image objects (RTSTRUCT, SEG
+    without pixel data) are left alone."""
+    listed = {str(Path(f).resolve()) for f in listed}
+    unreadable = 0
+    for path in folder.iterdir():
+        if not path.is_file() or str(path.resolve()) in listed:
+            continue
+        with open(path, "rb") as f:
+            if f.read(132)[128:132] != b"DICM":
+                continue
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 -- a DICOM file whose header cannot be parsed: counted as damaged
+            unreadable += 1
+            continue
+        if "Rows" in header:
+            unreadable += 1
+    if unreadable:
+        raise DicomSeriesError(f"{folder}: {unreadable} DICOM image file(s) belong to no readable series (truncated "
+                               "or damaged; GDCM would leave them out silently); copy the series again or remove "
+                               "them")
+
+
 def series_files(folder: Path, series_uid: str | None = None, modality: str | None = None) -> tuple[str, ...]:
     """Sorted file names of one series in `folder`: the one with `series_uid`, else the only series (of
     `modality`, e.g. "CT" or "PT", when given). Several candidates are an error listing them (without UIDs)."""
@@ -61,12 +86,15 @@ def series_files(folder: Path, series_uid: str | None = None, modality: str | No
     if not uids:
         raise DicomSeriesError(f"{folder}: no DICOM series found (files directly in this folder are read)")
     if series_uid is not None:
+        _check_unlisted(folder, {f for uid in uids
+                                 for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)})
         if series_uid not in uids:
             raise DicomSeriesError(
                 f"{folder}: no series with the SeriesInstanceUID (0020,000E) given; {len(uids)} series there"
             )
         return tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
     candidates = {uid: tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
+    _check_unlisted(folder, {f for files in candidates.values() for f in files})
     if modality is not None:
         candidates = {uid: f for uid, f in candidates.items() if _summary(f).modality == modality}
     if len(candidates) == 1:

@@ -72,3 +72,14 @@ def test_a_sound_series_still_reads_with_its_spacing(tmp_path: Path):
     folder = pet_dicom.write_pet_series(tmp_path / "pet")
     image, _ = read_suv_series(folder)
     assert np.allclose(image.GetSpacing(), pet_dicom.SPACING_MM)
+
+
+@pytest.mark.parametrize("victim", ["slice_000.dcm", "slice_003.dcm"])
+def test_a_truncated_edge_slice_is_refused_not_dropped(tmp_path: Path, victim: str):
+    """GDCM leaves a truncated file out of the series; at either end no gap shows, so it was silently dropped."""
+    folder = pet_dicom.write_pet_series(tmp_path / "pet")
+    content = (folder / victim).read_bytes()
+    (folder / victim).write_bytes(content[:-20])
+    for read in (read_suv_series, read_image):
+        with pytest.raises(DicomSeriesError, match=r"1 DICOM image file\(s\) belong to no readable series"):
+            read(folder)
