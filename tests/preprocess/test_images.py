@@ -132,3 +132,13 @@ def test_non_finite_voxels_are_refused_in_ct_and_pet(tmp_path: Path, bad: float,
         read_pet_suv(path, SuvSettings(), pet_nifti_is_suv=True)
     with pytest.raises(ImageReadError, match="NaN or infinite"):
         read_image(path)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_truncated_nrrd_and_mha_files_are_refused(tmp_path: Path, suffix: str):
+    """SimpleITK itself notices these (only NIfTI needed our check)."""
+    path = tmp_path / f"pet{suffix}"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((20, 30, 40), dtype=np.float32)), str(path), useCompression=True)
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(ImageReadError, match=rf"{path}: SimpleITK cannot read it"):
+        read_image(path)
