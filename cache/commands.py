@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 from cache.build_settings import build_settings_for, expected_settings
-from cache.dataset import load_dataset
+from cache.dataset import load_dataset, read_study_file, study_file
 from cache.describe import diff_lines, info_lines, ls_lines
 from cache.export import export_file
 from cache.manifest import read_manifest
 from cache.reader import cache_files, read_info
+from cache.settings import SettingsError
 from cache.verify import dataset_status, verify_file
 
 
@@ -40,7 +41,15 @@ def diff(a: str, b: str) -> int:
 
 def verify(paths: list[str], dataset: str | None, root: str | None, cache_root: str | None,
            check_inputs: bool) -> int:
-    """Verify files (and with a dataset, its completeness and currency); exit 1 naming every problem."""
+    """Verify files (and with a dataset, its completeness and currency; with a study, each member's); exit 1
+    naming every problem."""
+    study = study_file(dataset) if dataset else None
+    if study is not None:
+        members = read_study_file(study)["members"]
+        if paths or root:
+            raise SettingsError(f"study {study.stem!r}: verify takes no files or --root; its {len(members)} members "
+                                "each have their own (verify one with --dataset <member>)")
+        return max([verify([], member, None, cache_root, check_inputs) for member in members])
     config = load_dataset(dataset, root=root, cache_root=cache_root) if dataset else None
     if config is not None and not paths:
         paths = [str(config.cache_dir)]

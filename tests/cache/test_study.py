@@ -50,3 +50,21 @@ def test_members_must_agree_and_a_study_has_no_root_or_preprocess_table(tmp_path
     (tmp_path / "pool.toml").write_text('members = ["a"]\nroot = "x"\n')
     with pytest.raises(SettingsError, match="unknown key.*root"):
         load_study(str(tmp_path / "pool.toml"))
+
+
+def test_cache_verify_of_a_study_checks_every_member(tmp_path, capsys):
+    from cache.commands import verify
+    from cache.manifest import write_manifest
+
+    members = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        write_manifest(tmp_path / name / "manifest.csv", [{"patient_id": "p1", "scan_id": f"s{name}", "ct": "ct.nii",
+                                                            "pet": "pet.nii", "n_clinical": "0"}])
+        members.append(_config(tmp_path, name))
+    study = _study(tmp_path, *members)
+    assert verify([], str(study), None, None, False) == 1  # no cache file in either member
+    err = capsys.readouterr().err
+    assert "MISSING p1__sa" in err and "MISSING p1__sb" in err
+    with pytest.raises(SettingsError, match="verify takes no files or --root"):
+        verify([str(tmp_path)], str(study), None, None, False)
