@@ -51,9 +51,11 @@ def child(args: argparse.Namespace) -> None:
     settings = registration_settings(args.preset)
     extra = {}
     if "atlas_batch" in inspect.signature(map_stations).parameters:
-        extra["atlas_batch"] = args.atlas_batch
+        extra = {"atlas_batch": args.atlas_batch, "memory_budget_gb": args.max_memory_gb}
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    rss_before = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                      if line.startswith("VmRSS:")) / 2**20
     start = time.perf_counter()
     station_map = map_stations(scan.ct_hu, scan.structures, scan.grid, bank, settings, args.device, **extra)
     seconds = time.perf_counter() - start
@@ -65,6 +67,7 @@ def child(args: argparse.Namespace) -> None:
         "grid": {"spacing": list(grid.spacing_mm), "origin": list(grid.origin_mm),
                  "direction": list(np.asarray(grid.direction).ravel())},
         "cuda_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None,
+        "rss_before_gib": rss_before, "memory": getattr(station_map, "memory", {}),
         "timings_s": station_map.timings_s,
     }))
 
@@ -74,7 +77,8 @@ def run_one(tree: Path, root: Path, spacing_mm: float, atlases: int, args: argpa
     """Run `child` with the code of `tree` in a fresh process; its JSON plus its own peak RSS in GiB."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", "--root", str(root), "--spacing-mm",
                str(spacing_mm), "--atlases", str(atlases), "--device", args.device, "--preset", args.preset,
-               "--atlas-batch", args.atlas_batch, "--labels-out", str(labels_out)]
+               "--atlas-batch", args.atlas_batch, "--max-memory-gb", str(args.max_memory_gb),
+               "--labels-out", str(labels_out)]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     process = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.PIPE, text=True)
     output = process.stdout.read()
@@ -106,12 +110,15 @@ def parse_config(text: str) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="phantom cohort drawn at the finest spacing wanted")
-    parser.add_argument("--configs", nargs="+", default=["1:5", "1.5:5", "2:5", "2:1", "2:3", "2:10"],
+    parser.add_argument("--configs", nargs="*", default=["1:5", "1.5:5", "2:5", "2:1", "2:3", "2:10"],
                         help="SPACING_MM:ATLASES pairs")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--preset", default="full")
     parser.add_argument("--atlas-batch", default="auto")
     parser.add_argument("--compare-tree", default="", help="another checkout to run side by side")
+    parser.add_argument("--max-memory-gb", type=float, default=0.0, help="memory limit of each run (0: available)")
+    parser.add_argument("--preprocess-spacings", nargs="*", type=float, default=[],
+                        help="also run the whole `python -m preprocess` on the scan (5 atlases) at these spacings")
     parser.add_argument("--json", default="")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--spacing-mm", type=float, default=2.0, help=argparse.SUPPRESS)
@@ -140,8 +147,48 @@ def main() -> None:
                 row["labels_differing_voxels"] = int((new_labels != old_labels).sum())
             rows.append(row)
             print(format_row(row), flush=True)
+    chains = [run_preprocess(root, spacing, args) for spacing in args.preprocess_spacings]
     if args.json:
-        Path(args.json).write_text(json.dumps({"load_average": os.getloadavg(), "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"load_average": os.getloadavg(), "rows": rows, "preprocess": chains},
+                                              indent=1))
+
+
+def run_preprocess(root: Path, spacing_mm: float, args: argparse.Namespace) -> dict:
+    """The whole `python -m preprocess` (read to cache file written) of the phantom's first scan with its first
+    5 atlases and the `full` preset: wall seconds, the process' peak RSS, and what the file recorded in /qc."""
+    import h5py
+
+    from cache import schema
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        (scratch / "bank").mkdir()
+        for folder in sorted((root / "atlases").iterdir())[:5]:
+            os.symlink(folder, scratch / "bank" / folder.name)
+        rows = (root / "manifest.csv").read_text().splitlines()
+        (scratch / "manifest.csv").write_text("\n".join(rows[:2]) + "\n")
+        config = scratch / "memory_bench.toml"
+        config.write_text(f'root = "{root}"\nmanifest = "{scratch / "manifest.csv"}"\ncache_root = "{scratch}"\n'
+                          f'atlas_bank = "{scratch / "bank"}"\ntotalseg_version = "v2"\npet_nifti_is_suv = true\n'
+                          f'[preprocess]\nspacing_mm = {spacing_mm}\nregistration_preset = "{args.preset}"\n')
+        command = [sys.executable, "-m", "preprocess", "--dataset", str(config), "--device", args.device,
+                   "--atlas-batch", args.atlas_batch, "--max-memory-gb", str(args.max_memory_gb)]
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        if status != 0:
+            raise RuntimeError(f"python -m preprocess at {spacing_mm} mm failed (wait status {status})")
+        with h5py.File(next((scratch / "memory_bench").glob("*.h5")), "r") as f:
+            memory = {k: float(v) for k, v in f[schema.QC_MEMORY_GROUP].attrs.items()}
+            timings = {k: float(v) for k, v in f[schema.QC_TIMINGS_GROUP].attrs.items()}
+            shape = list(f[schema.CT].shape)
+    result = {"spacing_mm": spacing_mm, "seconds": seconds, "peak_rss_gib": usage.ru_maxrss / 2**20,
+              "shape_zyx": shape, "qc_memory": memory, "timings_s": timings}
+    print(f"python -m preprocess at {spacing_mm} mm (crop {'x'.join(map(str, shape))}): {seconds:.1f} s, peak RSS "
+          f"{result['peak_rss_gib']:.2f} GiB (register {timings.get('register', float('nan')):.1f} s, atlas batch "
+          f"{memory.get('atlas_batch', float('nan')):.0f})", flush=True)
+    return result
 
 
 def format_row(row: dict) -> str:

@@ -60,9 +60,9 @@ def estimate_registration(shape_zyx: tuple[int, ...], padded_zyx: tuple[int, ...
     # shared: fixed labels, vote counts (uint8) and summed probabilities (float32) of 18 labels, one atlas'
     # warped label probabilities, the fixed channels and the regulariser's eigenvalues
     shared = voxels * (1 + 18 + 72 + 72) + 4 * (channels + 1) * level
-    if device_type == "cuda":  # tensor force code: differences, gradients and products per channel and atlas
-        per_atlas += 4 * channels * level * 8
-        shared += 4 * channels * level * 3
+    if device_type == "cuda":  # tensor code: the force's sums and one channel's gradients, the sampling grids
+        per_atlas += 88 * level
+        shared += 12 * level
     return MemoryEstimate(int(CALIBRATION * shared) + MARGIN_BYTES, int(CALIBRATION * per_atlas))
 
 

@@ -65,24 +65,38 @@ def demons_force(fixed, warped, fixed_grad, weights, spacing_mm, settings) -> tu
 
 
 def demons_force_torch(fixed, warped, fixed_grad, weights, spacing_mm, settings) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tensor implementation of `demons_force` (used on CUDA; `fixed_grad` from `_gradient(fixed)`)."""
+    """The tensor implementation of `demons_force` (used on CUDA), one channel at a time so that its buffers are
+    a few fields per atlas, not several copies of every channel; `fixed_grad` (from `_gradient(fixed)`) or None
+    (each channel's gradient is then taken as it is needed)."""
     normaliser = sum(h * h for h in spacing_mm) / 3.0
-    diff = fixed - warped
-    w = weights.view(*weights.shape, 1, 1, 1)
-    metric = (w * diff * diff).mean((2, 3, 4)).sum(1) / weights.sum(1).clamp_min(1e-6)
-    if settings.force_gradient == "fixed":
-        grads = fixed_grad
-    else:
-        moving_grad = _gradient(warped, spacing_mm)
-        grads = moving_grad if settings.force_gradient == "moving" else tuple(
-            0.5 * (a + b) for a, b in zip(fixed_grad, moving_grad, strict=True))
-    weighted = w * diff
-    numerator = torch.stack([(weighted * g).sum(1) for g in grads], dim=1)
+    n, n_channels = warped.shape[:2]
+    numerator = torch.zeros(n, 3, *warped.shape[2:], dtype=warped.dtype, device=warped.device)
+    gradient_norm = torch.zeros(n, *warped.shape[2:], dtype=warped.dtype, device=warped.device)
+    squared = torch.zeros_like(gradient_norm)
+    for c in range(n_channels):
+        if not bool((weights[:, c] != 0).any()):
+            continue
+        w = weights[:, c].view(n, 1, 1, 1)
+        diff = fixed[:, c] - warped[:, c]
+        if settings.force_gradient == "moving":
+            grads = _gradient(warped[:, c:c + 1], spacing_mm)
+        else:
+            fixed_c = (tuple(g[:, c:c + 1] for g in fixed_grad) if fixed_grad is not None
+                       else _gradient(fixed[:, c:c + 1], spacing_mm))
+            grads = fixed_c if settings.force_gradient == "fixed" else tuple(
+                0.5 * (a + b) for a, b in zip(fixed_c, _gradient(warped[:, c:c + 1], spacing_mm), strict=True))
+        weighted = w * diff
+        for i, g in enumerate(grads):
+            numerator[:, i] += weighted * g[:, 0]
+            gradient_norm += w * g[:, 0] * g[:, 0]
+        squared += weighted * diff
+        del diff, grads, weighted
+    metric = squared.mean((1, 2, 3)) / weights.sum(1).clamp_min(1e-6)
     if settings.force == "ssd":
         return numerator, metric
-    denominator = sum((w * g * g).sum(1) for g in grads) + (weighted * diff).sum(1) / normaliser
-    force = numerator / denominator.clamp_min(1e-9).unsqueeze(1)
-    return torch.where(denominator.unsqueeze(1) > 1e-9, force, torch.zeros_like(force)), metric
+    denominator = gradient_norm.add_(squared, alpha=1.0 / normaliser)
+    force = numerator.div_(denominator.clamp_min(1e-9).unsqueeze(1))
+    return force.masked_fill_((denominator <= 1e-9).unsqueeze(1), 0.0), metric
 
 
 def demons_force_channels_last(fixed: np.ndarray, warped: np.ndarray, weights: torch.Tensor,
@@ -183,7 +197,7 @@ def register_deformable(fixed: torch.Tensor | LabelChannels, moving: torch.Tenso
         fixed_level = level_channels(fixed, shape)
         moving_level = level_channels(moving, level_shape(tuple(moving.shape[2:]), spacing_mm, level_mm))
         field = torch.zeros(n, 3, *shape, device=device) if field is None else resize_field(field, shape)
-        fixed_grad = None if on_cpu else _gradient(fixed_level, spacing)
+        fixed_grad = None  # CUDA: each channel's gradient is taken when the force needs it (no 3 x C copies)
         fixed_cl = moving_cl = None
         if on_cpu:  # the CPU kernels read channels-last copies; the channel-first ones go unless NCC needs them
             fixed_cl, moving_cl = channels_last(fixed_level), channels_last(moving_level)

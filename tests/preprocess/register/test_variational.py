@@ -33,9 +33,10 @@ def test_cpu_force_kernel_equals_tensor_force():
         for force in ("demons", "ssd"):
             settings = RegistrationSettings(force_gradient=mode, force=force)
             a, metric_a = demons_force(fixed, warped, None, weights, spacing, settings)
-            b, metric_b = demons_force_torch(fixed, warped, _gradient(fixed, spacing), weights, spacing, settings)
-            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
-            np.testing.assert_allclose(metric_a.numpy(), metric_b.numpy(), rtol=1e-5)
+            for fixed_grad in (_gradient(fixed, spacing), None):  # given, or taken per channel as needed
+                b, metric_b = demons_force_torch(fixed, warped, fixed_grad, weights, spacing, settings)
+                np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+                np.testing.assert_allclose(metric_a.numpy(), metric_b.numpy(), rtol=1e-5)
 
 
 def test_jacobian_of_a_known_linear_field_and_folding():
