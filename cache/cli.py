@@ -214,6 +214,9 @@ def exit_status(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output (`| head`) has gone: nothing more to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as error:  # every failure: one line here, the traceback with --debug and in the log
         if "--debug" in arguments:
             raise
