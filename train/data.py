@@ -237,6 +237,17 @@ def scan_targets(part: CohortPart, scans: np.ndarray) -> tuple[np.ndarray, np.nd
     return masks, targets
 
 
+def scan_batch(part: CohortPart, scans: np.ndarray, crops: torch.Tensor) -> ScanBatch:
+    """The ScanBatch of `scans` around `crops`: side, N-stage, station status (-1 where a station is absent),
+    station groups, pseudo-labels and whether the scan's station labels are trusted."""
+    status = np.where(part.present[scans], part.station_status[scans], -1).astype(np.int64)
+    masks, targets = scan_targets(part, scans)
+    return ScanBatch(crops, encode_side([part.tumor_sides[i] for i in scans]),
+                     torch.from_numpy(part.n_stage[scans]), torch.from_numpy(status),
+                     torch.from_numpy(masks), torch.from_numpy(targets),
+                     torch.from_numpy(part.station_labelled[scans]))
+
+
 class ScanBatches(torch.utils.data.Dataset):
     """TS2/TS3: a BatchRequest over scans -> ScanBatch with all 17 station crops per scan."""
 
@@ -266,12 +277,7 @@ class ScanBatches(torch.utils.data.Dataset):
             centres = _centres(self.sampler, scans[rows], stations, self.patch_sampling, request.seed)
             self.sampler.fill(scans[rows], stations, centres, slots, slots=rows * N_STATIONS + columns, pool=pool,
                               parts=parts)
-        status = np.where(present, part.station_status[scans], -1).astype(np.int64)
-        masks, targets = scan_targets(part, scans)
-        return ScanBatch(crops, encode_side([part.tumor_sides[i] for i in scans]),
-                         torch.from_numpy(part.n_stage[scans]), torch.from_numpy(status),
-                         torch.from_numpy(masks), torch.from_numpy(targets),
-                         torch.from_numpy(part.station_labelled[scans]))
+        return scan_batch(part, scans, crops)
 
     def __getitem__(self, request: BatchRequest) -> ScanBatch:
         return self.assemble(request, torch.empty(self.crop_shape(len(request.items))))

@@ -27,6 +27,7 @@ from cache.settings import format_settings, settings_dict
 from train.augment import AugmentSettings, augment, centre_crop
 from train.checkpoint import CheckpointError, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from train.data import (
+    BatchRequest,
     CohortPart,
     ScanBatch,
     ScanBatches,
@@ -36,13 +37,14 @@ from train.data import (
     loader,
     open_study_part,
     sampler_settings,
+    scan_batch,
     station_pairs,
 )
 from train.distributed import Ranks, setup, teardown, unwrap, wrap
 from train.folds import fold_file_path, load_or_make_study_folds
 from train.inference import predict, settings_from_checkpoint, write_predictions
 from train.losses import LossWeights, n_stage_loss, station_bce
-from train.model import NStageModel, build_model
+from train.model import N_STATIONS, NStageModel, build_model
 from train.settings import RESUMABLE_CHANGES, TrainSettings
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_ce", "train_mse", "train_pseudo", "train_bce",
@@ -120,13 +122,18 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
         classes = cohort.train.n_stage
     samples = settings.samples_per_epoch or len(classes)
     batch_per_rank = max(1, settings.batch_size // ranks.world_size)
+    bank = None
+    if settings.stage == "ts3" and settings.head_logit_draws:
+        bank = logit_bank(model, dataset, settings, device)
+        log(f"logit bank: {settings.head_logit_draws} patch draws of each of {len(dataset)} training scans")
 
     for epoch in range(start_epoch, settings.max_epochs + 1):
         started = time.monotonic()
         plan = epoch_plan(classes, samples, batch_per_rank, data_rng, ranks.world_size)[ranks.rank::ranks.world_size]
         if epoch == start_epoch:
             check_min_steps(settings, len(plan))
-        batches = loader(dataset, plan, settings.num_workers, pin_memory=device.type == "cuda")
+        batches = (loader(dataset, plan, settings.num_workers, pin_memory=device.type == "cuda") if bank is None
+                   else bank_batches(bank, cohort.train, plan))
         losses = train_one_epoch(trained, batches, optimizer, scaler, augment_generator, settings, ranks, epoch)
         scores = validate(model, cohort.val, settings, device)
         metric = selection_metric(scores, settings)
@@ -196,11 +203,14 @@ def train_one_epoch(model: torch.nn.Module, batches, optimizer, scaler, generato
     progress = progress_bar(batches, desc=f"epoch {epoch}", unit="batch", enabled=ranks.is_main and settings.progress,
                             leave=False)
     for batch in progress:
-        patches = prepare_patches(batch.crops.to(device, non_blocking=True), settings, generator)
+        patches = (None if isinstance(batch, LogitBatch) else
+                   prepare_patches(batch.crops.to(device, non_blocking=True), settings, generator))
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
             if isinstance(batch, StationBatch):
                 logits = model(patches, batch.station.to(device))
                 parts = {"train_loss": station_bce(logits, batch.label.to(device))}
+            elif isinstance(batch, LogitBatch):
+                parts = scan_batch_loss(model, None, batch.labels, weights, device, batch.station_logits.to(device))
             else:
                 parts = scan_batch_loss(model, patches, batch, weights, device)
         optimizer.zero_grad(set_to_none=True)
@@ -228,9 +238,54 @@ def prepare_patches(crops: torch.Tensor, settings: TrainSettings, generator: tor
     return flat.reshape(*shape[:-3], *flat.shape[-3:]) if scans else flat
 
 
-def scan_batch_loss(model, patches: torch.Tensor, batch: ScanBatch, weights: LossWeights,
-                    device: torch.device) -> dict[str, torch.Tensor]:
-    stage_logits, station_logits = model(patches, batch.side.to(device))
+@dataclass(frozen=True)
+class LogitBatch:
+    """TS3 with a logit bank: the frozen classifier's station logits (B, 17) of one draw per scan, and the scans'
+    labels (`labels.crops` is empty)."""
+
+    station_logits: torch.Tensor
+    labels: ScanBatch
+
+
+@torch.no_grad()
+def logit_bank(model: NStageModel, dataset: ScanBatches, settings: TrainSettings,
+               device: torch.device) -> torch.Tensor:
+    """TS3: (scans, head_logit_draws, 17) station logits of the frozen classifier, one fresh patch draw (weight
+    map and augmentation, as in training) per scan and draw, computed once instead of at every step.
+
+    Its draws come from their own seeds, so a resumed run rebuilds the same bank.
+    """
+    rng = np.random.default_rng([settings.seed, 3])
+    generator = torch.Generator(device).manual_seed(settings.seed + 3)
+    n_scans, draws = len(dataset), settings.head_logit_draws
+    chunks = np.array_split(np.arange(n_scans), -(-n_scans // settings.batch_size))
+    plan = [BatchRequest(int(rng.integers(0, 2**63 - 1)), tuple(int(i) for i in chunk))
+            for _ in range(draws) for chunk in chunks]
+    bank = torch.empty(n_scans, draws, N_STATIONS)
+    model.classifier.eval()
+    batches = loader(dataset, plan, settings.num_workers, pin_memory=device.type == "cuda")
+    for index, (request, batch) in enumerate(zip(plan, batches, strict=True)):
+        patches = prepare_patches(batch.crops.to(device, non_blocking=True), settings, generator)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            logits = model.station_logits(patches)
+        bank[list(request.items), index // len(chunks)] = logits.float().cpu()
+    return bank
+
+
+def bank_batches(bank: torch.Tensor, part: CohortPart, plan: list[BatchRequest]) -> list[LogitBatch]:
+    """The batches of an epoch plan from the logit bank: each scan's draw picked by the request's seed."""
+    batches = []
+    for request in plan:
+        scans = np.asarray(request.items)
+        draw = np.random.default_rng(request.seed).integers(0, bank.shape[1], size=len(scans))
+        batches.append(LogitBatch(bank[scans, draw], scan_batch(part, scans, torch.empty(0))))
+    return batches
+
+
+def scan_batch_loss(model, patches: torch.Tensor | None, batch: ScanBatch, weights: LossWeights,
+                    device: torch.device, station_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Eq. 2 of a scan batch: from its patches, or from given station logits (TS3's bank)."""
+    stage_logits, station_logits = model(patches, batch.side.to(device), station_logits=station_logits)
     loss = n_stage_loss(stage_logits, station_logits, batch.n_stage.to(device), batch.station_status.to(device),
                         batch.masks.to(device), batch.targets.to(device), weights,
                         station_labelled=batch.station_labelled.to(device))

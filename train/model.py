@@ -107,9 +107,14 @@ class NStageModel(nn.Module):
         stations = torch.arange(n_stations, device=patches.device).repeat(scans)
         return self.classifier(patches.flatten(0, 1), stations).view(scans, n_stations)
 
-    def forward(self, patches: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N-stage logits (scans, 4), station logits (scans, 17)); `side` is encode_side's (scans, 2)."""
-        station_logits = self.station_logits(patches)
+    def forward(self, patches: torch.Tensor | None, side: torch.Tensor,
+                station_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N-stage logits (scans, 4), station logits (scans, 17)); `side` is encode_side's (scans, 2).
+
+        `station_logits` given (scans, 17): the head runs on them and `patches` is not used (TS3's logit bank).
+        """
+        if station_logits is None:
+            station_logits = self.station_logits(patches)
         stage_logits = self.head(torch.cat([station_logits, side.to(station_logits.dtype)], dim=1))
         return stage_logits, station_logits
 

@@ -114,6 +114,12 @@ class TrainSettings:
     )
     early_stop_patience: int = field(default=30, metadata={"help": "stop after this many epochs without improvement"})
     plateau_patience: int = field(default=10, metadata={"help": "ReduceLROnPlateau patience (epochs)"})
+    head_logit_draws: int = field(
+        default=0,
+        metadata={"help": "TS3: compute the frozen classifier's station logits once, for this many fresh patch "
+                          "draws (weight map, augmentation) per training scan, and train the head on them; 0: run "
+                          "the classifier at every step"},
+    )
     min_steps: int = field(
         default=0,
         metadata={"help": "optimizer steps before an epoch may count as best, lower the learning rate or stop early "

@@ -158,3 +158,18 @@ def test_the_untrained_head_learns_at_head_lr_and_the_ts2_classifier_at_lr(tiny_
                                   "--lr", "1e-4")]) == 0
         state = load_checkpoint(tmp_path / "tiny" / stage / "fold1" / "last.pt")
         assert [group["lr"] for group in state["optimizer"]["param_groups"]] == rates, stage
+
+
+def test_ts3_on_a_logit_bank_trains_the_head_alone_and_resumes_to_the_same_weights(tiny_dataset, tmp_path):
+    assert main(["ts1", *args(tiny_dataset, tmp_path, "--fold", "2", "--max-epochs", "1")]) == 0
+    ts1 = weights(tmp_path / "tiny" / "ts1" / "fold2" / "best.pt")
+    bank = ("--fold", "2", "--max-epochs", "2", "--head-logit-draws", "2", "--head-lr", "0.01")
+    assert main(["ts3", *args(tiny_dataset, tmp_path, *bank, "--run-name", "whole")]) == 0
+    whole = weights(tmp_path / "tiny" / "whole" / "fold2" / "last.pt")
+    for key, value in ts1.items():
+        torch.testing.assert_close(whole[f"classifier.{key}"], value, rtol=0, atol=0)
+    assert main(["ts3", *args(tiny_dataset, tmp_path, *bank, "--stop-after-epoch", "1")]) == 0
+    assert main(["ts3", *args(tiny_dataset, tmp_path, *bank, "--resume")]) == 0
+    assert_same_weights(whole, weights(tmp_path / "tiny" / "ts3" / "fold2" / "last.pt"))
+    with open(tmp_path / "tiny" / "ts3" / "fold2" / "metrics.csv") as f:
+        assert all(float(r["train_ce"]) > 0 for r in csv.DictReader(f))
