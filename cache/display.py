@@ -5,7 +5,8 @@ catalogue) gets two unrelated hues (matplotlib's tab20 gives a pair two shades o
 radiological convention: axial and coronal views show the patient's right on the image's left, axial views
 anterior at the top, coronal and sagittal views superior at the top, sagittal views anterior on the left. Letters
 come from the grid's direction (LPS frame, `cache.grid`), so a flipped axis is shown flipped back, not mirrored.
-Pure numpy: the figure code (evaluate/figures.py, preprocess/register/qa.py) draws with these.
+Pure numpy (`orientation_marks` only calls the matplotlib axes it is given): the figure code
+(evaluate/figures.py, preprocess/register/qa.py) draws with these.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import numpy as np
 from cache.grid import Grid
 from cache.stations import station_names
 
-# Kelly (1965) colours of maximum contrast, without white and black, in his order
+# Kelly (1965) colours of maximum contrast in his order, without white, black and grey (grey vanishes on CT)
 KELLY_RGB = ((243, 195, 0), (135, 86, 146), (243, 132, 0), (161, 202, 241), (190, 0, 50), (194, 178, 128),
-             (132, 132, 130), (0, 136, 86), (230, 143, 172), (0, 103, 165), (249, 147, 121), (96, 78, 151),
+             (226, 88, 34), (0, 136, 86), (230, 143, 172), (0, 103, 165), (249, 147, 121), (96, 78, 151),
              (246, 166, 0), (179, 68, 108), (220, 211, 0), (136, 45, 23), (141, 182, 0))
 LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # (negative end, positive end) of the x, y, z world axes
 View = Literal["axial", "coronal", "sagittal"]
@@ -96,3 +97,12 @@ def station_slices(labels_zyx: np.ndarray, view: View, n_slices: int) -> list[in
         return [labels_zyx.shape[axis] // 2]
     chunks = np.array_split(bearing, min(n_slices, bearing.size))
     return [int(chunk[np.argmax(per_slice[chunk])]) for chunk in chunks]
+
+
+def orientation_marks(ax, view: SliceView, colour: str = "yellow", fontsize: float = 10) -> None:
+    """Write the patient letters at the middle of each edge of a matplotlib axes showing `view`."""
+    left, right, top, bottom = view.letters
+    style = {"color": colour, "fontsize": fontsize, "fontweight": "bold", "transform": ax.transAxes}
+    for x, y, letter, ha, va in ((0.02, 0.5, left, "left", "center"), (0.98, 0.5, right, "right", "center"),
+                                 (0.5, 0.98, top, "center", "top"), (0.5, 0.02, bottom, "center", "bottom")):
+        ax.text(x, y, letter, ha=ha, va=va, **style)

@@ -70,7 +70,7 @@ def _qa_figures(data: CohortData, method: MethodPredictions, out: Path, n_scans:
                     f"{method.n_pred[i] if method.n_pred[i] >= 0 else '?'}, true N{data.cohort.n_true[i]}"
             paths.append(qa_overlay_figure(np.asarray(scan.ct), np.asarray(scan.suv), np.asarray(scan.station_labels),
                                            method.station_pred[i], title, out / f"qa_{scan.info.key}.png",
-                                           probability=method.station_score[i]))
+                                           scan.info.grid, probability=method.station_score[i]))
     return paths
 
 

@@ -186,7 +186,7 @@ def run_predict(settings: PredictSettings) -> int:
                                  np.asarray(scan.suv), probabilities, np.array(agreement)),
             qa_overlay_figure(np.asarray(scan.ct), np.asarray(scan.suv), np.asarray(scan.station_labels), status,
                               f"{Path(settings.ct).name}: N{stage if stage is not None else '?'}",
-                              out / "qa.png", probability=np.nan_to_num(probabilities))))
+                              out / "qa.png", info.grid, probability=np.nan_to_num(probabilities))))
     timings["total"] = time.perf_counter() - start
     prediction = ScanPrediction(stage, by_side, row.tumor_side, config.rule_set, stations, timings)
     (out / "prediction.json").write_text(json.dumps(_json(prediction, settings), indent=1))

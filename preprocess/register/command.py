@@ -63,7 +63,7 @@ def register_files(command: RegisterCommand, settings: RegistrationSettings) -> 
     if command.qa_png:
         summary = qa_summary(station_map.qa)
         title = ", ".join(f"{stage} Dice {value:.3f}" for stage, value in summary.items())
-        qa_figure(scan.ct_hu, station_map.labels, command.qa_png, title)
+        qa_figure(scan.ct_hu, station_map.labels, command.qa_png, title, grid=scan.grid)
     if command.qa_json:
         Path(command.qa_json).write_text(json.dumps({"qa": station_map.qa, "timings_s": station_map.timings_s,
                                                      "memory": station_map.memory}, indent=1))

@@ -5,6 +5,7 @@ One record per (atlas, stage) as a plain dict, ready for the cache's /qc group:
 "jacobian_max", "folding_fraction", "seconds"}`. Dice compares the scan's structure groups with the atlas' groups
 warped by that stage (threshold 0.5), over groups present in both. `seconds` is the stage's time for the whole
 batch of atlases (they run together). The Jacobian is that of the whole map scan mm -> atlas mm.
+`qa_figure` draws the fused stations over the CT for a person to check.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from cache.display import SLICE_AXIS, orientation_marks, slice_view, station_colours
+from cache.grid import Grid
+from cache.stations import station
 
 STAGES = ("initial", "linear", "deformable")
 
@@ -53,30 +58,40 @@ def qa_summary(records: list[dict]) -> dict[str, float]:
             for stage in STAGES if any(r["stage"] == stage for r in records)}
 
 
-def qa_figure(ct_hu: np.ndarray, labels: np.ndarray, path: str | Path, title: str = "") -> Path:
-    """PNG of three orthogonal CT slices through the stations' centre with the fused station contours."""
-    import matplotlib
+def qa_figure(ct_hu: np.ndarray, labels: np.ndarray, path: str | Path, title: str = "", *, grid: Grid) -> Path:
+    """PNG of axial, coronal and sagittal CT slices (z, y, x arrays on `grid`) through the stations' centre, each
+    station filled in its own colour (`cache.display`: left/right pairs distinct) and named in a legend.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A matplotlib `Figure` rendered by Agg on save, so no global backend is set (a notebook's plots keep working).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
+    colours = {station(name).code: np.array(rgb) / 255 for name, rgb in station_colours().items()}
+    lut = np.zeros((256, 4))
+    for code, rgb in colours.items():
+        lut[code] = (*rgb, 0.45)
     inside = np.argwhere(labels > 0)
     centre = inside.mean(0).round().astype(int) if len(inside) else np.array(labels.shape) // 2
-    views = [(ct_hu[centre[0]], labels[centre[0]], "axial"), (ct_hu[:, centre[1]], labels[:, centre[1]], "coronal"),
-             (ct_hu[:, :, centre[2]], labels[:, :, centre[2]], "sagittal")]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.5))
-    for ax, (image, label, name) in zip(axes, views, strict=True):
-        origin = "upper" if name == "axial" else "lower"
-        ax.imshow(image, cmap="gray", vmin=-200, vmax=400, origin=origin)
-        masked = np.ma.masked_equal(label, 0)
-        ax.imshow(masked, cmap="tab20", vmin=1, vmax=20, alpha=0.45, origin=origin, interpolation="nearest")
-        for code in np.unique(label[label > 0]):
-            ax.contour(label == code, levels=[0.5], colors="white", linewidths=0.4, origin=origin)
-        ax.set_title(name)
-        ax.axis("off")
-    fig.suptitle(title)
+    fig = Figure(figsize=(12, 5.2))
+    axes = fig.subplots(1, 3)
+    for ax, view in zip(axes, ("axial", "coronal", "sagittal"), strict=True):
+        index = int(centre[SLICE_AXIS[view]])
+        picture, stations = slice_view(ct_hu, grid, view, index), slice_view(labels, grid, view, index)
+        ax.imshow(picture.image, cmap="gray", vmin=-200, vmax=400, extent=picture.extent_mm, interpolation="nearest")
+        ax.imshow(lut[stations.image], extent=stations.extent_mm, interpolation="nearest")
+        orientation_marks(ax, picture)
+        ax.set_title(f"{view}, {picture.position_text}", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    present = sorted(int(c) for c in np.unique(labels) if c > 0)
+    names = {station(name).code: name for name in station_colours()}
+    fig.legend([Patch(facecolor=colours[c], edgecolor="black") for c in present], [names[c] for c in present],
+               loc="lower center", ncol=min(max(len(present), 1), 9), fontsize=9, frameon=False, title="station",
+               title_fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.2, wspace=0.04)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(path, dpi=150)
     return path

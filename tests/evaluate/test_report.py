@@ -4,6 +4,7 @@ import csv
 
 import numpy as np
 
+from cache.grid import Grid
 from cache.stations import station
 from evaluate.comparison import Cohort, MethodPredictions, compare_methods, evaluate_method
 from evaluate.figures import confusion_figure, qa_overlay_figure
@@ -76,7 +77,7 @@ def test_figures_are_written(tmp_path):
     status[station("7").index] = 1
     ct = np.zeros(labels.shape, dtype=np.int16)
     qa = qa_overlay_figure(ct, np.ones(labels.shape), labels, status, "p0 / s0", tmp_path / "qa.png",
-                           probability=np.full(17, 0.7))
+                           Grid(labels.shape, (1.0, 1.0, 2.0), (0.0, 0.0, 0.0)), probability=np.full(17, 0.7))
     assert qa.stat().st_size > 1000
 
 

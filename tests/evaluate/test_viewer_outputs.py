@@ -11,8 +11,6 @@ from cache.stations import station, station_names
 from evaluate.viewer_outputs import write_viewer_outputs
 from preprocess.nifti_labels import read_label_extension
 
-PAIRS = [(f"{n}R", f"{n}L") for n in ("1", "2", "4", "10", "11")]
-
 
 def scene(tmp_path):
     """A 1 x 1 x 1.5 mm CT and a 2 mm cropped cache grid inside it with station 7 at voxel (z, y, x) = (1, 1, 1)
@@ -64,10 +62,3 @@ def test_station_names_are_in_the_header_and_both_colour_tables(tmp_path):
     colours = station_colours()
     assert {int(r[0]): tuple(int(v) for v in r[1:4]) for r in itksnap[1:]} == {
         station(n).code: colours[n] for n in station_names()}
-
-
-def test_left_and_right_of_a_pair_get_distinct_colours():
-    colours = {name: np.array(rgb, dtype=float) for name, rgb in station_colours().items()}
-    assert len({tuple(c) for c in colours.values()}) == 17
-    for right, left in PAIRS:
-        assert np.linalg.norm(colours[right] - colours[left]) > 100, (right, left)

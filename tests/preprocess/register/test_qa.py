@@ -1,6 +1,7 @@
 import numpy as np
 import torch
 
+from cache.grid import Grid
 from preprocess.register.qa import STAGES, dice_scores, qa_figure, qa_record, qa_summary
 
 
@@ -27,5 +28,21 @@ def test_qa_figure_is_written(tmp_path):
     ct = np.zeros((6, 8, 8), dtype=np.int16)
     labels = np.zeros((6, 8, 8), dtype=np.uint8)
     labels[2:4, 3:5, 3:5] = 7
-    path = qa_figure(ct, labels, tmp_path / "qa.png", "title")
+    path = qa_figure(ct, labels, tmp_path / "qa.png", "title", grid=Grid(labels.shape, (1.0, 1.0, 2.0), (0, 0, 0)))
     assert path.stat().st_size > 1000
+
+
+def test_qa_figure_sets_no_global_matplotlib_backend(tmp_path):
+    """A notebook's inline backend must survive a QA picture (qa_figure used to call matplotlib.use("Agg"))."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        labels = np.zeros((6, 8, 8), dtype=np.uint8)
+        labels[2:4, 3:5, 3:5] = 7
+        qa_figure(np.zeros(labels.shape, np.int16), labels, tmp_path / "qa.png",
+                  grid=Grid(labels.shape, (1, 1, 1), (0, 0, 0)))
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
