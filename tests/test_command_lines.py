@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 failed work, 2 usage (a bad or missing flag, an unknown da
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,8 @@ CLIS = {
 }
 HELP = [("preprocess", []), ("preprocess.phantom", []), ("preprocess.register", []), ("preprocess.suv", []),
         ("preprocess.phantom.calibrate", []), ("preprocess.phantom.tcia", []), ("preprocess.import_tcia", []),
-        ("train", ["ts1"]), ("evaluate", ["report"]), ("evaluate", ["predict"]), ("evaluate", ["experiments"]),
+        ("train", ["ts1"]), ("train", ["predict"]),
+        ("evaluate", ["report"]), ("evaluate", ["predict"]), ("evaluate", ["experiments"]),
         *[("cache", [name]) for name in ("ls", "info", "verify", "diff", "export")]]
 
 
@@ -58,7 +60,7 @@ def test_help_exits_0_and_shows_defaults(name, argv, capsys):
     assert "(default: " in out or "(required" in out
 
 
-@pytest.mark.parametrize("name", ["evaluate", "cache"])
+@pytest.mark.parametrize("name", ["train", "evaluate", "cache"])
 def test_groups_list_their_commands(name, capsys):
     assert CLIS[name](["--help"]) == 0
     assert "commands:" in capsys.readouterr().out
@@ -66,15 +68,16 @@ def test_groups_list_their_commands(name, capsys):
 
 @pytest.mark.parametrize("name, argv, message", [
     ("train", [], "stage is required"),
-    ("train", ["ts1", "--fold", "7"], "fold=7 is not in 0..4"),
+    ("train", ["ts1", "--fold", "7"], r"fold=7 is not in 0\.\.4"),
     ("train", ["ts4"], "invalid choice: 'ts4'"),
     ("train", ["ts1", "--dataset", "nowhere"], "unknown dataset 'nowhere'"),
+    ("train", ["predict"], "--run is required"),
     ("preprocess", ["--dataset", "nowhere"], "unknown dataset 'nowhere'"),
     ("preprocess", ["--shard", "auto"], "--shard auto: SLURM_ARRAY_TASK_ID"),
     ("preprocess", ["--workers"], "argument --workers: expected one argument"),
     ("evaluate", [], "--run is required"),
-    ("evaluate", ["predict"], "--ct, --pet, --totalseg and --model are required"),
-    ("evaluate", ["predict", "--ct", "ct.nii.gz"], "--pet, --totalseg and --model are required"),
+    ("evaluate", ["predict"], "--ct, --pet.* and --model are required"),
+    ("evaluate", ["predict", "--ct", "ct.nii.gz"], "--pet.* and --model are required"),
     ("evaluate", ["experiments", "--device", "tpu"], "invalid choice: 'tpu'"),
     ("cache", [], "usage: python -m cache"),
     ("cache", ["verify"], "verify: give cache files or folders, or --dataset NAME"),
@@ -92,7 +95,7 @@ def test_user_errors_are_one_line_with_exit_2(name, argv, message, capsys, monke
         assert status == 2 and message in capsys.readouterr().out
         return
     assert status == 2
-    assert message in one_error_line(capsys)
+    assert re.search(message, one_error_line(capsys))
 
 
 @pytest.mark.parametrize("name, argv, message", [
@@ -154,5 +157,5 @@ def test_console_scripts_run_the_same_commands():
                        "lnstage-evaluate": "evaluate.__main__:cli", "lnstage-cache": "cache.__main__:cli"}
     result = subprocess.run([str(Path(sys.executable).parent / "lnstage-evaluate"), "predict"], capture_output=True,
                             text=True, timeout=120)
-    assert result.returncode == 2 and result.stderr.startswith("error: --ct, --pet, --totalseg and --model are "
-                                                               "required; lnstage-evaluate predict --help")
+    assert result.returncode == 2
+    assert re.match(r"error: --ct, --pet.* and --model are required; lnstage-evaluate predict --help", result.stderr)
