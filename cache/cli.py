@@ -50,6 +50,8 @@ from cache.run_log import run_log
 from cache.settings import SettingsError, format_settings, read_toml, values_from_mapping
 
 NOT_GIVEN = argparse.SUPPRESS
+EXIT_STATUS = ("exit status: 0 done; 1 the work failed (its reason on one `error:` line);\n"
+               "2 a usage error (a bad or missing flag or setting). --debug shows the traceback.")
 COMMON_FLAGS = ("--config", "--print-config", "--debug")
 
 
@@ -120,7 +122,7 @@ class Command:
 
     def _parser(self, defaults: Mapping[str, tuple[Any, str]], first_pass: bool = False) -> argparse.ArgumentParser:
         parser = _Parser(prog=program_name(self.prog), usage=self.usage(), description=self.description,
-                         epilog=self.epilog or None, add_help=not first_pass,
+                         epilog="\n\n".join(filter(None, [self.epilog, EXIT_STATUS])), add_help=not first_pass,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
         for cls in self.classes:
             describe = _class_summary(cls) != self.description
@@ -189,7 +191,8 @@ class CommandGroup:
                  "", "commands:"]
         for name, (_, text) in self.commands.items():
             lines.append(f"  {name:<{width}}  {text}" + (" (default)" if name == self.default else ""))
-        lines += ["", f"{program_name(self.prog)} COMMAND --help shows a command's flags and their defaults."]
+        lines += ["", f"{program_name(self.prog)} COMMAND --help shows a command's flags and their defaults.", "",
+                  EXIT_STATUS]
         return "\n".join(lines)
 
 

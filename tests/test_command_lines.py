@@ -57,6 +57,7 @@ def test_help_exits_0_and_shows_defaults(name, argv, capsys):
     assert stop.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: ") and "--print-config" in out and "--debug" in out
+    assert "exit status: 0 done; 1 the work failed" in out
     assert "(default: " in out or "(required" in out
 
 
