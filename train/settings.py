@@ -19,7 +19,7 @@ STAGES = ("ts1", "ts2", "ts3")
 PRESETS_DIR = CONFIG_DIR / "train"
 # Settings that may differ between a run and its resume: where, how fast and how long it runs, not what each
 # epoch computes.
-RESUMABLE_CHANGES = ("resume", "stop_after_epoch", "max_epochs", "device", "num_workers", "progress")
+RESUMABLE_CHANGES = ("resume", "overwrite", "stop_after_epoch", "max_epochs", "device", "num_workers", "progress")
 
 
 def _tuple(help_text: str, kind: type = int) -> dict:

@@ -80,6 +80,8 @@ def test_a_new_run_over_an_old_one_is_refused_and_resume_with_other_settings_too
     with pytest.raises(RunError, match="lr: checkpoint 0.0005, now 0.001"):
         main(["ts1", *args(tiny_dataset, tmp_path, "--max-epochs", "2", "--resume", "--lr", "1e-3")])
     assert main(["ts1", *args(tiny_dataset, tmp_path, "--max-epochs", "1", "--overwrite")]) == 0
+    # a run started with --overwrite resumes with or without it: it says how a run starts, not what it computes
+    assert main(["ts1", *args(tiny_dataset, tmp_path, "--max-epochs", "2", "--resume")]) == 0
 
 
 def test_ts2_starts_from_the_ts1_classifier_of_the_same_fold_and_ts3_keeps_it_frozen(tiny_dataset, tmp_path):
