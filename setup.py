@@ -24,6 +24,7 @@ setup(
         "pandas>=2.0",
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
+        "highdicom>=0.22",  # DICOM SEG of the stations (python -m evaluate predict on a DICOM CT)
         "tqdm>=4.65",
         "openpyxl>=3.1",  # clinical tables in XLSX (python -m preprocess.import_tcia)
         "tomli>=2.0; python_version<'3.11'",
@@ -33,6 +34,8 @@ setup(
         "lnstage-preprocess = preprocess.__main__:cli",
         "lnstage-train = train.__main__:cli",
         "lnstage-evaluate = evaluate.__main__:cli",
+        "lnstage-predict = evaluate.__main__:batch_cli",
+        "lnstage-export-model = train.__main__:export_cli",
         "lnstage-cache = cache.__main__:cli",
     ]},
     extras_require={

@@ -1,11 +1,15 @@
-"""`python -m evaluate predict`: one new PET/CT through the whole chain with a trained fold's model.
+"""`python -m evaluate predict`: one new PET/CT through the whole chain with a trained model (one fold, or every
+fold of a run with their probabilities averaged); `predict(ct, pet, model, ...)` does the same from Python.
 
 The scan goes through exactly the preprocessing of the model's dataset (`preprocess.pipeline.process_scan`:
 read, SUV, resample/crop, multi-atlas registration and fusion, weight maps, station statistics) into a cache
 file in the output folder, then through train's inference (`train.inference.predict_scans`: the centroid patch per
 station). Outputs: the N-stage and a station table on stdout, `prediction.json`, the fused station mask on the
 original CT grid with its names and colour tables, the SUV, probability and atlas-agreement maps
-(evaluate/viewer_outputs.py: they open in 3D Slicer and ITK-SNAP over the CT), a QA PNG, and per-step timings.
+(evaluate/viewer_outputs.py: they open in 3D Slicer and ITK-SNAP over the CT), for a DICOM CT the stations as
+DICOM SEG referencing its series (`stations.seg.dcm`, evaluate/dicom_seg.py), a QA PNG, and per-step timings.
+Without TotalSegmentator masks, preprocessing runs the `TotalSegmentator` command when it is installed.
+`stage_scan` is the one path every scan takes (evaluate/batch_predict.py runs it over many).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from cache.build_settings import BuildSettings, build_settings_for, expected_settings
 from cache.dataset import DatasetConfig, load_dataset
@@ -41,10 +46,11 @@ class PredictError(ValueError):
 @dataclass(frozen=True)
 class StationPrediction:
     name: str
-    probability: float  # NaN when the station is absent from the fused mask
+    probability: float  # mean over the folds' models; NaN when the station is absent from the fused mask
     malignant: bool
     suv_max: float
     volume_ml: float
+    probability_sd: float = 0.0  # standard deviation over the folds' models (0 for one model)
 
 
 @dataclass(frozen=True)
@@ -55,26 +61,45 @@ class ScanPrediction:
     rule_set: str
     stations: tuple[StationPrediction, ...]
     timings_s: dict[str, float]
+    folds: int = 1  # models averaged
+    registration_qa: dict[str, float] = dataclasses.field(default_factory=dict)  # see registration_qa()
+
+
+@dataclass(frozen=True)
+class Staging:
+    """What stages scans: the folds' models (`train.inference.TrainedModel`), the model's dataset config (its
+    preprocessing settings, the cache in the output folder) and build settings, the cutoff and the device."""
+
+    models: tuple
+    model_path: str
+    config: DatasetConfig
+    build: BuildSettings
+    cutoff: float
+    device: str
 
 
 def _check_inputs(settings: PredictSettings) -> None:
-    for flag in ("ct", "pet", "totalseg", "model"):
+    for flag in ("ct", "pet", "model"):
         value = getattr(settings, flag)
         if not value:
             raise PredictError(f"--{flag} is required")
         if not Path(value).exists():
             raise PredictError(f"--{flag} {value}: no such file or folder")
+    if settings.totalseg and not Path(settings.totalseg).exists():
+        raise PredictError(f"--totalseg {settings.totalseg}: no such file or folder (leave it out to run "
+                           "TotalSegmentator, when installed)")
 
 
 def _row(settings: PredictSettings) -> ManifestRow:
     side = None if settings.tumor_side == "unknown" else settings.tumor_side
     return ManifestRow(row=1, patient_id=PATIENT_ID, scan_id=SCAN_ID, ct=Path(settings.ct).resolve(),
-                       pet=Path(settings.pet).resolve(), totalseg=Path(settings.totalseg).resolve(), lesions=None,
+                       pet=Path(settings.pet).resolve(),
+                       totalseg=Path(settings.totalseg).resolve() if settings.totalseg else None, lesions=None,
                        tumor_side=side, n_clinical=None, n_pathological=None, stations_clinical=(),
                        stations_pathological=(), split_group="")
 
 
-def _dataset(settings: PredictSettings, model_dataset: str, out: Path) -> tuple[DatasetConfig, BuildSettings]:
+def _dataset(settings, model_dataset: str, out: Path) -> tuple[DatasetConfig, BuildSettings]:
     """The model's dataset config (its preprocessing settings), with the cache in `out` and the atlas bank given."""
     name = settings.dataset or model_dataset
     config = load_dataset(name)
@@ -119,8 +144,9 @@ def station_table_text(prediction: ScanPrediction) -> str:
         if math.isnan(s.probability):
             lines.append(f"{s.name:>7}  {'-':>11}  {'absent':>9}  {'-':>6}  {'-':>9}")
             continue
+        spread = f"  +-{s.probability_sd:.3f} over {prediction.folds} folds" if prediction.folds > 1 else ""
         lines.append(f"{s.name:>7}  {s.probability:>11.3f}  {'MALIGNANT' if s.malignant else 'benign':>9}  "
-                     f"{s.suv_max:>6.2f}  {s.volume_ml:>9.1f}")
+                     f"{s.suv_max:>6.2f}  {s.volume_ml:>9.1f}{spread}")
     return "\n".join(lines)
 
 
@@ -132,67 +158,145 @@ def n_stage_text(prediction: ScanPrediction) -> str:
             f"N{prediction.n_stage_by_side['L']} if left (rule set {prediction.rule_set}); pass --tumor-side")
 
 
-def _json(prediction: ScanPrediction, settings: PredictSettings) -> dict:
+def registration_qa(cache_path: Path) -> dict[str, float]:
+    """The scan's registration QA from its cache file: the worst atlas' mean structure Dice after deformable
+    registration and the largest folding fraction (share of voxels with Jacobian <= 0) over atlases."""
+    import h5py
+
+    from cache.schema import QC_GROUP
+
+    dice, folding = [], []
+    with h5py.File(cache_path, "r") as f:
+        atlases = f.get(f"{QC_GROUP}/registration")
+        for atlas in atlases.values() if atlases is not None else ():
+            if "deformable" in atlas:
+                dice.append(float(atlas["deformable"].attrs["dice_mean"]))
+                folding.append(float(atlas["deformable"].attrs["folding_fraction"]))
+    return {"dice_min": min(dice, default=math.nan), "folding_max": max(folding, default=math.nan)}
+
+
+def qa_flags(qa: dict[str, float], dice_floor: float = 0.7) -> str:
+    """Words for a reader: 'low_dice' when an atlas matched the scan's structures poorly, 'folding' when a
+    deformation folded; empty when neither."""
+    flags = [name for name, bad in (("low_dice", qa["dice_min"] < dice_floor), ("folding", qa["folding_max"] > 0))
+             if bad]
+    return " ".join(flags)
+
+
+def staging_for(settings, out: Path) -> Staging:
+    """Models and preprocessing for `settings` (PredictSettings or BatchPredictSettings: model, dataset,
+    atlas_bank, pet_is_suv, probability_cutoff, device), with the cache under `out`. A model bundle (.zip,
+    train/bundle.py) is unpacked into `out/model` and refuses other preprocessing settings or atlas bank."""
+    import torch
+
+    from train.predict import load_models
+
+    device = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if Path(settings.model).suffix != ".zip":
+        models = tuple(load_models(Path(settings.model), device))
+        config, build = _dataset(settings, models[0].settings.dataset, out)
+        return Staging(models, str(settings.model), config, build, settings.probability_cutoff, device)
+    from cache.checksums import file_digest
+    from train.bundle import unpack_bundle
+
+    bundle = unpack_bundle(Path(settings.model), out / "model")
+    models = tuple(load_models(bundle.folder, device))
+    config, build = _dataset(settings, str(bundle.dataset_config), out)
+    bundle.check_inputs(expected_settings(build), file_digest(config.atlas_bank_path),
+                        f"dataset {settings.dataset or 'of the bundle'} with atlas bank {config.atlas_bank_path}")
+    return Staging(models, str(settings.model), config, build, settings.probability_cutoff, device)
+
+
+def stage_scan(row: ManifestRow, staging: Staging, out: Path) -> ScanPrediction:
+    """One scan through preprocessing, every fold's model (probabilities averaged) and the rule set; writes the
+    viewer files, qa.png and prediction.json into `out`."""
+    import torch
+
+    from cache.reader import CacheReader
+    from train.inference import predict_scans
+
+    start, timings = time.perf_counter(), {}
+    out.mkdir(parents=True, exist_ok=True)
+    timings.update(preprocess_scan(row, staging.config, staging.build, staging.device))
+    cache_path = staging.config.cache_dir / cache_file_name(row.patient_id, row.scan_id)
+    reader = CacheReader([cache_path], expected_settings(staging.build))
+    per_fold = timed(timings, "inference", lambda: np.stack([predict_scans(
+        model, reader, [row.tumor_side], staging.config.rule_set, torch.device(staging.device),
+        model.settings.inference_samples, model.settings.seed, scan_names=[str(row.ct)]).station_prob[0]
+        for model in staging.models]))
+    probabilities, spread = per_fold.mean(axis=0), per_fold.std(axis=0)
+    with open_scan(cache_path) as scan:
+        info = scan.info
+        stations = tuple(
+            StationPrediction(name, float(p), bool(not math.isnan(p) and p >= staging.cutoff),
+                              info.stations[name].suv_max if name in info.stations else float("nan"),
+                              info.stations[name].volume_ml if name in info.stations else float("nan"), float(sd))
+            for name, p, sd in zip(station_names(), probabilities, spread, strict=True))
+        positive = [s.name for s in stations if s.malignant]
+        stage, by_side = stage_both_sides(positive, row.tumor_side, staging.config.rule_set)
+        status = np.array([int(s.malignant) for s in stations], dtype=np.int8)
+        agreement = [info.stations[n].vote_agreement if n in info.stations else math.nan for n in station_names()]
+        files = timed(timings, "outputs", lambda: (
+            write_viewer_outputs(out, read_image(row.ct, modality="CT"), info.grid, np.asarray(scan.station_labels),
+                                 np.asarray(scan.suv), probabilities, np.array(agreement)),
+            qa_overlay_figure(np.asarray(scan.ct), np.asarray(scan.suv), np.asarray(scan.station_labels), status,
+                              f"{Path(row.ct).name}: N{stage if stage is not None else '?'}",
+                              out / "qa.png", info.grid, probability=np.nan_to_num(probabilities))))[0]
+    if Path(row.ct).is_dir():  # a DICOM CT: the stations as DICOM SEG referencing its series
+        from evaluate.dicom_seg import write_station_seg
+
+        timed(timings, "dicom_seg", lambda: write_station_seg(sitk.ReadImage(str(files.stations)), Path(row.ct),
+                                                               out / "stations.seg.dcm"))
+    timings["total"] = time.perf_counter() - start
+    prediction = ScanPrediction(stage, by_side, row.tumor_side, staging.config.rule_set, stations, timings,
+                                len(staging.models), registration_qa(cache_path))
+    (out / "prediction.json").write_text(json.dumps(_json(prediction, staging), indent=1))
+    return prediction
+
+
+def _json(prediction: ScanPrediction, staging: Staging) -> dict:
     def number(value: float) -> float | None:
         return None if math.isnan(value) else round(float(value), 6)
 
     return {
         "n_stage": prediction.n_stage, "n_stage_by_side": prediction.n_stage_by_side,
         "tumor_side": prediction.tumor_side, "rule_set": prediction.rule_set,
-        "probability_cutoff": settings.probability_cutoff, "model": settings.model,
-        "stations": [{"station": s.name, "probability": number(s.probability), "malignant": s.malignant,
+        "probability_cutoff": staging.cutoff, "model": staging.model_path, "folds": prediction.folds,
+        "registration_qa": {k: number(v) for k, v in prediction.registration_qa.items()},
+        "stations": [{"station": s.name, "probability": number(s.probability),
+                      "probability_sd": number(s.probability_sd), "malignant": s.malignant,
                       "present": not math.isnan(s.probability), "suv_max": number(s.suv_max),
                       "volume_ml": number(s.volume_ml)} for s in prediction.stations],
         "timings_s": {k: round(v, 3) for k, v in prediction.timings_s.items()},
     }
 
 
-def run_predict(settings: PredictSettings) -> int:
-    """Stage one scan and write the outputs; returns the exit status (0)."""
-    import torch
-
-    from cache.reader import CacheReader
-    from train.inference import load_model, predict_scans
-
+def stage_one(settings: PredictSettings) -> ScanPrediction:
+    """Stage the scan of `settings` and write its outputs (no printing): what `predict` and the command run."""
     _check_inputs(settings)
-    start = time.perf_counter()
-    timings: dict[str, float] = {}
+    start, load = time.perf_counter(), {}
     out = Path(settings.out or f"predict_{Path(settings.ct).name.split('.')[0]}")
-    out.mkdir(parents=True, exist_ok=True)
-    device = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    trained = timed(timings, "load_model", lambda: load_model(settings.model, device))
-    train_settings = trained.settings
-    config, build = _dataset(settings, train_settings.dataset, out)
-    row = _row(settings)
-    timings.update(preprocess_scan(row, config, build, device))
-    cache_path = config.cache_dir / cache_file_name(PATIENT_ID, SCAN_ID)
-    reader = CacheReader([cache_path], expected_settings(build))
-    probabilities = timed(timings, "inference", lambda: predict_scans(
-        trained, reader, [row.tumor_side], config.rule_set, torch.device(device),
-        train_settings.inference_samples, train_settings.seed, scan_names=[str(settings.ct)]).station_prob[0])
-    with open_scan(cache_path) as scan:
-        info = scan.info
-        stations = tuple(
-            StationPrediction(name, float(p), bool(not math.isnan(p) and p >= settings.probability_cutoff),
-                              info.stations[name].suv_max if name in info.stations else float("nan"),
-                              info.stations[name].volume_ml if name in info.stations else float("nan"))
-            for name, p in zip(station_names(), probabilities, strict=True))
-        positive = [s.name for s in stations if s.malignant]
-        stage, by_side = stage_both_sides(positive, row.tumor_side, config.rule_set)
-        status = np.array([int(s.malignant) for s in stations], dtype=np.int8)
-        agreement = [info.stations[n].vote_agreement if n in info.stations else math.nan for n in station_names()]
-        timed(timings, "outputs", lambda: (
-            write_viewer_outputs(out, read_image(row.ct, modality="CT"), info.grid, np.asarray(scan.station_labels),
-                                 np.asarray(scan.suv), probabilities, np.array(agreement)),
-            qa_overlay_figure(np.asarray(scan.ct), np.asarray(scan.suv), np.asarray(scan.station_labels), status,
-                              f"{Path(settings.ct).name}: N{stage if stage is not None else '?'}",
-                              out / "qa.png", info.grid, probability=np.nan_to_num(probabilities))))
-    timings["total"] = time.perf_counter() - start
-    prediction = ScanPrediction(stage, by_side, row.tumor_side, config.rule_set, stations, timings)
-    (out / "prediction.json").write_text(json.dumps(_json(prediction, settings), indent=1))
+    staging = timed(load, "load_model", lambda: staging_for(settings, out))
+    prediction = stage_scan(_row(settings), staging, out)
+    timings = {**load, **prediction.timings_s, "total": time.perf_counter() - start}
+    return dataclasses.replace(prediction, timings_s=timings)
+
+
+def predict(ct: str | Path, pet: str | Path, model: str | Path, out: str | Path, totalseg: str | Path = "",
+            tumor_side: str = "unknown", **options) -> ScanPrediction:
+    """Stage one PET/CT from Python (a notebook): `model` a run folder (folds averaged) or one fold's folder;
+    `options` any other field of PredictSettings (atlas_bank, probability_cutoff, device, ...)."""
+    return stage_one(PredictSettings(ct=str(ct), pet=str(pet), model=str(model), out=str(out),
+                                     totalseg=str(totalseg) if totalseg else "", tumor_side=tumor_side, **options))
+
+
+def run_predict(settings: PredictSettings) -> int:
+    """Stage one scan, write the outputs and print the stage and station table; returns the exit status (0)."""
+    prediction = stage_one(settings)
+    out = Path(settings.out or f"predict_{Path(settings.ct).name.split('.')[0]}")
     print(n_stage_text(prediction))
     print(station_table_text(prediction))
-    print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in prediction.timings_s.items()))
     print(f"outputs in {out}: prediction.json, stations.nii.gz (+ stations.ctbl for 3D Slicer, stations.itksnap.txt "
-          f"for ITK-SNAP), suv.nii.gz, probability.nii.gz, agreement.nii.gz, qa.png; cache {cache_path}")
+          f"for ITK-SNAP), suv.nii.gz, probability.nii.gz, agreement.nii.gz, qa.png; cache in {out / 'cache'}")
     return 0

@@ -67,8 +67,10 @@ class PredictSettings:
 
     ct: str = field(default="", metadata={"help": "CT: NIfTI/NRRD/MHA file or DICOM series folder"})
     pet: str = field(default="", metadata={"help": "PET: DICOM series folder (Bq/ml, converted to SUV) or SUV NIfTI"})
-    totalseg: str = field(default="", metadata={"help": "TotalSegmentator masks: multilabel file or folder"})
-    model: str = field(default="", metadata={"help": "trained fold folder, e.g. runs/demo/ts1/fold0"})
+    totalseg: str = field(default="", metadata={"help": "TotalSegmentator masks: multilabel file or folder (empty: "
+                                                         "run TotalSegmentator, when installed)"})
+    model: str = field(default="", metadata={"help": "run folder (its folds averaged, e.g. runs/demo/ts1) or one "
+                                                      "fold's folder (runs/demo/ts1/fold0)"})
     atlas_bank: str = field(default="", metadata={"help": "atlas bank folder (empty: the model's dataset's bank)"})
     dataset: str = field(
         default="", metadata={"help": "dataset config whose preprocessing settings apply (empty: the model's)"}

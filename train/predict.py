@@ -52,6 +52,16 @@ def fold_dirs(run: Path, folds: str) -> list[Path]:
     return [found[k] for k in wanted]
 
 
+def load_models(path: Path, device: str = "cpu") -> list:
+    """The trained models (`train.inference.TrainedModel`) of a fold folder (its best.pt) or of every fold of a
+    run folder, in fold order."""
+    from train.inference import load_model
+
+    if (path / "best.pt").is_file() or path.is_file():  # a fold folder or a checkpoint file
+        return [load_model(path, device)]
+    return [load_model(fold, device) for fold in fold_dirs(path, "")]
+
+
 def output_dir(settings: RepredictSettings) -> Path:
     run = Path(settings.run)
     if settings.out:

@@ -33,7 +33,7 @@ def test_table_and_stage_text():
 
 
 def test_predict_refuses_missing_inputs(tmp_path):
-    with pytest.raises(SettingsError, match="--ct, --pet, --totalseg and --model are required"):
+    with pytest.raises(SettingsError, match="--ct, --pet and --model are required"):
         main(["predict"])
     with pytest.raises(PredictError, match="--pet .*no such file"):
         main(["predict", "--ct", str(tmp_path), "--pet", str(tmp_path / "nope"), "--totalseg", str(tmp_path),
