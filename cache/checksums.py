@@ -92,9 +92,11 @@ def attrs_key(name: str) -> str:
 
 
 def _attr_bytes(value) -> bytes:
-    """Canonical bytes of one attribute value: text as UTF-8, numbers as dtype, shape and little-endian values."""
+    """Canonical bytes of one attribute value: text as UTF-8, a byte string as its own raw bytes (under its own
+    prefix: decoding would give two different invalid bytes one digest), numbers as dtype, shape and
+    little-endian values."""
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
+        return b"b" + bytes(value)
     if isinstance(value, str):
         return b"s" + value.encode()
     array = np.asarray(value)
