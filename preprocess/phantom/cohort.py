@@ -12,7 +12,7 @@ import numpy as np
 from cache.grid import Grid
 from cache.manifest import write_manifest
 from cache.run_log import progress
-from cache.settings import from_toml
+from cache.settings import from_toml, read_toml
 from preprocess.phantom.deformation import field_grid
 from preprocess.phantom.delineation import delineate
 from preprocess.phantom.labels import draw_stage_labels
@@ -31,12 +31,15 @@ PATIENT_STREAM, ATLAS_STREAM, SELECTION_STREAM, LABEL_STREAM = 0, 1, 2, 3
 
 def cohort_is_complete(root: str | Path, settings: PhantomSettings | None = None) -> bool:
     """True when `root` holds a finished phantom cohort (the marker file is written last), made with `settings`
-    when given (where it is written and whether previews were drawn do not count)."""
+    when given (where it is written and whether previews were drawn do not count). A marker that lacks one of the
+    settings was written by an older phantom, which drew other uptake: that cohort is not the one asked for."""
     marker = Path(root) / MARKER
     if not (marker.is_file() and (Path(root) / "manifest.csv").is_file()):
         return False
     if settings is None:
         return True
+    if set(read_toml(marker)) != {f.name for f in dataclasses.fields(PhantomSettings)}:
+        return False
     made = dataclasses.replace(from_toml(PhantomSettings, marker), out=settings.out, preview=settings.preview)
     return made == settings
 

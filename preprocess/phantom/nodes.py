@@ -35,6 +35,11 @@ HOT_BENIGN_WEIGHTS = {
     "7": 2.0, "8": 0.4, "9": 0.3, "10R": 2.0, "10L": 1.8, "11R": 2.2, "11L": 2.0,
 }
 REACTIVE_ENLARGEMENT = 1.4  # hot benign nodes are enlarged
+# Uptake of the metastases of a low-avid tumour (mucinous or lepidic adenocarcinoma, small-volume disease) relative
+# to the others: after blur they stay near the background, false negatives for any SUVmax threshold. Avidity is
+# the tumour's, so it holds for all of a patient's malignant nodes.
+LOW_AVID_FACTOR = 0.1
+HOT_SUV_SPREAD = 0.25  # lognormal sigma of the tissue SUV of hot benign nodes around their state's median
 
 
 @dataclass(frozen=True)
@@ -126,10 +131,10 @@ def _node_shape(rng: np.random.Generator, malignant: bool) -> tuple[np.ndarray, 
     return short / 2.0 * np.asarray(ratios), bool(hilum), bool(necrotic)
 
 
-def _malignant_uptake(rng: np.random.Generator, short_mm: float, settings: PhantomSettings) -> float:
-    """Tissue SUV of a malignant node: grows with size, spread lognormally, halved for low-avid tumours."""
+def _malignant_uptake(rng: np.random.Generator, short_mm: float, settings: PhantomSettings, low_avid: bool) -> float:
+    """Tissue SUV of a malignant node: grows with size, spread lognormally, far lower in a low-avid patient."""
     uptake = settings.malignant_suv_at_10mm * (2.5 + 0.45 * short_mm) / 7.0 * rng.lognormal(0.0, 0.35)
-    return float(uptake * (0.5 if rng.random() < settings.malignant_low_uptake_fraction else 1.0))
+    return float(uptake * (LOW_AVID_FACTOR if low_avid else 1.0))
 
 
 def _candidate_centres(stations: np.ndarray, spacing: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -171,6 +176,7 @@ def place_nodes(rng: np.random.Generator, stations: np.ndarray, grid: Grid, posi
     if missing:
         raise RuntimeError(f"positive station {missing[0]} has no voxel in the field of view")
     uptake = draw_benign_uptake(rng, list(candidates), positive, settings)
+    low_avid = rng.random() < settings.malignant_low_uptake_fraction
     nodes: list[Node] = []
     for name, (index, distance) in candidates.items():
         hot = name in uptake.hot_stations
@@ -195,9 +201,9 @@ def place_nodes(rng: np.random.Generator, stations: np.ndarray, grid: Grid, posi
                 continue
             placed.append(centre)
             if malignant:
-                suv = _malignant_uptake(rng, 2.0 * float(semi.min()), settings)
+                suv = _malignant_uptake(rng, 2.0 * float(semi.min()), settings, low_avid)
             elif reactive:
-                suv = float(rng.lognormal(np.log(uptake.hot_suv), 0.35))
+                suv = float(rng.lognormal(np.log(uptake.hot_suv), HOT_SUV_SPREAD))
             else:
                 suv = float(rng.uniform(0.9, 1.6))
             hu = float(rng.normal(42.0 if malignant else 35.0, 8.0))

@@ -61,16 +61,15 @@ def _pet_on_ct(scan: SimulatedScan) -> np.ndarray:
 
 
 def write_state_preview(scans: list[tuple[str, SimulatedScan]], path: Path, dpi: int = 70) -> None:
-    """One row per (name, patient): coronal CT with its nodes (red malignant, yellow hot benign, green benign),
-    the coronal PET slice through station 7, and the PET's maximum over the mediastinal slab (the y range of the
-    stations), where every hot node of the patient shows."""
-    fig = Figure(figsize=(12, 4.2 * len(scans)))
-    axes = fig.subplots(len(scans), 3, squeeze=False)
+    """One row per (name, patient), coronal views through station 7: CT with its nodes (red malignant, yellow hot
+    benign, green benign), the true stations, the PET slice, and the PET's maximum along y over the true station
+    masks (what SUVmax thresholding sees), where every hot node of the patient shows."""
+    fig = Figure(figsize=(16, 4.2 * len(scans)))
+    axes = fig.subplots(len(scans), 4, squeeze=False)
     for row, (name, scan) in enumerate(scans):
         _, y, _ = _slice_index(scan)
         suv = _pet_on_ct(scan)
-        rows_y = np.flatnonzero((scan.stations > 0).any(axis=(0, 2)))
-        slab = suv[:, rows_y.min(): rows_y.max() + 1].max(axis=1)
+        seen = np.where(scan.stations > 0, suv, 0.0).max(axis=1)
         axes[row, 0].imshow(scan.ct_hu[:, y], cmap="gray", vmin=-200, vmax=300, origin="lower")
         for node in scan.nodes:
             index = scan.grid.physical_to_index(node.blob.centre_mm)
@@ -78,14 +77,19 @@ def write_state_preview(scans: list[tuple[str, SimulatedScan]], path: Path, dpi:
                 colour = "red" if node.malignant else "yellow" if node.reactive else "lime"
                 size = max(4.0, node.short_axis_mm / scan.grid.spacing_mm[0] * 2)
                 axes[row, 0].plot(index[2], index[0], "o", mfc="none", mec=colour, ms=size)
-        axes[row, 1].imshow(suv[:, y], cmap="hot", vmin=0, vmax=6, origin="lower")
-        axes[row, 2].imshow(slab, cmap="hot", vmin=0, vmax=6, origin="lower")
+        axes[row, 1].imshow(scan.ct_hu[:, y], cmap="gray", vmin=-400, vmax=400, origin="lower")
+        axes[row, 1].imshow(np.ma.masked_equal(scan.stations[:, y], 0), cmap="tab20", vmin=1, vmax=20, alpha=0.6,
+                            origin="lower", interpolation="nearest")
+        axes[row, 2].imshow(suv[:, y], cmap="hot", vmin=0, vmax=6, origin="lower")
+        axes[row, 3].imshow(seen, cmap="hot", vmin=0, vmax=6, origin="lower")
         uptake = scan.benign_uptake
         hot = ", ".join(sorted(uptake.hot_stations, key=lambda s: station(s).code)) or "none"
         positive = ", ".join(scan.labels.positive) or "none"
-        axes[row, 0].set_title(f"{name}: {uptake.state}; N{scan.labels.n_stage} (positive: {positive})", fontsize=9)
-        axes[row, 1].set_title("coronal PET (SUV 0-6)", fontsize=9)
-        axes[row, 2].set_title(f"PET maximum over the mediastinum; hot benign: {hot}", fontsize=9)
+        axes[row, 0].set_title(f"{name}: benign uptake {uptake.state}\nN{scan.labels.n_stage}, positive: {positive}",
+                               fontsize=9)
+        axes[row, 1].set_title("true stations", fontsize=9)
+        axes[row, 2].set_title("PET (SUV 0-6)", fontsize=9)
+        axes[row, 3].set_title(f"PET maximum over the stations\nhot benign: {hot}", fontsize=9)
         for ax in axes[row]:
             ax.axis("off")
     fig.tight_layout()

@@ -29,36 +29,36 @@ class PhantomSettings:
     preview: bool = field(default=False, metadata={"help": "write PNG mid-slices per scan to OUT/preview/"})
     # Uptake of benign and malignant nodes, fitted with `python -m preprocess.phantom.calibrate` (200 patients,
     # SUVmax on the true station masks) to the paper's SUVmax-thresholding row of Table 4 only, never to our
-    # models' results. Each help line names the figure the value was fitted to.
+    # models' results. Each help line names the figures the value was fitted to.
     benign_state_fractions: tuple[float, ...] = field(
-        default=(0.5, 0.3, 0.2),
-        metadata={"help": "fractions of patients whose benign nodes are all cold, mildly reactive (a few hot hilar "
-                          "or subcarinal nodes) or granulomatous (many hot nodes); fitted to the N-stage accuracy "
-                          "0.50 and specificity 0.84 of thresholding", "nargs": 3, "type": float},
+        default=(0.45, 0.3, 0.25),
+        metadata={"help": "fractions of patients whose benign nodes are all cold, mildly reactive (several warm "
+                          "nodes) or granulomatous (many hot nodes); fitted to the N-stage accuracy 0.50 and "
+                          "specificity 0.84 of thresholding", "nargs": 3, "type": float},
     )
     mild_hot_stations: float = field(
-        default=1.5, metadata={"help": "mean number of benign stations with a hot node in a mildly reactive "
-                                       "patient; fitted to the station specificity 0.84 of thresholding"}
+        default=7.0, metadata={"help": "mean number of benign stations with a hot node in a mildly reactive "
+                                       "patient; fitted to the chosen threshold 4 and the station specificity 0.84"}
     )
     granulomatous_hot_stations: float = field(
-        default=5.0, metadata={"help": "mean number of benign stations with a hot node in a granulomatous patient; "
-                                       "fitted to the station specificity 0.84 of thresholding"}
+        default=9.0, metadata={"help": "mean number of benign stations with a hot node in a granulomatous patient; "
+                                       "fitted to the station specificity 0.84 and N-stage accuracy 0.50"}
     )
     mild_hot_suv: float = field(
-        default=5.0, metadata={"help": "median tissue SUV of a hot benign node in a mildly reactive patient; "
-                                       "fitted to the chosen threshold 4"}
+        default=5.8, metadata={"help": "median tissue SUV of a hot benign node in a mildly reactive patient (most "
+                                       "show an SUVmax of 2.5-4 after blur); fitted to the chosen threshold 4"}
     )
     granulomatous_hot_suv: float = field(
-        default=6.5, metadata={"help": "median tissue SUV of a hot benign node in a granulomatous patient; "
-                                       "fitted to the chosen threshold 4"}
+        default=11.0, metadata={"help": "median tissue SUV of a hot benign node in a granulomatous patient (most "
+                                        "show an SUVmax above 4); fitted to the station specificity 0.84"}
     )
     malignant_suv_at_10mm: float = field(
-        default=7.0, metadata={"help": "median tissue SUV of a malignant node of 10 mm short axis (larger nodes are "
-                                       "hotter); fitted to the station sensitivity 0.77 of thresholding"}
+        default=20.0, metadata={"help": "median tissue SUV of a malignant node of 10 mm short axis (larger nodes are "
+                                        "hotter); fitted to the chosen threshold 4 and station sensitivity 0.77"}
     )
     malignant_low_uptake_fraction: float = field(
-        default=0.3, metadata={"help": "fraction of malignant nodes with half the uptake (low-avid histology); "
-                                       "fitted to the station sensitivity 0.77 of thresholding"}
+        default=0.22, metadata={"help": "fraction of patients whose metastases are all low-avid (a tenth of the "
+                                        "uptake); fitted to the station sensitivity 0.77 of thresholding"}
     )
 
     def __post_init__(self) -> None:

@@ -18,6 +18,7 @@ from cache.stations import n_stage, station
 from preprocess.nifti_labels import read_label_extension
 from preprocess.phantom.__main__ import cli, main
 from preprocess.phantom.cohort import _chosen, cohort_is_complete, generate_cohort
+from preprocess.phantom.nodes import FIELD_EDGE_MARGIN_MM
 from preprocess.phantom.settings import PhantomSettings
 from preprocess.totalseg_labels import label_ids, label_map
 from tests.preprocess.phantom.conftest import TINY
@@ -66,6 +67,19 @@ def test_every_truth_node_lies_in_its_station(tiny_cohort: Path):
         for node in nodes:
             index = image.TransformPhysicalPointToIndex([float(node[k]) for k in ("x_mm", "y_mm", "z_mm")])
             assert labels[index[::-1]] == station(node["station"]).code, (scan.name, node)
+
+
+def test_no_node_lies_near_the_cranial_or_caudal_face_of_the_field_of_view(tiny_cohort: Path):
+    """Station 1 reaches the top of the field; its nodes stay 10 mm inside, where atlas labels still reach."""
+    station_one = 0
+    for scan in sorted((tiny_cohort / "truth").iterdir()):
+        image = sitk.ReadImage(str(scan / "stations.nii.gz"))
+        bottom = image.GetOrigin()[2]
+        top = image.TransformIndexToPhysicalPoint((0, 0, image.GetSize()[2] - 1))[2]
+        for node in _nodes(scan / "nodes.csv"):
+            assert bottom + FIELD_EDGE_MARGIN_MM <= float(node["z_mm"]) <= top - FIELD_EDGE_MARGIN_MM, (scan.name, node)
+            station_one += node["station"] in ("1R", "1L")
+    assert station_one > 0
 
 
 def test_stations_lie_inside_the_body_and_outside_every_organ(tiny_cohort: Path):
@@ -176,6 +190,17 @@ def test_a_cohort_drawn_with_other_settings_is_not_the_one_asked_for(tiny_cohort
     assert cohort_is_complete(tiny_cohort, dataclasses.replace(asked, out="elsewhere", preview=not asked.preview))
     assert not cohort_is_complete(tiny_cohort, dataclasses.replace(asked, patients=asked.patients + 1))
     assert not cohort_is_complete(tiny_cohort, dataclasses.replace(asked, seed=asked.seed + 1))
+
+
+def test_a_cohort_drawn_by_an_older_phantom_is_not_the_one_asked_for(tiny_cohort: Path, tmp_path: Path):
+    """A marker without the uptake settings (written before they existed) must not pass for a current cohort."""
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "manifest.csv").write_text((tiny_cohort / "manifest.csv").read_text())
+    lines = (tiny_cohort / "phantom.toml").read_text().splitlines()
+    (old / "phantom.toml").write_text("\n".join(x for x in lines if not x.startswith("mild_hot_suv")) + "\n")
+    asked = PhantomSettings(out=str(old), **TINY)
+    assert cohort_is_complete(old) and not cohort_is_complete(old, asked)
 
 
 def test_the_demo_config_phantom_table_is_valid_phantom_settings():
