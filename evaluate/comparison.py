@@ -7,7 +7,9 @@ side unknown), are left out of its N-stage metrics and counted in `unstageable`.
 
 Pooled metrics come with 95 % intervals from a patient-level bootstrap (`evaluate.statistics`); every method is
 resampled with the same draws (one seed), so their intervals describe the same resampled cohorts. In a study,
-patient ids are `<dataset>/<id>` and `Cohort.datasets` names each scan's dataset.
+patient ids are `<dataset>/<id>`, `Cohort.datasets` names each scan's dataset, and every resample draws within
+each dataset as many patients as it has. Paired tests swap a patient's predictions together (all its stations,
+all its scans): a patient's cases are not independent.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from evaluate.statistics import (
     bootstrap_intervals,
     cluster_permutation_test,
     mcnemar_exact,
-    paired_permutation_test,
     patient_resamples,
 )
 
@@ -99,20 +100,23 @@ class MethodResult:
 
 @dataclass(frozen=True)
 class PairedTests:
-    """Method A vs B: McNemar and the patient-clustered permutation test on pooled station predictions,
-    permutation test on pooled N-stage accuracy."""
+    """Method A vs B: McNemar and the patient-clustered permutation test on pooled station predictions, the
+    patient-clustered permutation test on pooled N-stage accuracy (a patient's scans swapped together)."""
 
     method_a: str
     method_b: str
     mcnemar: McNemarResult
     n_stations: int
     permutation: PermutationResult | None  # None when no scan is staged by both with a known N-stage
-    n_scans: int
+    n_scans: int  # scans both methods staged, with a known N-stage
+    n_scan_patients: int  # patients of those scans: the units the N-stage test swaps
     clustered: PermutationResult  # station accuracy, all stations of a patient swapped together
     n_patients: int  # patients with a known station label
 
 
-def _station_arrays(cohort: Cohort, method: MethodPredictions, scans: np.ndarray):
+def _station_arrays(cohort: Cohort, method: MethodPredictions, scans: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(truth, prediction, score) of the stations with a known label of `scans`, flattened."""
     truth = cohort.station_true[scans]
     known = truth >= 0
     return truth[known], method.station_pred[scans][known], method.station_score[scans][known]
@@ -129,10 +133,11 @@ def _scores_or_none(scores: np.ndarray) -> np.ndarray | None:
 
 def pooled_intervals(cohort: Cohort, method: MethodPredictions, n_bootstrap: int, seed: int
                      ) -> tuple[dict[str, Interval], dict[str, Interval]]:
-    """Patient-bootstrap intervals of the pooled station and N-stage metrics (empty when n_bootstrap is 0)."""
+    """Patient-bootstrap intervals of the pooled station and N-stage metrics (empty when n_bootstrap is 0),
+    resampled within each dataset of a study."""
     if n_bootstrap <= 0 or not len(cohort.scan_ids):
         return {}, {}
-    weights = patient_resamples(cohort.patient_ids, n_bootstrap, np.random.default_rng(seed))
+    weights = patient_resamples(cohort.patient_ids, n_bootstrap, np.random.default_rng(seed), cohort.datasets)
     known = cohort.station_true >= 0
     y_true, y_pred = cohort.station_true[known], method.station_pred[known]
     score = _scores_or_none(method.station_score[known])
@@ -185,18 +190,20 @@ def evaluate_method(cohort: Cohort, method: MethodPredictions, n_bootstrap: int 
 
 def compare_methods(cohort: Cohort, a: MethodPredictions, b: MethodPredictions, rng: np.random.Generator,
                     n_permutations: int = 10_000) -> PairedTests:
-    """Exact McNemar and the patient-clustered permutation test on every station with a known label;
-    permutation test on scans both methods staged."""
+    """Exact McNemar and the patient-clustered permutation test on every station with a known label; the
+    patient-clustered permutation test on the scans both methods staged."""
     known = cohort.station_true >= 0
+    patient_of_scan = np.asarray(cohort.patient_ids, dtype=object)
     mcnemar = mcnemar_exact(cohort.station_true[known], a.station_pred[known], b.station_pred[known])
     both = (cohort.n_true >= 0) & (a.n_pred != UNSTAGEABLE) & (b.n_pred != UNSTAGEABLE)
     permutation = None
     if both.any():
-        permutation = paired_permutation_test(cohort.n_true[both], a.n_pred[both], b.n_pred[both], rng,
-                                              n_permutations=n_permutations)
-    patients = np.broadcast_to(np.asarray(cohort.patient_ids, dtype=object)[:, None], known.shape)[known]
+        permutation = cluster_permutation_test(cohort.n_true[both], a.n_pred[both], b.n_pred[both],
+                                               list(patient_of_scan[both]), rng, n_permutations)
+    patients = np.broadcast_to(patient_of_scan[:, None], known.shape)[known]
     clustered = cluster_permutation_test(cohort.station_true[known], a.station_pred[known], b.station_pred[known],
                                          list(patients), rng, n_permutations)
     return PairedTests(method_a=a.name, method_b=b.name, mcnemar=mcnemar, n_stations=int(known.sum()),
-                       permutation=permutation, n_scans=int(both.sum()), clustered=clustered,
+                       permutation=permutation, n_scans=int(both.sum()),
+                       n_scan_patients=len(set(patient_of_scan[both])), clustered=clustered,
                        n_patients=len(set(patients)))

@@ -167,8 +167,10 @@ def write_study_report(out: Path, report: StudyReport) -> Path:
         f"{held} of {len(claims)} claims hold. Metric comparisons use the mean over folds (as the paper's "
         "tables); significance is p < 0.05.", "", claims_markdown(claims), "",
         "## Table 4: methods on the same folds (mean ± sd over folds)", "", methods_table_markdown(t4), "",
-        "Pooled over all test scans (95 % patient-bootstrap intervals; station metrics over the scans with station "
-        "labels, N-stage over all):", "", methods_table_markdown(t4, pooled=True), "",
+        "Pooled over all test scans (95 % patient-bootstrap intervals, patients resampled within each dataset; "
+        "\"(k/n undefined)\": k of the n resamples could not define the metric and the interval stands on the "
+        "others; station metrics over the scans with station labels, N-stage over all):", "",
+        methods_table_markdown(t4, pooled=True), "",
         *[f"- {r.name}: {k} {v}" for r in t4 for k, v in r.notes.items() if k != "run"], "",
         *(["## Table 4 per dataset (pooled over its test scans)", "",
            per_dataset_markdown(report.member_results, report.config, [r.name for r in t4])]
@@ -177,7 +179,8 @@ def write_study_report(out: Path, report: StudyReport) -> Path:
         "## Paired tests", "",
         "McNemar (exact) on the station predictions with a known label, each station a case of its own; beside "
         "it the patient-clustered permutation test of station accuracy (all stations of a patient swapped "
-        "together); permutation test on N-stage accuracy over the scans both methods staged.", "",
+        "together); the same clustered test on N-stage accuracy over the scans both methods staged (all scans "
+        "of a patient swapped together).", "",
         paired_tests_markdown(list(report.tests.values())), "",
         "## Fig. 9: confusion matrices (pooled)", "", f"![Table 4 methods]({fig9.name})", "",
         f"![trained rows]({ablation.name})", "",

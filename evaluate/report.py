@@ -3,7 +3,8 @@
 One row per method; station columns (accuracy, balanced accuracy, sensitivity, specificity, AUC) then N-stage
 columns (accuracy, balanced accuracy, sensitivity, specificity; one-vs-rest, macro over the stages present).
 Cells are mean ± sd over folds; a second table gives the pooled values over all test scans, each with its
-95 % patient-bootstrap interval in brackets.
+95 % patient-bootstrap interval in brackets, and "(k/n undefined)" when k of the n resamples could not define
+the metric (e.g. drew no malignant station) and the interval stands on the others.
 """
 
 from __future__ import annotations
@@ -77,16 +78,17 @@ def paired_tests_markdown(tests: Sequence[PairedTests]) -> str:
             f"{t.clustered.p_value:.3g} ({'exact, ' if t.clustered.exact else ''}{t.n_patients} patients)",
             "n/a" if perm is None else f"{perm.difference:+.3f}",
             "n/a" if perm is None else f"{perm.p_value:.3g}" + (" (exact)" if perm.exact else ""),
-            str(t.n_scans),
+            f"{t.n_scans} ({t.n_scan_patients})",
         ])
     header = ["Comparison", "LNS right only A / only B", "McNemar p", "LNS clustered p",
-              "N-stage acc. A − B", "permutation p", "scans"]
+              "N-stage acc. A − B", "N-stage clustered p", "scans (patients)"]
     return _markdown_table(header, rows)
 
 
 def write_methods_csv(results: Sequence[MethodResult], path: Path) -> None:
     """Long CSV: method, fold ('mean', 'sd', 'pooled', 'pooled_low'/'pooled_high' (95 % patient-bootstrap
-    interval) or the fold number), level, metric, value, n."""
+    interval), 'pooled_undefined' (how many resamples left the metric undefined) or the fold number), level,
+    metric, value, n."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "fold", "level", "metric", "value", "n"])
@@ -104,6 +106,8 @@ def write_methods_csv(results: Sequence[MethodResult], path: Path) -> None:
                     if metric in intervals:
                         writer.writerow([r.name, "pooled_low", level, metric, intervals[metric].low, pooled.n])
                         writer.writerow([r.name, "pooled_high", level, metric, intervals[metric].high, pooled.n])
+                        writer.writerow([r.name, "pooled_undefined", level, metric, intervals[metric].n_undefined,
+                                         pooled.n])
 
 
 def write_paired_tests_csv(tests: Sequence[PairedTests], path: Path) -> None:
@@ -111,14 +115,15 @@ def write_paired_tests_csv(tests: Sequence[PairedTests], path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["method_a", "method_b", "mcnemar_only_a", "mcnemar_only_b", "mcnemar_p", "n_stations",
                          "n_stage_accuracy_difference", "permutation_p", "permutation_exact", "n_permutations",
-                         "n_scans", "clustered_station_accuracy_difference", "clustered_p", "clustered_exact",
-                         "n_patients"])
+                         "n_scans", "n_scan_patients", "clustered_station_accuracy_difference", "clustered_p",
+                         "clustered_exact", "n_patients"])
         for t in tests:
             perm = t.permutation
             perm_cells = ["", "", "", ""] if perm is None else [
                 perm.difference, perm.p_value, perm.exact, perm.n_permutations]
             writer.writerow([t.method_a, t.method_b, t.mcnemar.only_a, t.mcnemar.only_b, t.mcnemar.p_value,
-                             t.n_stations, *perm_cells, t.n_scans, t.clustered.difference, t.clustered.p_value,
+                             t.n_stations, *perm_cells, t.n_scans, t.n_scan_patients, t.clustered.difference,
+                             t.clustered.p_value,
                              t.clustered.exact, t.n_patients])
 
 
@@ -161,12 +166,14 @@ def write_report(out: Path, header_lines: Sequence[str], results: Sequence[Metho
     parts = ["# Evaluation report", "", *header_lines, "",
              "## Methods (mean ± sd over folds; paper Table 4 shape)", "", methods_table_markdown(results), "",
              "## Methods, pooled over all test scans (95 % patient-bootstrap intervals)", "",
+             "Patients are resampled within each dataset; \"(k/n undefined)\": k of the n resamples could not "
+             "define the metric (e.g. no malignant station drawn) and the interval stands on the others.", "",
              methods_table_markdown(results, pooled=True), "",
              "## Paired tests", "",
              "McNemar: exact binomial test on stations one method classifies correctly and the other not, each "
              "station a case of its own. Clustered: station accuracy with all stations of a patient swapped "
-             "together (a patient's stations are not independent). Permutation test: N-stage accuracy, each "
-             "scan's two predictions swapped at random.", "",
+             "together (a patient's stations are not independent). N-stage clustered: N-stage accuracy over the scans "
+             "both methods staged, with all scans of a patient swapped together.", "",
              paired_tests_markdown(tests), "", "## Unstageable scans (tumour side unknown)", "",
              unstageable_markdown(results), ""]
     for r in results:

@@ -1,13 +1,14 @@
-"""Paired significance tests between two methods on the same cases.
+"""Paired significance tests between two methods on the same cases, and patient-level bootstrap intervals.
 
 - Exact McNemar on station predictions: a two-sided binomial test (p = 0.5) on the discordant pairs, i.e. the
   stations one method classifies correctly and the other does not (Dietterich 1998).
-- Paired permutation test on N-stage accuracy (or another paired statistic): each scan's two predictions are
-  swapped at random; exact enumeration when few scans differ, else Monte Carlo with a passed-in Generator.
-- Clustered permutation test on station accuracy: the unit swapped is a patient (all its stations at once), since
-  the 17 stations of one patient are not independent and McNemar counts each as a case of its own.
-- Patient-level bootstrap: resamples draw patients with replacement (each with all its scans and stations), and
-  a metric's 95 % interval is the 2.5th and 97.5th percentile of its resampled values.
+- Clustered permutation test of accuracy (stations, or N-stage over scans): the unit swapped is a patient (all
+  its cases at once), since the 17 stations of one patient, or its several scans, are not independent and a
+  case-by-case swap counts each as evidence of its own. Exact enumeration when few patients differ, else Monte
+  Carlo with a passed-in Generator.
+- Patient-level bootstrap: resamples draw patients with replacement (each with all its scans and stations),
+  within each stratum (a study's member) as many as it has, and a metric's 95 % interval is the 2.5th and
+  97.5th percentile of its resampled values; resamples that leave the metric undefined are counted.
 """
 
 from __future__ import annotations
@@ -57,55 +58,12 @@ def mcnemar_exact(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) ->
     return McNemarResult(only_a=only_a, only_b=only_b, p_value=p_value)
 
 
-def accuracy(y_true: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Accuracy along the last axis (vectorised over leading permutation axes)."""
-    return np.mean(pred == y_true, axis=-1)
-
-
 def swap_patterns(k: int, rng: np.random.Generator, n_permutations: int) -> tuple[np.ndarray, bool]:
     """(patterns, k) booleans saying which of k exchangeable units are swapped: all 2**k patterns when
     k <= EXACT_PERMUTATION_LIMIT (exact), else `n_permutations` random ones."""
     if k <= EXACT_PERMUTATION_LIMIT:
         return ((np.arange(2**k)[:, None] >> np.arange(k)) & 1).astype(bool), True
     return rng.random((n_permutations, k)) < 0.5, False
-
-
-def paired_permutation_test(
-    y_true: np.ndarray,
-    pred_a: np.ndarray,
-    pred_b: np.ndarray,
-    rng: np.random.Generator,
-    n_permutations: int = 10_000,
-    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray] = accuracy,
-) -> PermutationResult:
-    """Two-sided paired permutation test of statistic(A) - statistic(B), e.g. N-stage accuracy.
-
-    Under the null the two methods are exchangeable per case, so each case's predictions are swapped with
-    probability 1/2. Cases where A and B agree do not change under a swap; with at most
-    EXACT_PERMUTATION_LIMIT disagreeing cases every swap pattern is enumerated (exact p), otherwise
-    `n_permutations` random patterns give p = (1 + #{|d*| >= |d|}) / (1 + n_permutations).
-    `statistic(y_true, pred)` must accept predictions with extra leading axes.
-    """
-    y_true, pred_a, pred_b = (np.asarray(v) for v in (y_true, pred_a, pred_b))
-    if not y_true.shape == pred_a.shape == pred_b.shape or y_true.ndim != 1:
-        raise ValueError(f"expected 1-D arrays of one shape: truth {y_true.shape}, A {pred_a.shape}, B {pred_b.shape}")
-    observed = float(statistic(y_true, pred_a) - statistic(y_true, pred_b))
-    differ = np.flatnonzero(pred_a != pred_b)
-    swaps, exact = swap_patterns(differ.size, rng, n_permutations)
-    perm_a = np.broadcast_to(pred_a, (swaps.shape[0], pred_a.size)).copy()
-    perm_b = np.broadcast_to(pred_b, (swaps.shape[0], pred_b.size)).copy()
-    perm_a[:, differ] = np.where(swaps, pred_b[differ], pred_a[differ])
-    perm_b[:, differ] = np.where(swaps, pred_a[differ], pred_b[differ])
-    null = statistic(y_true, perm_a) - statistic(y_true, perm_b)
-    # a tolerance so that ties of the observed value count despite float rounding
-    extreme = np.abs(null) >= abs(observed) - 1e-12
-    if exact:
-        p_value = float(np.mean(extreme))
-    else:
-        p_value = float((1 + np.sum(extreme)) / (1 + n_permutations))
-    return PermutationResult(
-        difference=observed, p_value=p_value, n_permutations=int(swaps.shape[0]), exact=exact
-    )
 
 
 def cluster_permutation_test(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, clusters: Sequence[str],
@@ -138,35 +96,70 @@ def cluster_permutation_test(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.
 
 @dataclass(frozen=True)
 class Interval:
-    """A percentile bootstrap interval; NaN ends when no resample defined the metric."""
+    """A percentile bootstrap interval over the resamples that defined the metric: `n_undefined` of the
+    `n_resamples` did not (no malignant station drawn: no sensitivity) and are left out; NaN ends when none did."""
 
     low: float
     high: float
+    n_undefined: int = 0
+    n_resamples: int = 0
 
     def format(self, digits: int = 2) -> str:
-        return "n/a" if np.isnan(self.low) else f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
+        """"[0.81, 0.90]", with "(k/n undefined)" when k of the n resamples could not define the metric."""
+        if np.isnan(self.low):
+            return "n/a"
+        undefined = f" ({self.n_undefined}/{self.n_resamples} undefined)" if self.n_undefined else ""
+        return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]{undefined}"
 
 
-def patient_resamples(patient_ids: Sequence[str], n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_resamples, scans) weights: each resample draws as many patients as there are, with replacement, and
-    weighs each scan by how often its patient was drawn (so a patient's scans stay together)."""
-    _, patient = np.unique(np.asarray(patient_ids), return_inverse=True)
-    n_patients = int(patient.max()) + 1 if patient.size else 0
-    drawn = rng.integers(0, max(n_patients, 1), size=(n_resamples, n_patients))
-    counts = np.zeros((n_resamples, n_patients), dtype=np.int64)
-    np.add.at(counts, (np.arange(n_resamples)[:, None], drawn), 1)
+def _stratum_of_patient(patient: np.ndarray, stratum: np.ndarray, labels: np.ndarray, ids: np.ndarray
+                        ) -> np.ndarray:
+    """Each patient's stratum (patients and strata as indices per scan); a patient in two is an error naming it."""
+    of_patient = np.zeros(int(patient.max(initial=-1)) + 1, dtype=np.int64)
+    of_patient[patient] = stratum
+    mixed = np.flatnonzero(of_patient[patient] != stratum)
+    if mixed.size:
+        mine = patient == patient[mixed[0]]
+        raise ValueError(f"patient {str(ids[mixed[0]])!r} has scans in strata {sorted(map(str, set(labels[mine])))}; "
+                         "a patient belongs to one dataset (a study's pool ids are <dataset>/<id>)")
+    return of_patient
+
+
+def patient_resamples(patient_ids: Sequence[str], n_resamples: int, rng: np.random.Generator,
+                      strata: Sequence[str] | None = None) -> np.ndarray:
+    """(n_resamples, scans) weights: each resample draws patients with replacement and weighs each scan by how
+    often its patient was drawn (so a patient's scans stay together).
+
+    `strata` (each scan's study member, e.g. `Cohort.datasets`) makes every resample draw within each stratum
+    as many patients as it has, so each member keeps its share of the cohort; without it the draws span all.
+    """
+    ids = np.asarray(patient_ids)
+    labels = np.full(ids.size, "") if strata is None else np.asarray(strata, dtype=str)
+    if labels.shape != ids.shape:
+        raise ValueError(f"{labels.size} strata for {ids.size} scans: give each scan its stratum")
+    _, patient = np.unique(ids, return_inverse=True)
+    _, stratum = np.unique(labels, return_inverse=True)
+    of_patient = _stratum_of_patient(patient, stratum, labels, ids)
+    n_patients = of_patient.size
+    draws = [members[rng.integers(0, members.size, size=(n_resamples, members.size))]
+             for members in (np.flatnonzero(of_patient == s) for s in range(int(stratum.max(initial=-1)) + 1))]
+    drawn = np.concatenate(draws, axis=1) if draws else np.zeros((n_resamples, 0), dtype=np.int64)
+    flat = (np.arange(n_resamples)[:, None] * n_patients + drawn).ravel()
+    counts = np.bincount(flat, minlength=n_resamples * n_patients).reshape(n_resamples, n_patients)
     return counts[:, patient]
 
 
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> Interval:
-    """The central `level` percentile interval of resampled values, NaN (undefined resamples) left out."""
+    """The central `level` percentile interval of resampled values over those that are defined (not NaN),
+    with the count of those that are not."""
     values = np.asarray(values, dtype=np.float64)
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return Interval(float("nan"), float("nan"))
+    defined = values[~np.isnan(values)]
+    n_undefined = int(values.size - defined.size)
+    if defined.size == 0:
+        return Interval(float("nan"), float("nan"), n_undefined, int(values.size))
     tail = 100 * (1 - level) / 2
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return Interval(float(low), float(high))
+    low, high = np.percentile(defined, [tail, 100 - tail])
+    return Interval(float(low), float(high), n_undefined, int(values.size))
 
 
 def bootstrap_intervals(metrics: Callable[[np.ndarray], object], weights: np.ndarray, names: Sequence[str],

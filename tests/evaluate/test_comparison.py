@@ -57,3 +57,32 @@ def test_method_covering_other_scans_is_refused():
     short = MethodPredictions("short", method.station_pred[:2], method.station_score[:2], method.n_pred[:2])
     with pytest.raises(ValueError, match="cover 2 scans"):
         evaluate_method(cohort, short)
+
+
+def _one_patient_three_scans() -> Cohort:
+    """p0 has three scans (s0-s2), p1 one (s3); station labels unknown so only the N-stage counts."""
+    return Cohort(patient_ids=("p0", "p0", "p0", "p1"), scan_ids=("s0", "s1", "s2", "s3"), tumor_sides=("R",) * 4,
+                  station_true=np.full((4, 17), -1, dtype=np.int8), n_true=np.array([1, 1, 1, 2]),
+                  fold=np.array([0, 0, 0, 1]))
+
+
+def test_n_stage_permutation_swaps_all_scans_of_a_patient_together():
+    cohort = _one_patient_three_scans()
+    good, bad = _perfect(cohort), _perfect(cohort)
+    bad.n_pred[:3] = 0  # B misses p0's three scans, and only those
+    tests = compare_methods(cohort, good, bad, np.random.default_rng(0))
+    assert tests.permutation.difference == pytest.approx(3 / 4)
+    # one patient carries the difference: its swap gives +3 or -3, both as extreme (scan by scan: p = 2/8)
+    assert tests.permutation.exact and tests.permutation.p_value == 1.0
+    assert (tests.n_scans, tests.n_scan_patients) == (4, 2)
+
+
+def test_bootstrap_resamples_each_dataset_of_a_study_on_its_own():
+    # a/p0 staged right, b/p0 staged wrong: each resample draws one patient of each dataset, so the N-stage
+    # accuracy is 1/2 in every resample (drawing from the pool would also give 0 and 1)
+    cohort = Cohort(patient_ids=("a/p0", "b/p0"), scan_ids=("s0", "s1"), tumor_sides=("R", "R"),
+                    station_true=np.full((2, 17), -1, dtype=np.int8), n_true=np.array([1, 2]), fold=np.array([0, 1]))
+    method = _perfect(cohort)
+    method.n_pred[1] = 0
+    interval = evaluate_method(cohort, method, n_bootstrap=200).n_stage_interval["accuracy"]
+    assert (interval.low, interval.high, interval.n_undefined) == (0.5, 0.5, 0)

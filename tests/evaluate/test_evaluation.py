@@ -91,7 +91,7 @@ def test_report_of_chosen_folds_only(tmp_path):
     out = tmp_path / "report"
     main(["--dataset", str(config), "--run", str(run), "--out", str(out), "--folds", "1", "--n-qa-scans", "0"])
     rows = list(csv.DictReader(open(out / "methods.csv")))
-    assert {r["fold"] for r in rows} == {"1", "mean", "sd", "pooled", "pooled_low", "pooled_high"}
+    assert {r["fold"] for r in rows} == {"1", "mean", "sd", "pooled", "pooled_low", "pooled_high", "pooled_undefined"}
     pooled = [r for r in rows if r["fold"] == "pooled" and r["level"] == "n_stage" and r["metric"] == "accuracy"]
     assert all(int(r["n"]) == 2 for r in pooled)  # p1 and p4
 

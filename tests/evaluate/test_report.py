@@ -44,6 +44,7 @@ def test_methods_table_has_one_row_per_method_with_mean_and_sd():
     assert "TS1 vs Thresholding" in paired_tests_markdown(tests)
     # 10 patients: the clustered p cannot go below 2 / 2**10, however many stations McNemar counts
     assert f"| {2 / 2**10:.3g} (exact, 10 patients) |" in paired_tests_markdown(tests)
+    assert "| N-stage clustered p | scans (patients) |" in paired_tests_markdown(tests).splitlines()[0]
     assert per_fold_markdown(results[0]).count("\n") == 6  # header, rule, 5 folds
 
 
@@ -63,6 +64,10 @@ def test_csv_round_trips_the_values(tmp_path):
     assert float(row["clustered_p"]) == tests[0].clustered.p_value and row["n_patients"] == "10"
     low = next(r for r in rows if r["method"] == "TS1" and r["fold"] == "pooled_low" and r["metric"] == "auc")
     assert float(low["value"]) == results[0].station_interval["auc"].low
+    undefined = next(r for r in rows if r["method"] == "TS1" and r["fold"] == "pooled_undefined"
+                     and r["metric"] == "sensitivity" and r["level"] == "n_stage")
+    assert int(undefined["value"]) == results[0].n_stage_interval["sensitivity"].n_undefined
+    assert row["n_scans"] == row["n_scan_patients"] == "10"
 
 
 def test_figures_are_written(tmp_path):

@@ -1,10 +1,17 @@
-"""McNemar and the paired permutation test against hand-computed values and scipy."""
+"""McNemar, the patient-clustered permutation test and the patient bootstrap against hand-computed values and
+scipy."""
 
 import numpy as np
 import pytest
 from scipy.stats import binomtest, permutation_test
 
-from evaluate.statistics import mcnemar_exact, paired_permutation_test
+from evaluate.statistics import (
+    bootstrap_intervals,
+    cluster_permutation_test,
+    mcnemar_exact,
+    patient_resamples,
+    percentile_interval,
+)
 
 
 def test_mcnemar_counts_discordant_pairs_and_matches_binomtest():
@@ -41,11 +48,15 @@ def _scipy_paired(y_true, pred_a, pred_b):
                             n_resamples=np.inf, alternative="two-sided")
 
 
-def test_exact_permutation_matches_scipy_and_the_sign_test():
+def _one_patient_each(n: int) -> list[str]:
+    return [f"p{i}" for i in range(n)]
+
+
+def test_exact_permutation_with_a_patient_per_scan_matches_scipy_and_the_sign_test():
     y_true = np.array([0, 1, 2, 3, 2, 2, 1, 0, 0, 3, 2, 1])
     pred_a = np.array([0, 1, 2, 3, 2, 1, 1, 0, 1, 3, 2, 2])
     pred_b = np.array([1, 2, 2, 2, 3, 1, 0, 0, 0, 3, 3, 1])
-    result = paired_permutation_test(y_true, pred_a, pred_b, np.random.default_rng(0))
+    result = cluster_permutation_test(y_true, pred_a, pred_b, _one_patient_each(12), np.random.default_rng(0))
     assert result.exact
     assert result.difference == pytest.approx(np.mean(pred_a == y_true) - np.mean(pred_b == y_true))
     assert result.p_value == pytest.approx(_scipy_paired(y_true, pred_a, pred_b).pvalue)
@@ -60,8 +71,9 @@ def test_monte_carlo_permutation_is_seeded_and_close_to_exact():
     y_true = rng.integers(0, 4, 80)
     pred_a = np.where(rng.random(80) < 0.7, y_true, rng.integers(0, 4, 80))
     pred_b = np.where(rng.random(80) < 0.5, y_true, rng.integers(0, 4, 80))
-    first = paired_permutation_test(y_true, pred_a, pred_b, np.random.default_rng(5), n_permutations=4000)
-    again = paired_permutation_test(y_true, pred_a, pred_b, np.random.default_rng(5), n_permutations=4000)
+    patients = _one_patient_each(80)
+    first = cluster_permutation_test(y_true, pred_a, pred_b, patients, np.random.default_rng(5), 4000)
+    again = cluster_permutation_test(y_true, pred_a, pred_b, patients, np.random.default_rng(5), 4000)
     assert not first.exact and first.p_value == again.p_value
     only_a = int(np.sum((pred_a == y_true) & (pred_b != y_true)))
     only_b = int(np.sum((pred_a != y_true) & (pred_b == y_true)))
@@ -70,12 +82,10 @@ def test_monte_carlo_permutation_is_seeded_and_close_to_exact():
 
 def test_identical_methods_give_p_one():
     y = np.array([0, 1, 2])
-    assert paired_permutation_test(y, y, y, np.random.default_rng(0)).p_value == 1.0
+    assert cluster_permutation_test(y, y, y, _one_patient_each(3), np.random.default_rng(0)).p_value == 1.0
 
 
 def test_cluster_permutation_test_against_hand_computed_null():
-    from evaluate.statistics import cluster_permutation_test
-
     # patient differences (right by A - right by B): p0 +2 (3 stations), p1 +1, p2 0 -> flips of p0, p1 give
     # sums {3, 1, -1, -3}; |sum| >= 3 in 2 of 4 patterns
     y_true = np.array([1, 1, 0, 1, 0, 0])
@@ -88,8 +98,6 @@ def test_cluster_permutation_test_against_hand_computed_null():
 
 
 def test_one_patient_with_many_discordant_stations_is_significant_for_mcnemar_but_not_when_clustered():
-    from evaluate.statistics import cluster_permutation_test
-
     y_true = np.ones(17 * 3, dtype=int)
     pred_a = y_true.copy()
     pred_b = y_true.copy()
@@ -117,7 +125,6 @@ def test_cluster_permutation_test_monte_carlo_agrees_with_exact_enumeration(monk
 
 def test_patient_bootstrap_moves_a_patients_scans_together_and_matches_a_hand_computed_interval():
     from evaluate.metrics import n_stage_metrics
-    from evaluate.statistics import bootstrap_intervals, patient_resamples
 
     # p0: one scan staged right; p1: two scans staged wrong. Resamples (multiplicities of p0, p1):
     # (2, 0) -> accuracy 1, (0, 2) -> 0, (1, 1) -> 1/3 (one right scan of three)
@@ -135,3 +142,41 @@ def test_patient_bootstrap_moves_a_patients_scans_together_and_matches_a_hand_co
     # P(p0 drawn twice) = 1/4, once = 1/2, never = 1/4
     share = np.bincount(drawn[:, 0], minlength=3) / 4000
     np.testing.assert_allclose(share, [0.25, 0.5, 0.25], atol=0.03)
+
+
+def test_stratified_resamples_draw_each_member_as_often_as_it_has_patients():
+    # member a: one patient with two scans; member b: three patients. Unstratified, a's patient would be drawn
+    # 0-4 times; stratified it is drawn exactly once in every resample, and b's patients three times in all.
+    patients = ["a/p0", "a/p0", "b/p0", "b/p1", "b/p2"]
+    strata = ["a", "a", "b", "b", "b"]
+    drawn = patient_resamples(patients, 2000, np.random.default_rng(0), strata)
+    assert (drawn[:, 0] == 1).all() and (drawn[:, 1] == 1).all()
+    assert (drawn[:, 2:].sum(axis=1) == 3).all()
+    np.testing.assert_allclose(drawn[:, 2:].mean(axis=0), [1, 1, 1], atol=0.06)
+    unstratified = patient_resamples(patients, 2000, np.random.default_rng(0))
+    assert set(np.unique(unstratified[:, 0])) == {0, 1, 2, 3, 4}
+
+
+def test_one_stratum_draws_as_without_strata_and_a_patient_in_two_strata_is_refused():
+    patients = [f"p{i % 7}" for i in range(20)]
+    plain = patient_resamples(patients, 50, np.random.default_rng(3))
+    assert (patient_resamples(patients, 50, np.random.default_rng(3), [""] * 20) == plain).all()
+    with pytest.raises(ValueError, match="patient 'p0' has scans in strata \\['a', 'b'\\]"):
+        patient_resamples(["p0", "p0"], 5, np.random.default_rng(0), ["a", "b"])
+
+
+def test_interval_counts_and_shows_the_resamples_that_left_the_metric_undefined():
+    values = np.array([0.2, np.nan, 0.2, 0.8, np.nan, 0.8])
+    interval = percentile_interval(values)
+    assert (interval.n_undefined, interval.n_resamples) == (2, 6)
+    assert (interval.low, interval.high) == (0.2, 0.8)  # the percentiles of the four defined values
+    assert interval.format() == "[0.20, 0.80] (2/6 undefined)"
+    assert percentile_interval(np.array([0.5, 0.5])).format() == "[0.50, 0.50]"
+    assert percentile_interval(np.array([np.nan])).format() == "n/a"
+    # a resample without weight on these cases leaves every metric undefined, and is counted
+    from evaluate.metrics import n_stage_metrics
+
+    weights = np.array([[1, 1], [0, 0], [2, 0]])
+    intervals = bootstrap_intervals(lambda w: n_stage_metrics(np.array([1, 2]), np.array([1, 0]), w), weights,
+                                    ["accuracy"])
+    assert intervals["accuracy"].n_undefined == 1 and intervals["accuracy"].high == pytest.approx(0.5 + 0.975 * 0.5)
