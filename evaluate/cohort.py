@@ -13,6 +13,7 @@ from cache.dataset import Study
 from cache.reader import CacheError, cache_files, open_scan, read_info
 from cache.run_log import progress
 from cache.stations import station_names
+from cache.writer import ScanLabels
 from evaluate.baselines.features import BaselineFeatures, lesion_sources, scan_features
 from evaluate.comparison import Cohort
 from evaluate.settings import EvaluateSettings
@@ -29,7 +30,7 @@ class CohortData:
     n_lesions: dict[str, np.ndarray]  # lesion source -> (scans,)
 
 
-def scan_truth(labels, label_column: str) -> tuple[np.ndarray, int]:
+def scan_truth(labels: ScanLabels, label_column: str) -> tuple[np.ndarray, int]:
     """(station status int8[17], N-stage or -1) of a cache file's labels for the label column (cN or pN)."""
     status, n = ((labels.station_clinical, labels.n_clinical) if label_column == "cN"
                  else (labels.station_pathological, labels.n_pathological))
