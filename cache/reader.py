@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import h5py
 import numpy as np
@@ -34,8 +34,13 @@ _POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only
 # Bumped in every forked child, so a reader notices a fork with an integer compare instead of a getpid call.
 _fork_generation = [0]
 os.register_at_fork(after_in_child=lambda: _fork_generation.__setitem__(0, _fork_generation[0] + 1))
-# Files whose checksums this process (or its parent before a fork) has verified: path -> (inode, size, mtime).
-_verified: dict[Path, tuple[int, int, int]] = {}
+# A file as it is now: (inode, size, mtime in ns); a relabel or rebuild renames a new file into place.
+Identity = tuple[int, int, int]
+# Files whose checksums this process (or its parent before a fork) has verified: path -> identity.
+_verified: dict[Path, Identity] = {}
+# Sampling tables whose invariants this process has checked: (path, identity, station). A reopened file (a
+# reader past `max_open`) is not scanned again.
+_checked_tables: set[tuple[Path, Identity, str]] = set()
 
 
 class CacheError(ValueError):
@@ -99,6 +104,38 @@ def _open_h5(path: Path) -> h5py.File:
         raise CacheError(f"cache file {path} not found") from None
     except Exception as error:  # noqa: BLE001 -- HDF5 raises OSError and others for a damaged superblock
         raise CacheError(f"{path}: not a readable HDF5 file ({error}); delete it and rebuild the scan") from error
+
+
+def _identity(stat: os.stat_result) -> Identity:
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def file_identity(f: h5py.File) -> Identity:
+    """Identity of the file an open HDF5 handle reads (not of whatever its path names now)."""
+    return _identity(os.fstat(f.id.get_vfd_handle()))
+
+
+def _open_raw_and_h5(path: Path) -> tuple[BinaryIO, h5py.File]:
+    """The file at `path` opened raw (for the memory map) and through HDF5, both the same file: a file replaced
+    (os.replace by a relabel or rebuild) between the two opens is opened again, once."""
+    for _ in range(2):
+        try:
+            raw = open(path, "rb")  # closed by the caller, or below when the HDF5 open fails
+        except FileNotFoundError:
+            raise CacheError(f"cache file {path} not found") from None
+        except OSError as error:
+            raise CacheError(f"{path}: cannot be opened ({error}); check its permissions") from error
+        try:
+            f = _open_h5(path)
+        except BaseException:
+            raw.close()
+            raise
+        if file_identity(f) == _identity(os.fstat(raw.fileno())):
+            return raw, f
+        f.close()
+        raw.close()
+    raise CacheError(f"{path}: replaced by another file twice while being opened; another process is rewriting "
+                     "it (a rebuild or relabel): read it again when that has finished")
 
 
 def check_schema(f: h5py.File, path: Path) -> None:
@@ -247,20 +284,16 @@ def check_tables(path: Path, station: str, n_voxels: int, index: np.ndarray, cdf
         raise CacheError(f"{path}: station {station!r}: {problem}; the file is damaged: rebuild the scan")
 
 
-def _file_identity(path: Path) -> tuple[int, int, int]:
-    stat = path.stat()
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
-
-
-def remember_verified(path: Path) -> None:
-    """Note that `path`, as it is now, matches its checksums (`python -m cache verify` found it sound)."""
-    _verified[path] = _file_identity(path)
+def remember_verified(f: h5py.File, path: Path) -> None:
+    """Note that the file `f` reads at `path` matches its checksums (`python -m cache verify` found it sound)."""
+    _verified[path] = file_identity(f)
 
 
 def verify_content(f: h5py.File, path: Path) -> None:
     """Refuse a file whose datasets or attributes differ from their checksums; a file verified once is not
-    hashed again in this process while its inode, size and modification time stay the same."""
-    identity = _file_identity(path)
+    hashed again in this process while its inode, size and modification time stay the same. The identity is
+    that of the file `f` reads, so a file renamed into place meanwhile is not taken as verified."""
+    identity = file_identity(f)
     if _verified.get(path) == identity:
         return
     problems = content_problems(f, path)
@@ -307,26 +340,10 @@ class CacheScan:
     def __init__(self, path: str | Path, expected_settings: Mapping[str, Mapping] | None = None,
                  verify: bool = True):
         self.path = Path(path)
-        self._file = _open_h5(self.path)
+        raw, self._file = _open_raw_and_h5(self.path)
         try:
-            self.info = _info_from_file(self._file, self.path)
-            if expected_settings is not None:
-                check_settings(self.info, expected_settings)
-            if verify:
-                verify_content(self._file, self.path)
-            self._tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-            self._buffer = None
-            if not self.info.compressed:
-                with open(self.path, "rb") as raw:
-                    # MAP_POPULATE maps every page now: first touches during sampling would each fault.
-                    self._buffer = mmap.mmap(raw.fileno(), 0, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
-            self.ct = self._array(schema.CT)
-            self.suv = self._array(schema.SUV)
-            self.station_labels = self._array(schema.STATION_LABELS)
-            if self._buffer is not None:  # everything needed later is mapped: the HDF5 handle can go
-                for name in self.info.stations:
-                    self.table(name)
-                self._file.close()
+            with raw:
+                self._read(raw, expected_settings, verify)
         except CacheError:
             self.close()
             raise
@@ -338,6 +355,27 @@ class CacheScan:
         except BaseException:
             self.close()
             raise
+
+    def _read(self, raw: BinaryIO, expected_settings: Mapping[str, Mapping] | None, verify: bool) -> None:
+        """Metadata, checks, and the volumes mapped from `raw` (the same file as the HDF5 handle)."""
+        self.identity = _identity(os.fstat(raw.fileno()))
+        self.info = _info_from_file(self._file, self.path)
+        if expected_settings is not None:
+            check_settings(self.info, expected_settings)
+        if verify:
+            verify_content(self._file, self.path)
+        self._tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._buffer = None
+        if not self.info.compressed:
+            # MAP_POPULATE maps every page now: first touches during sampling would each fault.
+            self._buffer = mmap.mmap(raw.fileno(), 0, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
+        self.ct = self._array(schema.CT)
+        self.suv = self._array(schema.SUV)
+        self.station_labels = self._array(schema.STATION_LABELS)
+        if self._buffer is not None:  # everything needed later is mapped: the HDF5 handle can go
+            for name in self.info.stations:
+                self.table(name)
+            self._file.close()
 
     @property
     def memory_mapped(self) -> bool:
@@ -361,7 +399,10 @@ class CacheScan:
                 group.name + "/" + schema.STATION_CDF)
             index = np.asarray(index[()]) if isinstance(index, h5py.Dataset) else index
             cdf = np.asarray(cdf[()]) if isinstance(cdf, h5py.Dataset) else cdf
-            check_tables(self.path, station, int(np.prod(self.info.grid.shape_zyx)), index, cdf)
+            checked = (self.path, self.identity, station)
+            if checked not in _checked_tables:
+                check_tables(self.path, station, int(np.prod(self.info.grid.shape_zyx)), index, cdf)
+                _checked_tables.add(checked)
             self._tables[station] = (index, cdf)
         return self._tables[station]
 

@@ -43,8 +43,8 @@ def verify_file(path: str | Path) -> FileCheck:
         return FileCheck(path, (str(error),))
     with h5py.File(path, "r", locking=False) as f:
         problems = tuple(content_problems(f, path))
-    if not problems:
-        remember_verified(path)  # `verify --dataset` then reads the file's metadata without hashing it again
+        if not problems:
+            remember_verified(f, path)  # `verify --dataset` then reads the file's metadata without hashing it again
     return FileCheck(path, problems)
 
 

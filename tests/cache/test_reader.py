@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from cache import reader as reader_module
 from cache import schema
 from cache.build_settings import BuildSettings, expected_settings
 from cache.export import export_file
@@ -126,13 +127,29 @@ def test_a_read_only_cache_folder_serves_readers(cache_file):
         folder.chmod(0o755)
 
 
-def test_a_flipped_index_byte_is_refused_on_open_not_cropped_as_padding(cache_file):
-    """A high index byte flipped puts a station's voxel outside the volume (it cropped an all-zero patch)."""
-    with h5py.File(cache_file, "r+") as f:
+def flip_index_bit(path: Path) -> None:
+    """Station 7's first voxel index moved far outside the volume (its checksum no longer matches)."""
+    with h5py.File(path, "r+") as f:
         index = f["stations/7/index"]
         values = index[()]
         values[0] ^= 1 << 30
         index[...] = values
+
+
+def flip_ct_byte(path: Path) -> None:
+    """One byte of the CT volume flipped in place, as a disk error would (its checksum no longer matches)."""
+    with h5py.File(path, "r") as f:
+        offset = f[schema.CT].id.get_offset()
+    with open(path, "r+b") as raw:
+        raw.seek(offset + 1001)
+        byte = raw.read(1)[0]
+        raw.seek(offset + 1001)
+        raw.write(bytes([byte ^ 0x10]))
+
+
+def test_a_flipped_index_byte_is_refused_on_open_not_cropped_as_padding(cache_file):
+    """A high index byte flipped puts a station's voxel outside the volume (it cropped an all-zero patch)."""
+    flip_index_bit(cache_file)
     with pytest.raises(CacheError, match=r"station '7': index holds voxels outside"):
         open_scan(cache_file, verify=False)
     with pytest.raises(CacheError, match=r"dataset 'stations/7/index' does not match its checksum"):
@@ -164,16 +181,82 @@ def test_metadata_invariants_are_checked_on_open(cache_file, obj, attr, value, m
 
 def test_a_damaged_volume_gives_an_error_not_a_patch(cache_file, record):
     """Reads are verified: one flipped CT byte stops `open_scan` and the `CacheReader`, naming the dataset."""
-    with h5py.File(cache_file, "r") as f:
-        offset = f[schema.CT].id.get_offset()
-    with open(cache_file, "r+b") as raw:
-        raw.seek(offset + 1001)
-        byte = raw.read(1)[0]
-        raw.seek(offset + 1001)
-        raw.write(bytes([byte ^ 0x10]))
+    flip_ct_byte(cache_file)
     with pytest.raises(CacheError, match=r"dataset 'image/ct' does not match its checksum"):
         open_scan(cache_file)
     with pytest.raises(CacheError, match=r"image/ct"):
         CacheReader([cache_file])
     with open_scan(cache_file, verify=False) as scan:  # what an unverified read would have served
         assert not np.array_equal(np.asarray(scan.ct), record.ct_hu)
+
+
+# The reader's HDF5 open, wrapped by the tests below to land another process's rename between the reader's opens.
+REAL_OPEN_H5 = reader_module._open_h5  # noqa: SLF001 -- the one moment a test cannot reach otherwise
+
+
+def replace_with(path: Path, source: Path) -> None:
+    """What a rebuild or relabel does: a new file (a new inode) renamed over `path`."""
+    temporary = path.with_name(".incoming.h5")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, path)
+
+
+def test_a_file_replaced_while_being_opened_is_never_served_unverified(cache_file, record, tmp_path, monkeypatch):
+    """A rebuild renames a damaged file into place right after HDF5 opened the sound one: the reader serves the
+    file it verified (its volume at its own offsets), and the new file is verified when next opened."""
+    damaged = shutil.copyfile(cache_file, tmp_path / "damaged.h5")
+    flip_ct_byte(damaged)
+    replaced = []
+
+    def open_then_replace(path: Path) -> h5py.File:  # the real open; the rename lands at that moment
+        f = REAL_OPEN_H5(path)
+        if not replaced:
+            replace_with(path, damaged)
+            replaced.append(path)
+        return f
+
+    monkeypatch.setattr(reader_module, "_open_h5", open_then_replace)
+    with open_scan(cache_file) as scan:
+        assert replaced and np.array_equal(scan.ct, record.ct_hu)
+    with pytest.raises(CacheError, match=r"dataset 'image/ct' does not match its checksum"):
+        open_scan(cache_file)
+
+
+def test_a_file_replaced_between_the_two_opens_is_opened_again(cache_file, tmp_path, monkeypatch):
+    other = tiny_record(seed=1)
+    rebuilt = write_scan(tmp_path / "rebuilt" / cache_file.name, other)
+    replaced = []
+
+    def replace_then_open(path: Path) -> h5py.File:  # the rename lands after the raw open, before HDF5's
+        if not replaced:
+            replace_with(path, rebuilt)
+            replaced.append(path)
+        return REAL_OPEN_H5(path)
+
+    monkeypatch.setattr(reader_module, "_open_h5", replace_then_open)
+    with open_scan(cache_file) as scan:
+        assert replaced and np.array_equal(scan.ct, other.ct_hu) and np.array_equal(scan.suv, other.suv)
+        now = cache_file.stat()
+        assert scan.identity == (now.st_ino, now.st_size, now.st_mtime_ns)
+
+
+def test_a_file_replaced_at_every_open_is_refused_naming_the_cause(cache_file, tmp_path, monkeypatch):
+    spare = shutil.copyfile(cache_file, tmp_path / "spare.h5")
+
+    def replace_then_open(path: Path) -> h5py.File:
+        replace_with(path, spare)
+        return REAL_OPEN_H5(path)
+
+    monkeypatch.setattr(reader_module, "_open_h5", replace_then_open)
+    with pytest.raises(CacheError, match=r"p1__s1.h5: replaced by another file twice while being opened"):
+        open_scan(cache_file)
+
+
+def test_a_replaced_file_has_its_sampling_tables_checked_again(cache_file, tmp_path):
+    """Tables are checked once per file and process, a file being its inode, size and modification time."""
+    open_scan(cache_file, verify=False).close()
+    damaged = shutil.copyfile(cache_file, tmp_path / "damaged.h5")
+    flip_index_bit(damaged)
+    replace_with(cache_file, damaged)
+    with pytest.raises(CacheError, match=r"station '7': index holds voxels outside"):
+        open_scan(cache_file, verify=False)
