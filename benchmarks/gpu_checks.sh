@@ -31,3 +31,10 @@ step gpu_tests 100 python3 -m pytest -q -m gpu -p no:cacheprovider tests
 step gpu_registration 230 python3 benchmarks/gpu_registration.py --device cuda --scans 2 --json "$OUT/gpu_registration.json"
 step train_input 150 python3 benchmarks/train_input.py --device cuda --threads 1 2 4 auto --processes 4 --seconds 2 --json "$OUT/train_input.json"
 step predict_timing 110 python3 benchmarks/predict_timing.py --device cuda --json "$OUT/predict_timing.json"
+# Registration memory at 1 mm (one phantom scan, 5 atlases): CUDA peak with one atlas at a time (target <= 8 GiB),
+# then all 5 atlases in one batch, timed warm (second registration of the process; target <= 10 s on a large card).
+step phantom_1mm 300 python3 -m preprocess.phantom --spacing-mm 1 --patients 1 --atlases 5 --out /tmp/lnstage-p1mm
+step memory_cuda_batch1 200 python3 benchmarks/memory.py --root /tmp/lnstage-p1mm --device cuda --configs 1:5 2:5 \
+    --atlas-batch 1 --json "$OUT/memory_cuda_batch1.json"
+step memory_cuda_all 200 python3 benchmarks/memory.py --root /tmp/lnstage-p1mm --device cuda --configs 1:5 \
+    --atlas-batch 5 --repeat 2 --json "$OUT/memory_cuda_all.json"

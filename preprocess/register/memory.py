@@ -1,11 +1,13 @@
 """How much memory registering one scan takes, how much there is, and how many atlases to register at once.
 
 The estimate counts the arrays that live together at the finest deformable level, where the peak is: per atlas
-of a batch its padded labels and float32 channels, one warped image and about four displacement fields (field,
-best field, force/update, transform buffer), on the scan's crop; shared by every batch the fixed image's
-channels, the vote accumulator and the regulariser's eigenvalues. `CALIBRATION` scales this count to the peak
-resident memory measured on the phantom (benchmarks/memory.py; allocator slack, torch and numba buffers).
-Available memory is MemAvailable of /proc/meminfo on CPU (no psutil) and the free memory of the card on CUDA.
+of a batch its padded labels and float32 channels, one warped image and about five displacement fields (field,
+best field, force/update, the regulariser's spectrum and result) and its final field, on the scan's crop;
+shared by every batch the fixed image's channels, the regulariser's eigenvalues and the vote (the background's
+summed probability for the whole crop, counts and sums in the stations' box, counted as a third of the crop).
+On the 2 mm phantom the count lies above the measured growth of resident memory (benchmarks/memory.py), so it
+errs on the safe side; `MARGIN_BYTES` covers allocator slack. Available memory is MemAvailable of
+/proc/meminfo on CPU (no psutil) and the free memory of the card on CUDA.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ from preprocess.register.linear import RegistrationError
 from preprocess.register.warp import level_shape
 
 GIB = 2**30
-# measured peak / counted bytes on the 2 mm phantom (benchmarks/memory.py), rounded up
-CALIBRATION = 1.3
 MARGIN_BYTES = GIB // 4
+BOX_FRACTION = 1 / 3  # of the crop that the stations' vote box is counted as (the mediastinum of a thorax crop)
 
 
 class MemoryBudgetError(RegistrationError):
@@ -53,17 +54,17 @@ def estimate_registration(shape_zyx: tuple[int, ...], padded_zyx: tuple[int, ...
     level = math.prod(level_shape(tuple(shape_zyx), spacing_mm, finest_mm))
     padded_level = math.prod(level_shape(tuple(padded_zyx), spacing_mm, finest_mm))
     channels = len(settings.deformable_channels) + int(settings.use_ct_channel)
-    fields = 4 + 2 * int(settings.diffeomorphic)
+    fields = 5 + 2 * int(settings.diffeomorphic)
     # per atlas: group and station labels (uint8), CT if used, channels, one warped image, fields, final field
     per_atlas = (2 * padded + 4 * padded * int(settings.use_ct_channel) + 4 * channels * (padded_level + level)
                  + 12 * fields * level + 12 * voxels)
-    # shared: fixed labels, vote counts (uint8) and summed probabilities (float32) of 18 labels, one atlas'
-    # warped label probabilities, the fixed channels and the regulariser's eigenvalues
-    shared = voxels * (1 + 18 + 72 + 72) + 4 * (channels + 1) * level
+    # shared: fixed labels, background sum, vote counts (uint8) and sums (float32) of 18 labels in the box, the
+    # fixed channels and the regulariser's eigenvalues
+    shared = voxels * (1 + 4 + (18 + 72) * BOX_FRACTION) + 4 * (channels + 1) * level
     if device_type == "cuda":  # tensor code: the force's sums and one channel's gradients, the sampling grids
         per_atlas += 88 * level
         shared += 12 * level
-    return MemoryEstimate(int(CALIBRATION * shared) + MARGIN_BYTES, int(CALIBRATION * per_atlas))
+    return MemoryEstimate(int(shared) + MARGIN_BYTES, int(per_atlas))
 
 
 def available_bytes(device: torch.device) -> int:
