@@ -431,7 +431,9 @@ class CacheReader:
 
     Construct it in the main process (it reads metadata, `infos`, and with `verify` checks every file's checksums
     there, once); each DataLoader worker opens its own handles on first use after the fork. Pickles without open
-    handles, for spawned workers.
+    handles, for spawned workers. An open mapped file holds one descriptor and no HDF5 handle (a compressed one
+    keeps its HDF5 handle): a reader whose files are drawn at random again and again (training) keeps them all
+    open, as a reopen rereads the metadata and maps the file again.
     """
 
     def __init__(self, paths: Sequence[str | Path], expected_settings: Mapping[str, Mapping] | None = None,

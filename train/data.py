@@ -35,6 +35,7 @@ from cache.stations import station_names
 from train.batch_stream import BatchStream
 from train.losses import group_masks, pseudo_targets
 from train.model import encode_side
+from train.settings import TrainSettings
 
 N_STATIONS = len(station_names())
 
@@ -94,7 +95,9 @@ def open_study_part(rows: list[StudyRow], patients: tuple[str, ...], expected: d
             f"{', '.join(p for _, p in missing[:5])}; build them with: "
             + "; ".join(f"python -m preprocess --dataset {n} (or {rebuild_command(n)})" for n in names)
         )
-    reader = CacheReader(paths, expected)
+    # Every file stays open: random batches touch every scan, and a reopen rereads metadata and maps the file
+    # again (ten times slower past the reader's default of 64). A mapped file holds one descriptor, no HDF5 handle.
+    reader = CacheReader(paths, expected, max_open=max(1, len(paths)))
     present = np.array([[name in info.stations for name in station_names()] for info in reader.infos], dtype=bool)
     labelled = np.array([r.member.station_labels for r in rows], dtype=bool)
     status = np.stack([r.row.station_status(r.member.label_column) for r in rows]).astype(np.int8) if rows else (
@@ -153,7 +156,7 @@ def epoch_plan(classes: np.ndarray, samples: int, batch_size: int, rng: np.rando
             for b in range(n_batches)]
 
 
-def sampler_settings(settings, margin_vox: int) -> SamplerSettings:
+def sampler_settings(settings: TrainSettings, margin_vox: int) -> SamplerSettings:
     """Crop settings of TrainSettings; `margin_vox` extra voxels per side (0 for inference patches)."""
     return SamplerSettings(
         patch_size_vox=settings.patch_size_vox, margin_vox=margin_vox, ct_window_low_hu=settings.ct_window_low_hu,
