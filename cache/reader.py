@@ -5,7 +5,7 @@ copy and nothing else; a compressed copy (`python -m cache export --compress`) i
 Files are opened without HDF5 file locking: a cache file never changes once renamed into place, and locks fail
 on many network mounts and read-only folders.
 
-`CacheReader` keeps a bounded number of files open (least recently used closed first) and opens them lazily in
+`CacheReader` keeps a bounded number of files open (least recently used let go of first) and opens them lazily in
 each process, so a DataLoader worker never shares a handle opened before the fork.
 """
 
@@ -427,7 +427,7 @@ def open_scan(path: str | Path, expected_settings: Mapping[str, Mapping] | None 
 
 class CacheReader:
     """Many cache files behind integer ids, opened lazily in the process that reads them, at most `max_open`
-    at a time (least recently used closed first).
+    at a time (least recently used let go of first).
 
     Construct it in the main process (it reads metadata, `infos`, and with `verify` checks every file's checksums
     there, once); each DataLoader worker opens its own handles on first use after the fork. Pickles without open
@@ -452,7 +452,10 @@ class CacheReader:
         return len(self.paths)
 
     def scan(self, i: int) -> CacheScan:
-        """The open file of scan `i`, opening it (and closing the least recently used) when needed."""
+        """The open file of scan `i`, opening it (and letting go of the least recently used) when needed.
+
+        A file let go of is not closed here: it closes when its last user (a batch being cut) drops it, so a
+        batch of more scans than `max_open` never reads a closed compressed file."""
         if self._generation != _fork_generation[0]:  # forked: handles of the parent are not ours to use
             self._open = OrderedDict()
             self._generation = _fork_generation[0]
@@ -461,7 +464,7 @@ class CacheReader:
             scan = CacheScan(self.paths[i], verify=self.verify)
             self._open[i] = scan
             while len(self._open) > self.max_open:
-                self._open.popitem(last=False)[1].close()
+                self._open.popitem(last=False)
         else:
             self._open.move_to_end(i)
         return scan

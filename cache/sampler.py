@@ -227,17 +227,19 @@ class PatchSampler:
 
         With a thread `pool`, the crops are cut in `parts` chunks at once: the kernels release the GIL, so the
         threads run on as many cores. Files are opened here, in the calling thread (the reader is not
-        thread-safe). `image` of the result is `out[:B]`, or all of `out` when `slots` are given.
+        thread-safe), and the jobs hold them until cut: a batch of more scans than the reader's `max_open` makes
+        it let go of earlier ones, which close only when the batch is done. `image` of the result is `out[:B]`,
+        or all of `out` when `slots` are given.
         """
         n = len(scans)
-        slots = np.arange(n) if slots is None else np.asarray(slots, dtype=np.int64)
+        targets = np.arange(n) if slots is None else np.asarray(slots, dtype=np.int64)
         out = self.buffer(n) if out is None else out
-        if (len(slots) != n or out.shape[1:] != self.buffer(0).shape[1:] or out.dtype != np.float32
-                or (n and not 0 <= slots.min() <= slots.max() < out.shape[0])):
+        if (len(targets) != n or out.shape[1:] != self.buffer(0).shape[1:] or out.dtype != np.float32
+                or (n and not 0 <= targets.min() <= targets.max() < out.shape[0])):
             raise ValueError(f"out buffer {out.shape} {out.dtype} does not fit {n} patches of "
-                             f"{self.buffer(0).shape[1:]} float32 at slots up to {slots.max() if n else 0}")
+                             f"{self.buffer(0).shape[1:]} float32 at slots up to {targets.max() if n else 0}")
         codes = np.array([self.station(i, s).code for i, s in zip(scans, stations, strict=True)], dtype=np.int64)
-        jobs = [(self.reader.scan(i), centres[b], out[slots[b]], int(codes[b])) for b, i in enumerate(scans)]
+        jobs = [(self.reader.scan(i), centres[b], out[targets[b]], int(codes[b])) for b, i in enumerate(scans)]
 
         def cut(chunk: Sequence[tuple]) -> None:
             for scan, centre, target, code in chunk:
@@ -249,7 +251,7 @@ class PatchSampler:
             bounds = np.linspace(0, n, min(parts, n) + 1).astype(int)
             for future in [pool.submit(cut, jobs[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]:
                 future.result()
-        image = out if len(slots) and not np.array_equal(slots, np.arange(n)) else out[:n]
+        image = out[:n] if slots is None else out
         return PatchBatch(image, np.asarray(centres, dtype=np.int64), np.asarray(scans, dtype=np.int64), codes)
 
     def sample(self, scans: Sequence[int], stations: Sequence[str], rng: np.random.Generator,

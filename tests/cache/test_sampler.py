@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from cache.export import export_file
 from cache.reader import CacheReader
 from cache.sampler import PatchSampler, SamplerSettings, centroid_centre, draw_centres
 from cache.writer import StationTable, write_scan
@@ -135,3 +136,17 @@ def test_threads_and_slots_cut_the_same_crops_into_the_slots_asked_for(tmp_path)
     assert placed is out and np.array_equal(out[1::2], alone) and (out[0::2] == 7.0).all()
     with pytest.raises(ValueError, match="at slots up to"):
         sampler.fill([0], names[:1], centres[:1], out[:2], slots=[2])
+
+
+def test_a_batch_of_more_compressed_scans_than_max_open_reads_no_closed_file(tmp_path):
+    """Compressed copies are read through h5py: a scan the reader lets go of mid-batch stays open until cut."""
+    paths = [export_file(write_scan(tmp_path / f"p{i}__s.h5", tiny_record(f"p{i}", "s", seed=i)),
+                         tmp_path / "compressed" / f"p{i}__s.h5", compress=True) for i in range(3)]
+    settings = SamplerSettings(patch_size_vox=8)
+    bounded, unbounded = PatchSampler(CacheReader(paths, max_open=1), settings), PatchSampler(CacheReader(paths),
+                                                                                            settings)
+    scans, names = [0, 1, 2, 0], ["7"] * 4
+    centres = unbounded.centroids(scans, names)
+    assert not bounded.reader.scan(0).memory_mapped
+    assert np.array_equal(bounded.fill(scans, names, centres).image, unbounded.fill(scans, names, centres).image)
+    assert bounded.reader.n_open == 1
