@@ -46,7 +46,7 @@ class Grid:
         return ijk[..., ::-1]
 
     def to_attrs(self) -> dict[str, list]:
-        """HDF5 attributes of an image dataset (DESIGN §7: spacing, origin, direction)."""
+        """HDF5 attributes of an image dataset (spacing, origin, direction; docs/architecture.md#the-cache-contract)."""
         return {"spacing": list(self.spacing_mm), "origin": list(self.origin_mm), "direction": list(self.direction)}
 
     @classmethod

@@ -1,6 +1,7 @@
 """The dataset manifest: one CSV row per scan, validated column by column.
 
-Columns (DESIGN §4.1): patient_id, scan_id, ct, pet, totalseg, lesions, tumor_side (R|L|empty),
+Columns (docs/architecture.md#inputs-dataset-config-and-manifest):
+patient_id, scan_id, ct, pet, totalseg, lesions, tumor_side (R|L|empty),
 n_clinical (0-3|empty), n_pathological (0-3|empty), stations_clinical ("4R;7" or empty),
 stations_pathological, split_group. Relative paths resolve against the dataset root.
 

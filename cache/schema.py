@@ -1,7 +1,7 @@
 """Names of the HDF5 cache, schema version 2: every dataset path and attribute name as a constant.
 
-One file per scan, `<cache_root>/<dataset>/<patient_id>__<scan_id>.h5`. DESIGN §7 is the prose and
-`cache/README.md` the full description; the writer, the reader and `python -m cache` use only these names.
+One file per scan, `<cache_root>/<dataset>/<patient_id>__<scan_id>.h5`. docs/architecture.md#the-cache-contract is the
+summary and `cache/README.md` the full description; the writer, the reader and `python -m cache` use only these names.
 Arrays are (z, y, x); grid attributes follow ITK (x, y, z), see `cache.grid.Grid`.
 """
 
@@ -23,7 +23,7 @@ PACKAGE_VERSION_ATTR = "package_version"
 SETTINGS_HASH_ATTR = "settings_hash"  # cache.settings.settings_hash of every preprocessing setting
 INPUTS_HASH_ATTR = "inputs_hash"  # digest of the content of every input file
 RULE_SET_ATTR = "rule_set"
-# Beyond DESIGN §7's list, so a refusal can name the setting or input that differs: the settings as JSON
+# So that a refusal can name the setting or input that differs: the settings as JSON
 # ({class name: {field: value}}) and the content digest per input role ({"ct": ..., "pet": ...}). Roles, never
 # paths: a path may hold a patient's name.
 SETTINGS_ATTR = "settings"

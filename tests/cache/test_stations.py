@@ -18,7 +18,7 @@ from cache.stations import (
 )
 
 ALL = set(station_names())
-# Table 1 / Table 3 of the paper (DESIGN §3.2): group -> stations, per tumour side.
+# Table 1 / Table 3 of the paper (docs/architecture.md#stations-and-n-stage-rules): group -> stations, per tumour side.
 PAPER = {
     "R": {1: {"10R", "11R"}, 2: {"1R", "2R", "3A", "3P", "4R", "5", "6", "7", "8", "9"},
           3: {"1L", "2L", "4L", "10L", "11L"}},
