@@ -1,4 +1,6 @@
-"""Multi-atlas registration and station label fusion (DESIGN §6), PyTorch on CUDA when present, else CPU.
+"""Multi-atlas registration and station label fusion, PyTorch on CUDA when present, else CPU.
+
+How it works: docs/architecture.md#registration.
 
 Public API: `map_stations(ct_hu, structures, grid, bank, settings, device) -> StationMap` and
 `load_atlas_bank(path, spacing_mm, crop_margin_mm) -> AtlasBank`; settings presets via `registration_settings`.

@@ -1,4 +1,4 @@
-"""The atlas bank (DESIGN §4.2): one folder per atlas with ct.nii.gz, totalseg (file or folder), stations.nii.gz
+"""The atlas bank: one folder per atlas with ct.nii.gz, totalseg (file or folder), stations.nii.gz
 and atlas.toml, read onto the scans' isotropic spacing and cropped to the mediastinum exactly as scans are.
 
 atlas.toml keys: `name`, `origin`, `licence`, `label_scheme` (free text), optional `totalseg_version`
@@ -102,7 +102,8 @@ def load_atlas(folder: Path, spacing_mm: float, crop_margin_mm: float) -> Atlas:
     """One atlas folder read, resampled to `spacing_mm` (isotropic) and cropped to its mediastinum box."""
     missing = [name for name in ATLAS_FILES if not (folder / name).is_file()]
     if missing:
-        raise AtlasBankError(f"atlas {folder}: missing {', '.join(missing)} (bank format: DESIGN §4.2)")
+        raise AtlasBankError(f"atlas {folder}: missing {', '.join(missing)} (bank format: "
+                             f"docs/architecture.md#the-atlas-bank)")
     meta = read_toml(folder / "atlas.toml")
     version = meta.get("totalseg_version", "auto")
     if version not in ("auto", "v1", "v2"):

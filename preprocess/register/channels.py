@@ -2,7 +2,8 @@
 
 Structures come as TotalSegmentator v2 label arrays (z, y, x). They are grouped into anatomical channels rather than
 registered as label numbers: a label value is a name, not an intensity, so grey-value metrics on it are
-meaningless (DESIGN §13). Groups chosen for registration are those that a tumour or a node rarely displaces:
+meaningless (docs/architecture.md#registration). Groups chosen for registration are those that a tumour or a node rarely
+displaces:
 bones (spine, ribs, sternum, clavicles), the airway, the oesophagus, the heart and the large vessels, and the lungs.
 Lung lobes merge per side (fissures vary between patients); vertebrae and ribs merge because the crop cuts them
 at different levels per patient; their individual centroids still serve the closed-form initialisation.

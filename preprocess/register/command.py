@@ -26,7 +26,9 @@ from preprocess.resample import resample_like
 class RegisterCommand:
     """Inputs and outputs of one registration run."""
 
-    atlas_bank: str = field(default="", metadata={"help": "atlas bank folder (DESIGN §4.2)"})
+    atlas_bank: str = field(
+        default="", metadata={"help": "atlas bank folder (format: docs/architecture.md#the-atlas-bank)"}
+    )
     ct: str = field(default="", metadata={"help": "CT image file or DICOM folder"})
     totalseg: str = field(default="", metadata={"help": "TotalSegmentator multilabel file or folder of masks"})
     out: str = field(default="", metadata={"help": "output station label NIfTI (on the CT's grid)"})

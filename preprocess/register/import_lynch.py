@@ -1,4 +1,6 @@
-"""Import atlases drawn in the Lynch et al. sub-label scheme into the bank format of DESIGN §4.2.
+"""Import atlases drawn in the Lynch et al. sub-label scheme into the atlas bank format.
+
+Bank format: docs/architecture.md#the-atlas-bank.
 
 Source layout (one sub-folder per atlas):
 
