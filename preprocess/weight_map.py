@@ -5,7 +5,8 @@ the station centroid and d_max its largest value in the mask; 0 outside. In the 
 voxel lies at d_max (a one-voxel station, or a 2x2x2 cube), every voxel gets w = 1. Computed with numba over each
 station's bounding box only, in two passes over the label volume in all (boxes and centroids, then distances).
 What the cache keeps is the sampling table: the flat indices of the voxels with w > 0 and the float64 cdf of
-their normalised weights (DESIGN §7). `weight_map_reference` is the plain numpy definition, for tests.
+their normalised weights (docs/architecture.md#the-cache-contract).
+`weight_map_reference` is the plain numpy definition, for tests.
 """
 
 from __future__ import annotations
