@@ -1,4 +1,4 @@
-"""Training settings: one flat dataclass, defaults from DESIGN §8 and the paper's §3.3.
+"""Training settings: one flat dataclass, defaults from the paper's §3.3 (docs/architecture.md#the-model-and-training).
 
 Precedence: these defaults < `configs/train/<stage>.toml` < the dataset config's `[train]` table < `--config
 FILE` < flags (`cache.cli` builds the command line from the fields).
@@ -151,7 +151,9 @@ class TrainSettings:
     stop_after_epoch: int = field(
         default=0, metadata={"help": "exit after this epoch as a killed run would (tests, time-boxed jobs); 0: off"}
     )
-    progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
+    progress: bool = field(
+        default=True, metadata={"help": "show progress: a bar on a terminal, a line per tenth of an epoch in a log"}
+    )
 
     def __post_init__(self) -> None:
         if len(self.dropout) != len(self.channels):
