@@ -4,7 +4,8 @@ Generates a small phantom dataset in `--root` when missing (patients with DICOM 
 dataset config beside it with the given spacing and the demo registration preset, and, unless `--model` names a
 trained fold, an untrained checkpoint of the demo architecture (the timings do not depend on the weights).
 Runs predict `--repeats` times on a fresh output folder each time (so registration runs every time) and
-writes the per-step timings of each run. Target (DESIGN §11): <= 3 min on 2 CPU cores, <= 15 s on a GPU.
+writes the per-step timings of each run. Target: <= 3 min on 2 CPU cores, <= 15 s on a GPU
+(docs/architecture.md#performance-targets).
 
     .venv/bin/python benchmarks/predict_timing.py --device cuda --json $OUT/predict_timing.json
     .venv/bin/python benchmarks/predict_timing.py --device cpu --spacing-mm 4 --atlases 2 --json /tmp/p.json
