@@ -7,8 +7,6 @@ rows that differ only in the ablated factor therefore share every other setting 
 A run is keyed by a hash of what it computes: its settings (without fold, paths and run-time switches), the key
 of the run it starts from (TS2/TS3 start from the TS1 checkpoint of the same fold), the cache's build settings
 and the fold file. A run with the same key is reused, never retrained.
-
-No `from __future__ import annotations`: argparse-dataclass reads ExperimentSettings' field types at run time.
 """
 
 import dataclasses
@@ -54,7 +52,9 @@ class ExperimentSettings:
     stop_after_runs: int = field(
         default=0, metadata={"help": "stop after training this many fold runs, as a killed study would (tests); 0: off"}
     )
-    progress: bool = field(default=True, metadata={"help": "tqdm progress bars of the training runs"})
+    progress: bool = field(
+        default=True, metadata={"help": "show progress: a bar on a terminal, a line per tenth of an epoch in a log"}
+    )
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Settings of `python -m evaluate` (a cohort report) and `python -m evaluate predict` (one new scan).
 
-No `from __future__ import annotations`: argparse-dataclass reads the field types at run time. Defaults can be
-overridden per dataset in the dataset config's `[evaluate]` table, and by flags.
+Defaults can be overridden per dataset in the dataset config's `[evaluate]` table, by `--config FILE` and by flags
+(`cache.cli`).
 """
 
 from dataclasses import dataclass, field
