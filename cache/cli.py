@@ -52,7 +52,6 @@ from cache.settings import SettingsError, format_settings, read_toml, values_fro
 NOT_GIVEN = argparse.SUPPRESS
 EXIT_STATUS = ("exit status: 0 done; 1 the work failed (its reason on one `error:` line);\n"
                "2 a usage error (a bad or missing flag or setting). --debug shows the traceback.")
-COMMON_FLAGS = ("--config", "--print-config", "--debug")
 
 
 @dataclass(frozen=True)
