@@ -89,7 +89,8 @@ def map_stations(ct_hu: np.ndarray, structures: np.ndarray, grid: Grid, bank: At
 
     `ct_hu` and `structures` (TotalSegmentator v2 ids) are (z, y, x) arrays on `grid`; the bank must have been
     loaded at the same spacing (`load_atlas_bank`). `atlas_batch`: atlases registered at once, or "auto" (as
-    many as fit `memory_budget_gb`, or the device's available memory when 0); `name` names the scan in errors.
+    many as fit the device's available memory, and `memory_budget_gb` when it is > 0); `name` names the scan in
+    errors. A scan whose estimate does not fit with one atlas at a time raises `MemoryBudgetError` up front.
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
