@@ -7,6 +7,8 @@ producer thread fills the next. So a batch is valid only until the next one is r
 
 A slot is refilled only after the loop has asked for the following batch; on CUDA the producer first waits for
 an event recorded on the loop's stream at that moment, so a `non_blocking` copy out of the slot has finished.
+When the iteration ends the loop's stream is synchronized (the next epoch refills the last slot at once), and
+one ring serves one iteration at a time: a second, started while the first runs, is refused.
 
 `threads`: 0 cuts each batch in the loop's own thread when asked for; N > 0 uses N threads; "auto" starts
 with one and adds a thread while the loop waits for batches, and drops one while the producer waits for a free
@@ -116,10 +118,21 @@ class BatchStream:
         return None
 
     def __iter__(self):
+        if getattr(self.dataset, "ring_in_use", False):
+            raise RuntimeError(f"a batch stream over this {type(self.dataset).__name__} is still being iterated and "
+                               "its batches live in the same buffers; finish or close it (leave its loop) before "
+                               "starting another")
         ring = self._ring()
-        if self.fixed == 0:
-            yield from self._inline(ring)
-            return
+        self.dataset.ring_in_use = True
+        try:
+            yield from self._inline(ring) if self.fixed == 0 else self._threaded(ring)
+        finally:
+            if self.pin_memory and torch.cuda.is_available():  # a copy out of the last batch may still be queued
+                torch.cuda.current_stream().synchronize()
+            self.dataset.ring_in_use = False
+
+    def _threaded(self, ring):
+        """threads > 0 or "auto": a producer thread fills the free slots while the loop uses the batches."""
         free: queue.Queue = queue.Queue()
         ready: queue.Queue = queue.Queue()
         for slot in range(self.depth):

@@ -1,6 +1,7 @@
 """The threaded batch stream: same batches whatever the threads, errors reach the loop, the auto thread count."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -85,6 +86,30 @@ def test_leaving_the_loop_early_stops_the_producer(tiny_dataset):
     next(batches)
     batches.close()  # runs the stream's cleanup as a `break` out of a for loop does
     assert not [t for t in threading.enumerate() if t.name == "lnstage-batches"]
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_a_batch_stays_as_it_was_cut_until_the_next_is_requested(tiny_dataset, threads):
+    """Its slot is refilled only once the loop asks for the following batch, never while the loop holds it."""
+    part = tiny_part(tiny_dataset)
+    dataset = StationBatches(part, CROP)
+    plan = epoch_plan(station_pairs(part)[2], 48, 8, np.random.default_rng(2))
+    for batch in loader(dataset, plan, threads, pin_memory=False):
+        snap = batch.crops.clone()
+        time.sleep(0.05)  # the producer is free to run meanwhile
+        assert torch.equal(batch.crops, snap)
+
+
+def test_a_second_stream_over_the_same_buffers_is_refused_while_the_first_runs(tiny_dataset):
+    dataset = StationBatches(tiny_part(tiny_dataset), CROP)
+    plan = [BatchRequest(i, (0, 1, 2)) for i in range(6)]
+    first = iter(loader(dataset, plan, 2, pin_memory=False))
+    next(first)
+    with pytest.raises(RuntimeError, match="still being iterated.*finish or close it"):
+        next(iter(loader(dataset, plan, 0, pin_memory=False)))
+    assert next(first).crops.shape[0] == 3  # the first goes on
+    first.close()
+    assert len(list(loader(dataset, plan, 0, pin_memory=False))) == 6  # once it is closed, the next may start
 
 
 def test_auto_adds_threads_while_the_loop_waits_and_drops_them_while_the_producer_idles():
