@@ -33,9 +33,9 @@ def cohort_and_method(patients: int, scans: int, rng: np.random.Generator) -> tu
     return cohort, MethodPredictions("m", (score >= 0.5).astype(np.int8), score, n_pred)
 
 
-def peer_seconds(cohort: Cohort, method: MethodPredictions, resamples: int, rng: np.random.Generator) -> float:
+def peer_seconds(cohort: Cohort, method: MethodPredictions, resamples: int, seed: int) -> float:
     """scikit-learn's station confusion matrix and AUC over `resamples` patient resamples, in seconds."""
-    weights = patient_resamples(cohort.patient_ids, resamples, rng)
+    weights = patient_resamples(cohort.patient_ids, resamples, seed, cohort.datasets)
     known = cohort.station_true >= 0
     y, pred, score = cohort.station_true[known], method.station_pred[known], method.station_score[known]
     started = time.perf_counter()
@@ -61,7 +61,7 @@ def main() -> None:
     started = time.perf_counter()
     evaluate_method(cohort, method, n_bootstrap=0)
     point = time.perf_counter() - started
-    peer = peer_seconds(cohort, method, args.peer_resamples, rng) * args.resamples / args.peer_resamples
+    peer = peer_seconds(cohort, method, args.peer_resamples, 0) * args.resamples / args.peer_resamples
     other = MethodPredictions("b", np.zeros_like(method.station_pred), method.station_score, method.n_pred)
     started = time.perf_counter()
     tests = compare_methods(cohort, method, other, rng)

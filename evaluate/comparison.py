@@ -137,7 +137,7 @@ def pooled_intervals(cohort: Cohort, method: MethodPredictions, n_bootstrap: int
     resampled within each dataset of a study."""
     if n_bootstrap <= 0 or not len(cohort.scan_ids):
         return {}, {}
-    weights = patient_resamples(cohort.patient_ids, n_bootstrap, np.random.default_rng(seed), cohort.datasets)
+    weights = patient_resamples(cohort.patient_ids, n_bootstrap, seed, cohort.datasets)
     known = cohort.station_true >= 0
     y_true, y_pred = cohort.station_true[known], method.station_pred[known]
     score = _scores_or_none(method.station_score[known])

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -125,26 +126,29 @@ def _stratum_of_patient(patient: np.ndarray, stratum: np.ndarray, labels: np.nda
     return of_patient
 
 
-def patient_resamples(patient_ids: Sequence[str], n_resamples: int, rng: np.random.Generator,
+def patient_resamples(patient_ids: Sequence[str], n_resamples: int, seed: int,
                       strata: Sequence[str] | None = None) -> np.ndarray:
     """(n_resamples, scans) weights: each resample draws patients with replacement and weighs each scan by how
     often its patient was drawn (so a patient's scans stay together).
 
     `strata` (each scan's study member, e.g. `Cohort.datasets`) makes every resample draw within each stratum
-    as many patients as it has, so each member keeps its share of the cohort; without it the draws span all.
+    as many patients as it has, so each member keeps its share of the cohort. Each stratum draws from its own
+    stream (`seed` and the stratum's name), so a member's resamples are the same alone as in a pool.
     """
     ids = np.asarray(patient_ids)
     labels = np.full(ids.size, "") if strata is None else np.asarray(strata, dtype=str)
     if labels.shape != ids.shape:
         raise ValueError(f"{labels.size} strata for {ids.size} scans: give each scan its stratum")
     _, patient = np.unique(ids, return_inverse=True)
-    _, stratum = np.unique(labels, return_inverse=True)
+    names, stratum = np.unique(labels, return_inverse=True)
     of_patient = _stratum_of_patient(patient, stratum, labels, ids)
     n_patients = of_patient.size
-    draws = [members[rng.integers(0, members.size, size=(n_resamples, members.size))]
-             for members in (np.flatnonzero(of_patient == s) for s in range(int(stratum.max(initial=-1)) + 1))]
-    drawn = np.concatenate(draws, axis=1) if draws else np.zeros((n_resamples, 0), dtype=np.int64)
-    flat = (np.arange(n_resamples)[:, None] * n_patients + drawn).ravel()
+    draws = [np.zeros((n_resamples, 0), dtype=np.int64)]
+    for s, name in enumerate(names):
+        members = np.flatnonzero(of_patient == s)
+        rng = np.random.default_rng([seed, zlib.crc32(str(name).encode())])
+        draws.append(members[rng.integers(0, members.size, size=(n_resamples, members.size))])
+    flat = (np.arange(n_resamples)[:, None] * n_patients + np.concatenate(draws, axis=1)).ravel()
     counts = np.bincount(flat, minlength=n_resamples * n_patients).reshape(n_resamples, n_patients)
     return counts[:, patient]
 
