@@ -1,12 +1,9 @@
 """A study's report: station metrics over the member with station labels only, N-stage over both, each member
-also on its own. TS1 trained on every fold of the tiny study (tests/train/test_label_roles.py)."""
+also on its own. TS1 trained on every fold of the tiny study once (conftest `trained_study_report`)."""
 
 import csv
 
-from evaluate.__main__ import main as evaluate_main
 from tests.train.conftest import LABELS
-from tests.train.test_label_roles import write_tiny_study
-from train.__main__ import main as train_main
 
 
 def _pooled_row(report: str, heading: str, method: str) -> str:
@@ -15,14 +12,8 @@ def _pooled_row(report: str, heading: str, method: str) -> str:
     return next(line for line in section.splitlines() if line.startswith(f"| {method} |"))
 
 
-def test_station_less_member_changes_no_station_metric_and_counts_for_n_stage(tmp_path):
-    study = write_tiny_study(tmp_path / "data")
-    runs = tmp_path / "runs"
-    for fold in range(3):
-        assert train_main(["ts1", "--dataset", str(study), "--fold", str(fold), "--runs-dir", str(runs)]) == 0
-    out = tmp_path / "report"
-    assert evaluate_main(["--dataset", str(study), "--run", str(runs / "pool" / "ts1"), "--out", str(out),
-                          "--n-qa-scans", "0", "--n-permutations", "200", "--n-bootstrap", "200"]) == 0
+def test_station_less_member_changes_no_station_metric_and_counts_for_n_stage(trained_study_report):
+    out = trained_study_report.out
     rows = list(csv.DictReader(open(out / "methods.csv")))
     pooled = {(r["method"].split(" ")[0], r["level"], r["metric"]): r for r in rows if r["fold"] == "pooled"}
     # every station of the labelled member's scans, none of dx's; both members' scans staged (one unknown side each)
@@ -37,4 +28,16 @@ def test_station_less_member_changes_no_station_metric_and_counts_for_n_stage(tm
     n_station_columns = 5
     assert pool_row.split("|")[2:2 + n_station_columns] == tiny_row.split("|")[2:2 + n_station_columns]
     assert dx_row.split("|")[2:2 + n_station_columns] == [" n/a "] * n_station_columns
-    assert "(exact, " in report or " patients) |" in report  # the clustered test beside McNemar
+
+
+def test_paired_tests_table_has_the_clustered_tests_over_the_patients_they_swap(trained_study_report):
+    report = (trained_study_report.out / "report.md").read_text()
+    section = report[report.index("## Paired tests"):].splitlines()
+    header = next(line for line in section if line.startswith("| Comparison |")).split(" | ")
+    assert header[2:4] == ["McNemar p", "LNS clustered p"] and header[5:7] == ["N-stage clustered p",
+                                                                              "scans (patients) |"]
+    row = next(line for line in section if line.startswith("| TS1 vs Thresholding")).split(" | ")
+    # stations of the labelled member's patients only; N-stage over the scans of both members' patients
+    assert row[3].endswith(f" {len(LABELS)} patients)")
+    scans, patients = row[6].removesuffix(" |").removesuffix(")").split(" (")
+    assert int(patients) > len(LABELS) and int(scans) >= int(patients)

@@ -1,21 +1,13 @@
-"""The train -> evaluate contract on real files: TS1 trained on every fold of a tiny cohort, then the report."""
+"""The train -> evaluate contract on real files: TS1 trained on every fold of the tiny study, then the report
+(conftest `trained_study_report`, shared with tests/evaluate/test_study_report.py)."""
 
 import csv
 
-from evaluate.__main__ import main as evaluate_main
-from tests.train.conftest import LABELS, write_tiny_cohort
-from train.__main__ import main as train_main
+from tests.train.conftest import LABELS
 
 
-def test_report_of_a_trained_run(tmp_path):
-    (tmp_path / "data").mkdir()
-    config = write_tiny_cohort(tmp_path / "data")
-    runs = tmp_path / "runs"
-    for fold in range(3):
-        assert train_main(["ts1", "--dataset", str(config), "--fold", str(fold), "--runs-dir", str(runs)]) == 0
-    out = tmp_path / "report"
-    assert evaluate_main(["--dataset", str(config), "--run", str(runs / "tiny" / "ts1"), "--out", str(out),
-                          "--n-qa-scans", "1", "--n-permutations", "200"]) == 0
+def test_report_of_a_trained_run(trained_study_report):
+    out = trained_study_report.out
     rows = list(csv.DictReader(open(out / "methods.csv")))
     pooled = {(r["method"].split(" ")[0], r["level"], r["metric"]): r for r in rows if r["fold"] == "pooled"}
     # every scan is a test scan once; one has an unknown side, and every station with a label is scored
@@ -25,3 +17,4 @@ def test_report_of_a_trained_run(tmp_path):
     # the malignant ones (the tiny cohort's SUVmax attributes are constant, so thresholding cannot)
     assert float(pooled[("Lesion", "station", "balanced_accuracy")]["value"]) == 1.0
     assert "TS1 vs Thresholding" in (out / "report.md").read_text()
+    assert len(list(out.glob("qa_*.png"))) == 1  # one QA overlay asked for (--n-qa-scans 1), one written
