@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -230,7 +231,7 @@ def load_study(name: str, root: str | None = None, cache_root: str | None = None
     return Study(path.stem, members, namespaced=True)
 
 
-def study_rows(study: Study, log=print) -> list[StudyRow]:
+def study_rows(study: Study, log: Callable[[str], None] = print) -> list[StudyRow]:
     """Every usable manifest row of every member (rows with problems are logged and left out, as the trainer
     always did), with pool patient ids."""
     rows = []

@@ -28,6 +28,7 @@ import json
 import os
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,7 +240,7 @@ def load_or_make_folds(path: Path, rows: list[ManifestRow], label_column: str, n
 
 
 def load_or_make_study_folds(path: Path, study: Study, rows: list[StudyRow], n_folds: int, val_fraction: float,
-                             seed: int, log=print) -> list[Fold]:
+                             seed: int, log: Callable[[str], None] = print) -> list[Fold]:
     """A study's folds (pool ids), each member split on its own; a single dataset's as `load_or_make_folds`."""
     label_column = study.label_column
     if not study.namespaced:
