@@ -427,7 +427,7 @@ def open_scan(path: str | Path, expected_settings: Mapping[str, Mapping] | None 
 
 class CacheReader:
     """Many cache files behind integer ids, opened lazily in the process that reads them, at most `max_open`
-    at a time (least recently used let go of first).
+    at a time (least recently used let go of first; None: every file stays open once opened).
 
     Construct it in the main process (it reads metadata, `infos`, and with `verify` checks every file's checksums
     there, once); each DataLoader worker opens its own handles on first use after the fork. Pickles without open
@@ -437,12 +437,12 @@ class CacheReader:
     """
 
     def __init__(self, paths: Sequence[str | Path], expected_settings: Mapping[str, Mapping] | None = None,
-                 max_open: int = 64, verify: bool = True):
-        if max_open < 1:
-            raise ValueError(f"max_open must be >= 1, got {max_open}")
+                 max_open: int | None = 64, verify: bool = True):
+        if max_open is not None and max_open < 1:
+            raise ValueError(f"max_open must be >= 1 or None, got {max_open}")
         self.paths = [Path(p) for p in paths]
         self.expected_settings = expected_settings
-        self.max_open = max_open
+        self.max_open = max(1, len(self.paths)) if max_open is None else max_open
         self.verify = verify
         self.infos = [read_info(p, expected_settings, verify) for p in self.paths]
         self._open: OrderedDict[int, CacheScan] = OrderedDict()

@@ -97,7 +97,7 @@ def open_study_part(rows: list[StudyRow], patients: tuple[str, ...], expected: d
         )
     # Every file stays open: random batches touch every scan, and a reopen rereads metadata and maps the file
     # again (ten times slower past the reader's default of 64). A mapped file holds one descriptor, no HDF5 handle.
-    reader = CacheReader(paths, expected, max_open=max(1, len(paths)))
+    reader = CacheReader(paths, expected, max_open=None)
     present = np.array([[name in info.stations for name in station_names()] for info in reader.infos], dtype=bool)
     labelled = np.array([r.member.station_labels for r in rows], dtype=bool)
     status = np.stack([r.row.station_status(r.member.label_column) for r in rows]).astype(np.int8) if rows else (
