@@ -7,6 +7,9 @@ cache.writer, page cache warm), TS1 batches of `--batch-size` two-channel crops 
 - sampler: one thread, `PatchSampler.sample` into a reused buffer (centres, int16/float32 reads, windowing);
 - stream: `train.data.loader` (threads cutting into a ring of reused buffers) for each of `--threads`, the loop
   only taking the batches;
+- stream over a bounded reader (with more `--scans` than `--bounded-max-open`): the stream once more, its reader
+  holding at most that many files open (the reader's default; the trainer's keeps every file open), so random
+  batches close and reopen files;
 - processes: the previous input path, a DataLoader whose `--processes` workers each fill a new shared-memory
   batch per request (workers start per epoch: their start-up is part of their CPU time), for comparison.
 Each reports crops per second of wall time and per CPU-second (crops per core kept busy for a second: on a
@@ -17,6 +20,8 @@ shared machine a thread gets only part of a core), and the latter over the copy 
 
 CPU:  .venv/bin/python benchmarks/train_input.py --device cpu --json OUT.json              (64x96^3 crops)
       .venv/bin/python benchmarks/train_input.py --device cpu --patch-size-vox 32 --margin-vox 8 --json OUT.json
+      .venv/bin/python benchmarks/train_input.py --device cpu --scans 100 --volume-vox 128 --patch-size-vox 32 \
+          --margin-vox 8 --threads 1 2 --processes --json OUT.json   (past the reader's default of 64 open files)
 GPU:  python benchmarks/train_input.py --device cuda --threads 1 2 4 auto --json $OUT/train_input.json
 """
 
@@ -30,7 +35,7 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +54,7 @@ from train.model import build_classifier
 from train.settings import TrainSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sampling import InMemory, copy_step, warm_page_cache  # noqa: E402 -- a sibling script, not a package
+from sampling import InMemory, copy_step, ours_step, warm_page_cache  # noqa: E402 -- a sibling script, not a package
 
 
 def write_cache(folder: Path, n_scans: int, edge: int, rng: np.random.Generator) -> list[Path]:
@@ -80,7 +85,8 @@ def write_cache(folder: Path, n_scans: int, edge: int, rng: np.random.Generator)
 
 
 def bench_part(paths: list[Path], rng: np.random.Generator) -> CohortPart:
-    reader = CacheReader(paths)
+    """A training part over `paths`; its reader keeps every file open, as `train.data.open_study_part`'s does."""
+    reader = CacheReader(paths, max_open=None)
     n = len(paths)
     return CohortPart(reader, tuple(f"B{i}" for i in range(n)), ("S0",) * n, ("R",) * n, np.zeros(n, np.int64),
                       (rng.random((n, 17)) < 0.2).astype(np.int8), np.ones((n, 17), bool), "paper",
@@ -158,13 +164,7 @@ def copy_limit(part: CohortPart, dataset: StationBatches, batch: int, seconds: f
 def sampler_timing(dataset: StationBatches, batch: int, seconds: float) -> Timing:
     """`PatchSampler.sample` in this thread, into a reused buffer."""
     sampler: PatchSampler = dataset.sampler
-    pairs, out, rng = sampler.pairs(), sampler.buffer(batch), np.random.default_rng(2)
-
-    def step() -> int:
-        chosen = rng.integers(len(pairs), size=batch)
-        sampler.sample([pairs[c][0] for c in chosen], [pairs[c][1] for c in chosen], rng, out=out)
-        return batch
-    return timed(step, seconds)
+    return timed(ours_step(sampler, sampler.pairs(), batch, np.random.default_rng(2), sampler.buffer(batch)), seconds)
 
 
 def device_input_rate(dataset: StationBatches, plan, threads, settings: TrainSettings, device: torch.device,
@@ -205,24 +205,35 @@ def model_rate(settings: TrainSettings, device: torch.device, steps: int) -> flo
     return steps / (time.perf_counter() - started)
 
 
-def measure(part: CohortPart, settings: TrainSettings, args: argparse.Namespace, device: torch.device) -> dict:
-    dataset = StationBatches(part, sampler_settings(settings, settings.margin_vox))
+def stream_rates(dataset: StationBatches, plan, threads, n: int, batch: int, limit: Timing) -> dict:
+    """The training stream's rates with `threads`, and the threads it used."""
+    streams: list = []
+
+    def stream():
+        streams.append(loader(dataset, plan, threads, pin_memory=False))
+        return streams[-1]
+    timing = timed_batches(stream, n, batch)
+    used = streams[0].threads or 1  # 0: cut in the loop's own thread
+    rates = timing.rates(limit)
+    return {"threads": threads, "threads_used": used, **rates, "crops_per_s_per_thread": rates["crops_per_s"] / used}
+
+
+def measure(part: CohortPart, settings: TrainSettings, args: argparse.Namespace, device: torch.device,
+            bounded: CohortPart | None = None) -> dict:
+    """Every measurement on `part`; the stream once more on `bounded` (the same files, a reader holding at most
+    `--bounded-max-open` of them) when given."""
+    crop = sampler_settings(settings, settings.margin_vox)
+    dataset = StationBatches(part, crop)
     batch, n = settings.batch_size, args.batches
     plan = epoch_plan(station_pairs(part)[2], (n + 2) * batch, batch, np.random.default_rng(0))
     limit = copy_limit(part, dataset, batch, args.seconds)
     result: dict = {"copy_limit": limit.rates(), "sampler": sampler_timing(dataset, batch, args.seconds).rates(limit),
-                    "stream": [], "processes": []}
-    for threads in args.threads:
-        streams: list = []
-
-        def stream(threads=threads, streams=streams):
-            streams.append(loader(dataset, plan, threads, pin_memory=False))
-            return streams[-1]
-        timing = timed_batches(stream, n, batch)
-        used = streams[0].threads or 1  # 0: cut in the loop's own thread
-        rates = timing.rates(limit)
-        result["stream"].append({"threads": threads, "threads_used": used, **rates,
-                                 "crops_per_s_per_thread": rates["crops_per_s"] / used})
+                    "stream": [stream_rates(dataset, plan, t, n, batch, limit) for t in args.threads],
+                    "processes": []}
+    if bounded is not None:
+        result["stream_bounded_reader"] = {
+            "max_open": bounded.reader.max_open,
+            **stream_rates(StationBatches(bounded, crop), plan, args.threads[0], n, batch, limit)}
     for workers in args.processes:
         timing = timed_batches(lambda workers=workers: torch.utils.data.DataLoader(
             SharedMemoryBatches(dataset), batch_size=None, sampler=plan, num_workers=workers), n, batch)
@@ -249,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, nargs="*", default=[1, 2],
                         help="DataLoader worker processes of the previous path to measure (none: skip)")
     parser.add_argument("--scans", type=int, default=8)
+    parser.add_argument("--bounded-max-open", type=int, default=64,
+                        help="with more scans than this, the stream once more (first --threads) over a reader "
+                             "holding at most this many files open (the reader's default; the trainer keeps all)")
     parser.add_argument("--volume-vox", type=int, default=160)
     parser.add_argument("--batches", type=int, default=8, help="timed batches per measurement (after 2 warm-up)")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per copy-limit and sampler measurement")
@@ -266,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         paths = write_cache(Path(folder), args.scans, args.volume_vox, rng)
         warm_page_cache(paths)
-        result = measure(bench_part(paths, rng), settings, args, device)
+        part = bench_part(paths, rng)
+        bounded = (replace(part, reader=CacheReader(paths, max_open=args.bounded_max_open))
+                   if args.scans > args.bounded_max_open else None)
+        result = measure(part, settings, args, device, bounded)
     result["setup"] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "machine": f"{platform.processor() or platform.machine()}, {usable_cores()} usable cores",
