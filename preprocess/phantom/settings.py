@@ -45,7 +45,7 @@ class PhantomSettings:
                                        "fitted to the station specificity 0.84 and N-stage accuracy 0.50"}
     )
     mild_hot_suv: float = field(
-        default=5.8, metadata={"help": "median tissue SUV of a hot benign node in a mildly reactive patient (most "
+        default=5.5, metadata={"help": "median tissue SUV of a hot benign node in a mildly reactive patient (most "
                                        "show an SUVmax of 2.5-4 after blur); fitted to the chosen threshold 4"}
     )
     granulomatous_hot_suv: float = field(
@@ -57,7 +57,7 @@ class PhantomSettings:
                                         "hotter); fitted to the chosen threshold 4 and station sensitivity 0.77"}
     )
     malignant_low_uptake_fraction: float = field(
-        default=0.22, metadata={"help": "fraction of patients whose metastases are all low-avid (a tenth of the "
+        default=0.18, metadata={"help": "fraction of patients whose metastases are all low-avid (a tenth of the "
                                         "uptake); fitted to the station sensitivity 0.77 of thresholding"}
     )
 
