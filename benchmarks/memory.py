@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,8 @@ def child(args: argparse.Namespace) -> None:
         bank = load_atlas_bank(bank_dir, args.spacing_mm, 20.0)
     scan = read_cropped_scan(scan_dir / "ct.nii.gz", scan_dir / "totalseg.nii.gz", args.spacing_mm, 20.0, "v2")
     settings = registration_settings(args.preset)
+    if args.deformable_iterations:  # a memory probe: the same arrays at every level, fewer iterations
+        settings = replace(settings, deformable_iterations=tuple(args.deformable_iterations))
     extra = {}
     if "atlas_batch" in inspect.signature(map_stations).parameters:
         extra = {"atlas_batch": args.atlas_batch, "memory_budget_gb": args.max_memory_gb}
@@ -80,7 +83,8 @@ def run_one(tree: Path, root: Path, spacing_mm: float, atlases: int, args: argpa
     command = [sys.executable, str(Path(__file__).resolve()), "--child", "--root", str(root), "--spacing-mm",
                str(spacing_mm), "--atlases", str(atlases), "--device", args.device, "--preset", args.preset,
                "--atlas-batch", args.atlas_batch, "--max-memory-gb", str(args.max_memory_gb),
-               "--repeat", str(args.repeat), "--labels-out", str(labels_out)]
+               "--repeat", str(args.repeat), "--labels-out", str(labels_out), "--deformable-iterations",
+               *map(str, args.deformable_iterations)]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     process = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.PIPE, text=True)
     output = process.stdout.read()
@@ -118,6 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", default="full")
     parser.add_argument("--atlas-batch", default="auto")
     parser.add_argument("--compare-tree", default="", help="another checkout to run side by side")
+    parser.add_argument("--deformable-iterations", nargs="*", type=int, default=[],
+                        help="override the preset's iterations per level (a quick memory probe: same arrays)")
     parser.add_argument("--repeat", type=int, default=1, help="registrations per run; the last one is timed")
     parser.add_argument("--max-memory-gb", type=float, default=0.0, help="memory limit of each run (0: available)")
     parser.add_argument("--preprocess-spacings", nargs="*", type=float, default=[],
