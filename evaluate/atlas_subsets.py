@@ -51,9 +51,11 @@ def per_atlas_labels(row: ManifestRow, config: DatasetConfig, build: BuildSettin
     return prepared, np.stack(labels)
 
 
-def _classify(labels: np.ndarray, prepared, row: ManifestRow, config: DatasetConfig, build: BuildSettings,
-              model, train_settings, device: str, folder: Path) -> np.ndarray:
-    """Binary station predictions (17,) of the model for one fused label volume (absent stations benign)."""
+def _classify(labels: np.ndarray, agreement: dict[int, float], prepared, row: ManifestRow, config: DatasetConfig,
+              build: BuildSettings, model, train_settings, device: str, folder: Path) -> np.ndarray:
+    """Binary station predictions (17,) of the model for one fused label volume (absent stations benign).
+
+    `agreement[code]`: the subset's mean vote agreement inside each fused station, as the pipeline stores it."""
     import torch
 
     from preprocess.station_stats import station_tables
@@ -63,8 +65,9 @@ def _classify(labels: np.ndarray, prepared, row: ManifestRow, config: DatasetCon
     record = ScanRecord(
         dataset=config.name, patient_id=row.patient_id, scan_id=row.scan_id, grid=prepared.grid,
         ct_hu=prepared.ct_hu, suv=prepared.suv, station_labels=np.ascontiguousarray(labels, dtype=np.uint8),
-        stations=station_tables(labels, prepared.suv, prepared.grid), labels=ScanLabels.from_manifest_row(row),
-        settings=(build,), inputs={"ct": "atlas-subset study"}, rule_set=config.rule_set)
+        stations=station_tables(labels, prepared.suv, prepared.grid, agreement),
+        labels=ScanLabels.from_manifest_row(row), settings=(build,), inputs={"ct": "atlas-subset study"},
+        rule_set=config.rule_set)
     temporary = dataclasses.replace(config, cache_root=str(folder))
     write_scan(temporary.cache_dir / cache_file_name(row.patient_id, row.scan_id), record)
     part = open_part(temporary, [row], (row.patient_id,), expected_settings(build))
@@ -76,6 +79,7 @@ def _classify(labels: np.ndarray, prepared, row: ManifestRow, config: DatasetCon
 def run_subset_study(config: DatasetConfig, build: BuildSettings, run: Path, scans: list[tuple[str, str, int]],
                      subset_size: int, device: str) -> SubsetStudy:
     """The study on `scans` ((patient_id, scan_id, test fold) each), with the run's model of each fold."""
+    from preprocess.pipeline import vote_agreement
     from preprocess.register import load_atlas_bank
     from preprocess.register.fusion import majority_vote
     from train.inference import load_trained
@@ -98,8 +102,10 @@ def run_subset_study(config: DatasetConfig, build: BuildSettings, run: Path, sca
 
             def classify(subset: tuple[int, ...], labels=labels, prepared=prepared, row=row, model=model,
                          train_settings=train_settings) -> np.ndarray:
-                fused = majority_vote(labels[list(subset)], len(station_names()))[0]
-                return _classify(fused, prepared, row, config, build, model, train_settings, device, Path(folder))
+                fused, votes = majority_vote(labels[list(subset)], len(station_names()))
+                agreement = vote_agreement(fused, votes, len(subset))
+                return _classify(fused, agreement, prepared, row, config, build, model, train_settings, device,
+                                 Path(folder))
 
             pred_all.append(classify(tuple(range(len(names)))))
             for subset in subsets:

@@ -23,10 +23,10 @@ def station_suv(suv: np.ndarray, labels: np.ndarray, weights: StationWeights) ->
 
 
 def station_tables(labels: np.ndarray, suv: np.ndarray, grid: Grid,
-                   vote_agreement: Mapping[int, float] | None = None) -> tuple[StationTable, ...]:
+                   vote_agreement: Mapping[int, float]) -> tuple[StationTable, ...]:
     """Cache station tables of every station present in the fused `labels` (uint8 (z, y, x)), in code order.
 
-    `vote_agreement[code]` is the mean fraction of atlases voting for the station inside it (NaN if not given).
+    `vote_agreement[code]` is the mean fraction of atlases voting for the station inside it (the cache refuses NaN).
     """
     voxel_ml = float(np.prod(grid.spacing_mm)) / 1000.0
     tables = []
@@ -37,6 +37,6 @@ def station_tables(labels: np.ndarray, suv: np.ndarray, grid: Grid,
             name=station_by_code(code).name, code=code, centroid_vox=weights.centroid_vox,
             centroid_mm=tuple(float(v) for v in centroid_mm), bbox=weights.bbox,
             volume_ml=weights.n_voxels * voxel_ml, suv_max=suv_max, suv_mean=suv_mean,
-            vote_agreement=float((vote_agreement or {}).get(code, np.nan)), index=weights.index, cdf=weights.cdf,
+            vote_agreement=float(vote_agreement[code]), index=weights.index, cdf=weights.cdf,
         ))
     return tuple(tables)
