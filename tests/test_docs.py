@@ -42,6 +42,7 @@ def test_links_into_the_architecture_page_name_its_sections():
 
 
 def test_nothing_cites_the_design_brief():
+    needle = "DESIGN" + " §"  # split, so this file does not cite it either
     cited = [str(p.relative_to(REPO)) for p in tracked_files()
-             if p.is_file() and p.suffix in (".py", ".md", ".toml") and "DESIGN §" in p.read_text(errors="replace")]
+             if p.is_file() and p.suffix in (".py", ".md", ".toml") and needle in p.read_text(errors="replace")]
     assert not cited, f"point these at docs/architecture.md instead: {cited}"
