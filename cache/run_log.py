@@ -60,6 +60,16 @@ class RunStatus:
     exit_status: int = 0
 
 
+def _open_log(path: Path) -> TextIO:
+    """The log file opened for appending; a folder that cannot be written is an error saying so, before any work."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a", encoding="utf-8")
+    except OSError as error:
+        raise OSError(error.errno, f"{path}: the run's log file cannot be written ({error.strerror}); make "
+                      f"{path.parent} writable or choose another output folder") from error
+
+
 @contextlib.contextmanager
 def run_log(path: Path | str | None, prog: str, argv: Sequence[str] | None, settings_text: str
             ) -> Iterator[RunStatus]:
@@ -69,9 +79,8 @@ def run_log(path: Path | str | None, prog: str, argv: Sequence[str] | None, sett
         yield run
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with open(path, "a", encoding="utf-8") as log:
+    with _open_log(path) as log:
         command = " ".join([prog, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()} (pid {os.getpid()}): "
                   f"{command}\n{settings_text}\n")

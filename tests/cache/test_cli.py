@@ -146,6 +146,17 @@ def test_log_file_records_the_traceback_of_a_failure(tmp_path, capsys):
     assert "Traceback" in log and "=== failed: RuntimeError: the disk is full" in log
 
 
+def test_a_log_folder_that_cannot_be_written_is_one_line_before_any_work(tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file where the output folder should be")
+    ran = []
+    blocked = Command("python -m toy", "Do a toy thing.", (Toy,), lambda s: ran.append(s) or 0,
+                      log_file=lambda s: tmp_path / "taken" / "toy.log")
+    assert exit_status(blocked.run, []) == 1 and ran == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "toy.log: the run's log file cannot be written" in err
+    assert "choose another output folder" in err and "Traceback" not in err
+
+
 def test_group_dispatches_defaults_and_names_an_unknown_command(capsys):
     ran = []
     group = CommandGroup("python -m toys", "Toys.", {"make": (command(ran=ran), "make a toy"),
