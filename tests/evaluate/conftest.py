@@ -1,6 +1,7 @@
 """Shared fixture: TS1 trained on every fold of the tiny study and its report written once, for the tests that
 read the report folder (training three folds is what costs; each test would otherwise repeat it)."""
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,11 @@ class TrainedReport:
     study: Path
     runs: Path
     out: Path
+
+    def pooled(self) -> dict[tuple[str, str, str], dict[str, str]]:
+        """methods.csv's pooled rows by (method's first word, level, metric)."""
+        rows = csv.DictReader(open(self.out / "methods.csv"))
+        return {(r["method"].split(" ")[0], r["level"], r["metric"]): r for r in rows if r["fold"] == "pooled"}
 
 
 @pytest.fixture(scope="session")

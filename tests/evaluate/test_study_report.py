@@ -1,8 +1,6 @@
 """A study's report: station metrics over the member with station labels only, N-stage over both, each member
 also on its own. TS1 trained on every fold of the tiny study once (conftest `trained_study_report`)."""
 
-import csv
-
 from tests.train.conftest import LABELS
 
 
@@ -14,8 +12,7 @@ def _pooled_row(report: str, heading: str, method: str) -> str:
 
 def test_station_less_member_changes_no_station_metric_and_counts_for_n_stage(trained_study_report):
     out = trained_study_report.out
-    rows = list(csv.DictReader(open(out / "methods.csv")))
-    pooled = {(r["method"].split(" ")[0], r["level"], r["metric"]): r for r in rows if r["fold"] == "pooled"}
+    pooled = trained_study_report.pooled()
     # every station of the labelled member's scans, none of dx's; both members' scans staged (one unknown side each)
     assert int(pooled[("TS1", "station", "accuracy")]["n"]) == len(LABELS) * 17
     assert int(pooled[("Thresholding", "station", "accuracy")]["n"]) == len(LABELS) * 17

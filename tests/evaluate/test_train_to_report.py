@@ -1,15 +1,12 @@
 """The train -> evaluate contract on real files: TS1 trained on every fold of the tiny study, then the report
 (conftest `trained_study_report`, shared with tests/evaluate/test_study_report.py)."""
 
-import csv
-
 from tests.train.conftest import LABELS
 
 
 def test_report_of_a_trained_run(trained_study_report):
     out = trained_study_report.out
-    rows = list(csv.DictReader(open(out / "methods.csv")))
-    pooled = {(r["method"].split(" ")[0], r["level"], r["metric"]): r for r in rows if r["fold"] == "pooled"}
+    pooled = trained_study_report.pooled()
     # every scan is a test scan once; one has an unknown side, and every station with a label is scored
     assert int(pooled[("TS1", "station", "accuracy")]["n"]) == len(LABELS) * 17
     assert int(pooled[("Thresholding", "station", "accuracy")]["n"]) == len(LABELS) * 17
