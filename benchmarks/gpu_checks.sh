@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark of the project in one prepared run, for a lent GPU machine whose image has
-# PyTorch but not SimpleITK/pydicom/argparse-dataclass. Fetch those once as wheels into an ignored .whl/ folder:
+# PyTorch but not SimpleITK/pydicom (the command line needs no third-party parser now). Fetch those once as
+# wheels into an ignored .whl/ folder:
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux2014_x86_64 -d .whl SimpleITK pydicom argparse-dataclass
+#       --platform manylinux2014_x86_64 -d .whl SimpleITK pydicom
 # Each step has its own time limit so one slow step cannot starve the others; results land in $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/lnstage-gpu}
