@@ -243,6 +243,8 @@ def _ours(error: BaseException) -> bool:
 
 
 def flag_name(f: dataclasses.Field) -> str:
+    """The field's flag: `--field-name`, or the first of its metadata `args` (a positional, or a flag whose
+    other `args` are short forms such as `-i`)."""
     args = f.metadata.get("args")
     return args[0] if args else "--" + f.name.replace("_", "-")
 
@@ -286,7 +288,7 @@ def _add_field(group, f: dataclasses.Field, hint: Any, value: Any, source: str, 
     if positional and first_pass:  # argparse checks a positional's default against its choices; None means unset
         kwargs["default"] = None
         kwargs["nargs"] = "*" if kwargs["nargs"] == "+" else kwargs["nargs"]  # `--help` must not stop for want of it
-    group.add_argument(name, **kwargs)
+    group.add_argument(name, *f.metadata.get("args", ())[1:], **kwargs)  # short forms after the name
 
 
 class Switch(argparse.Action):

@@ -39,8 +39,10 @@ class BatchInputError(ValueError):
 class BatchPredictSettings:
     """Many scans, every fold's model: where they are, which model, where the outputs go."""
 
-    input: str = field(default="", metadata={"help": "manifest CSV, or a folder of scan folders (ct, pet[, totalseg])"})
-    out: str = field(default="", metadata={"help": "output folder: summary.csv and one folder per scan"})
+    input: str = field(default="", metadata={"help": "manifest CSV, or a folder of scan folders (ct, pet[, totalseg])",
+                                             "args": ("--input", "-i")})
+    out: str = field(default="", metadata={"help": "output folder: summary.csv and one folder per scan",
+                                           "args": ("--out", "-o")})
     model: str = field(default="", metadata={"help": "run folder (its folds averaged) or one fold's folder"})
     atlas_bank: str = field(default="", metadata={"help": "atlas bank folder (empty: the model's dataset's bank)"})
     dataset: str = field(

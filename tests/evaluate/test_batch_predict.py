@@ -55,3 +55,10 @@ def test_summary_has_a_row_per_scan_with_status_probabilities_and_flags(tmp_path
     assert ok["qa_flags"] == "low_dice" and ok["qa_dice_min"] == "0.5500"
     assert failed["status"] == "failed" and failed["error"] == "ValueError: x" and failed["p_7"] == ""
     assert qa_flags({"dice_min": 0.9, "folding_max": 0.01}) == "folding"
+
+
+def test_short_input_and_output_flags_as_nnunet_users_type_them():
+    from evaluate.__main__ import BATCH
+
+    (settings,), _ = BATCH.parse_all(["-i", "scans", "-o", "out", "--model", "runs/demo/ts1"])
+    assert (settings.input, settings.out, settings.model) == ("scans", "out", "runs/demo/ts1")
