@@ -52,11 +52,11 @@ def experiments(settings: ExperimentSettings) -> int:
 
 REPORT = Command("python -m evaluate report", "Metrics, baselines, paired tests and figures of a cross-validated run.",
                  (EvaluateSettings,), report, presets=report_presets, required=("run",),
-                 log_file=lambda s: Path(s.out or Path(s.run) / "report") / "report.log",
+                 log_file=lambda s: s.output_dir / "report.log",
                  print_settings=False)  # run_evaluation prints them (experiments call it too)
 PREDICT = Command("python -m evaluate predict", "Stage one new PET/CT scan with a trained model (folds averaged).",
                   (PredictSettings,), predict, required=("ct", "pet", "model"),
-                  log_file=lambda s: Path(s.out or f"predict_{Path(s.ct).name.split('.')[0]}") / "predict.log")
+                  log_file=lambda s: s.output_dir / "predict.log")
 BATCH = Command("lnstage-predict", "Stage many PET/CT scans (a folder or a manifest) with every fold's model.",
                 (BatchPredictSettings,), batch, required=("input", "out", "model"),
                 log_file=lambda s: Path(s.out) / "predict.log")
@@ -65,7 +65,7 @@ EXPERIMENTS = Command(
     "Train and evaluate every row of the paper's Tables 4-6 on the same folds, with Table 7 timings, as one report "
     "(complete runs are reused).",
     (ExperimentSettings,), experiments,
-    log_file=lambda s: Path(s.out or Path(s.runs_dir) / Path(s.dataset).stem / "experiments") / "experiments.log")
+    log_file=lambda s: s.output_dir / "experiments.log")
 GROUP = CommandGroup("python -m evaluate", "Evaluate trained runs, stage new scans, run the paper's study.", {
     "report": (REPORT, "metrics, baselines, paired tests and figures of a cross-validated run"),
     "predict": (PREDICT, "stage one new PET/CT scan with a trained model"),

@@ -185,7 +185,7 @@ def run_evaluation(settings: EvaluateSettings) -> int:
     print(format_settings(settings))
     config = load_study(settings.dataset, root=settings.root or None, cache_root=settings.cache_root or None)
     run = Path(settings.run)
-    out = Path(settings.out) if settings.out else run / "report"
+    out = settings.output_dir
     out.mkdir(parents=True, exist_ok=True)
     comparison = compare_on_folds(settings, config, run)
     cohort, methods = comparison.data.cohort, comparison.methods

@@ -56,6 +56,11 @@ class ExperimentSettings:
         default=True, metadata={"help": "show progress: a bar on a terminal, a line per tenth of an epoch in a log"}
     )
 
+    @property
+    def output_dir(self) -> Path:
+        """Where the report goes: `out`, else <runs_dir>/<dataset>/experiments."""
+        return Path(self.out) if self.out else Path(self.runs_dir) / Path(self.dataset).stem / "experiments"
+
 
 @dataclass(frozen=True)
 class StudyRow:

@@ -243,7 +243,7 @@ def run_experiments(study: ExperimentSettings) -> int:
                          member_results=members,
                          timings=steps, n_lesions=data.n_lesions, train_seconds=trained_at - started,
                          total_seconds=time.monotonic() - started, device=str(device))
-    out = Path(study.out) if study.out else Path(study.runs_dir) / Path(study.dataset).stem / "experiments"
+    out = study.output_dir
     path = write_study_report(out, report)
     print(f"\nreport: {path} ({time.monotonic() - started:.0f} s)")
     return 0

@@ -275,7 +275,7 @@ def stage_one(settings: PredictSettings) -> ScanPrediction:
     """Stage the scan of `settings` and write its outputs (no printing): what `predict` and the command run."""
     _check_inputs(settings)
     start, load = time.perf_counter(), {}
-    out = Path(settings.out or f"predict_{Path(settings.ct).name.split('.')[0]}")
+    out = settings.output_dir
     staging = timed(load, "load_model", lambda: staging_for(settings, out))
     prediction = stage_scan(_row(settings), staging, out)
     timings = {**load, **prediction.timings_s, "total": time.perf_counter() - start}
@@ -293,7 +293,7 @@ def predict(ct: str | Path, pet: str | Path, model: str | Path, out: str | Path,
 def run_predict(settings: PredictSettings) -> int:
     """Stage one scan, write the outputs and print the stage and station table; returns the exit status (0)."""
     prediction = stage_one(settings)
-    out = Path(settings.out or f"predict_{Path(settings.ct).name.split('.')[0]}")
+    out = settings.output_dir
     print(n_stage_text(prediction))
     print(station_table_text(prediction))
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in prediction.timings_s.items()))

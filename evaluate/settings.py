@@ -5,6 +5,7 @@ Defaults can be overridden per dataset in the dataset config's `[evaluate]` tabl
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 
@@ -60,6 +61,11 @@ class EvaluateSettings:
     atlas_subset_size: int = field(default=3, metadata={"help": "atlases per subset in the atlas-subset analysis"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto: CUDA when present"})
 
+    @property
+    def output_dir(self) -> Path:
+        """Where the report goes: `out`, else <run>/report."""
+        return Path(self.out) if self.out else Path(self.run) / "report"
+
 
 @dataclass(frozen=True)
 class PredictSettings:
@@ -82,3 +88,8 @@ class PredictSettings:
     probability_cutoff: float = field(default=0.5, metadata={"help": "a station is malignant at p >= this"})
     out: str = field(default="", metadata={"help": "output folder (empty: predict_<CT name>/ here)"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto: CUDA when present"})
+
+    @property
+    def output_dir(self) -> Path:
+        """Where the outputs go: `out`, else predict_<CT name>/ in the current folder."""
+        return Path(self.out or f"predict_{Path(self.ct).name.split('.')[0]}")
