@@ -1,4 +1,5 @@
-"""The domain model every stage shares: the 17 lymph node stations, the N-stage rule sets and the stager.
+"""The domain model every stage shares: the 17 lymph node stations, the N-stage rule sets and the one stager
+(`stage_scans` over a matrix of station calls; `n_stage` for one scan's station names calls it).
 
 The catalogue and the rule sets are data in `configs/` (`stations.toml`, `rule_sets/*.toml`); this is the one
 module that reads and applies them. Stations are named as in the IASLC map ("4R", "7"); per-station arrays
@@ -8,7 +9,7 @@ module that reads and applies them. Stations are named as in the IASLC map ("4R"
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,8 @@ from configs import CONFIG_DIR
 
 SIDES = ("R", "L")
 N_GROUPS = 3
+STATION_CUTOFF = 0.5  # a station is called malignant at probability >= this (the paper's cutoff)
+UNSTAGEABLE = -1  # the N-stage of a scan whose unknown tumour side decides it: reported, never dropped
 
 
 class StationError(ValueError):
@@ -120,35 +123,57 @@ def _check_side(tumor_side: str | None) -> None:
         raise StationError(f"tumour side must be 'R' or 'L' (or unknown), got {tumor_side!r}")
 
 
-def _stage_for_side(positive: frozenset[str], side: str, rules: RuleSet) -> int:
-    stage = 0
-    for g, group in enumerate(rules.groups[side], start=1):
-        if positive & group:
-            stage = g
-    return stage
+def station_calls(probability: np.ndarray, cutoff: float = STATION_CUTOFF) -> np.ndarray:
+    """int8 station calls (1 malignant, 0 benign) from probabilities of any shape; NaN (a station absent from the
+    scan) is benign."""
+    probability = np.asarray(probability, dtype=np.float64)
+    return np.where(np.isnan(probability), 0, probability >= cutoff).astype(np.int8)
+
+
+def stages_by_side(calls: np.ndarray, rule_set: str = "paper") -> dict[str, np.ndarray]:
+    """int64 N-stage per scan for each tumour side, from a (scans, 17) matrix of station calls: 1 is malignant,
+    anything else (0 benign, -1 unknown or absent) is not. The stage is the highest group with a malignant station."""
+    calls = np.asarray(calls)
+    if calls.ndim != 2 or calls.shape[1] != len(stations()):
+        raise StationError(f"expected (scans, {len(stations())}) station calls, got shape {calls.shape}")
+    malignant = calls == 1
+    group_stage = np.arange(1, N_GROUPS + 1)
+    return {side: np.max((malignant[:, None, :] & group_mask(side, rule_set)).any(axis=2) * group_stage, axis=1,
+                         initial=0).astype(np.int64) for side in SIDES}
+
+
+def stage_scans(calls: np.ndarray, tumor_sides: Sequence[str | None], rule_set: str = "paper") -> np.ndarray:
+    """int64 N-stage per scan from a (scans, 17) matrix of station calls and each scan's tumour side (None:
+    unknown); UNSTAGEABLE where the side is unknown and the two sides give different stages."""
+    by_side = stages_by_side(calls, rule_set)
+    if len(tumor_sides) != len(by_side["R"]):
+        raise StationError(f"{len(tumor_sides)} tumour sides for {len(by_side['R'])} scans of station calls")
+    for side in set(tumor_sides):
+        _check_side(side)
+    right = np.array([side == "R" for side in tumor_sides], dtype=bool)
+    left = np.array([side == "L" for side in tumor_sides], dtype=bool)
+    agreed = np.where(by_side["R"] == by_side["L"], by_side["R"], UNSTAGEABLE)
+    return np.select([right, left], [by_side["R"], by_side["L"]], agreed).astype(np.int64)
 
 
 def n_stage(positive_stations: Iterable[str], tumor_side: str | None, rule_set: str = "paper") -> int:
-    """N-stage (0-3) from the positive stations (by name) and the tumour side ("R" or "L").
+    """N-stage (0-3) of one scan from its positive stations (by name) and the tumour side ("R" or "L").
 
     With an unknown side (None) the stage is returned only when both sides give the same answer (e.g. no
     positive station, or only station 7); otherwise UnknownTumorSideError is raised so the caller can report
     the patient separately instead of dropping it.
     """
-    positive = frozenset(positive_stations)
-    for name in positive:
-        station(name)
+    positive = sorted(set(positive_stations))
+    calls = status_vector(positive)[None]
     _check_side(tumor_side)
-    rules = load_rule_set(rule_set)
-    if tumor_side is not None:
-        return _stage_for_side(positive, tumor_side, rules)
-    by_side = {side: _stage_for_side(positive, side, rules) for side in SIDES}
-    if by_side["R"] != by_side["L"]:
+    stage = int(stage_scans(calls, [tumor_side], rule_set)[0])
+    if stage == UNSTAGEABLE:
+        by_side = {side: int(v[0]) for side, v in stages_by_side(calls, rule_set).items()}
         raise UnknownTumorSideError(
-            f"tumour side unknown and positive stations {sorted(positive)} give N{by_side['R']} for side R "
+            f"tumour side unknown and positive stations {positive} give N{by_side['R']} for side R "
             f"but N{by_side['L']} for side L under rule set {rule_set!r}"
         )
-    return by_side["R"]
+    return stage
 
 
 def check_n_stage(n: int) -> int:

@@ -21,7 +21,7 @@ from cache.dataset import DatasetConfig
 from cache.manifest import ManifestRow, read_manifest
 from cache.run_log import progress
 from cache.schema import cache_file_name
-from cache.stations import station_names
+from cache.stations import station_calls, station_names
 from cache.writer import ScanLabels, ScanRecord, write_scan
 from evaluate.atlas_analysis import SubsetResult, atlas_subsets, compare_subsets
 
@@ -73,7 +73,7 @@ def _classify(labels: np.ndarray, agreement: dict[int, float], prepared, row: Ma
     part = open_part(temporary, [row], (row.patient_id,), expected_settings(build))
     probability = predict(model, part, train_settings, torch.device(device)).station_prob[0]
     part.reader.close()
-    return np.where(np.isnan(probability), 0, probability >= 0.5).astype(np.int8)
+    return station_calls(probability)
 
 
 def run_subset_study(config: DatasetConfig, build: BuildSettings, run: Path, scans: list[tuple[str, str, int]],

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cache.dataset import NAMESPACE_SEPARATOR
+from cache.stations import UNSTAGEABLE
 from evaluate.metrics import (
     MetricSummary,
     NStageMetrics,
@@ -30,7 +31,6 @@ from evaluate.metrics import (
     station_metrics,
     summarise_folds,
 )
-from evaluate.staging import UNSTAGEABLE
 from evaluate.statistics import (
     Interval,
     McNemarResult,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cache.dataset import Study
-from cache.stations import station_names
+from cache.stations import STATION_CUTOFF, station_names
 from evaluate.cohort import CohortData
 from evaluate.comparison import MethodPredictions
 from evaluate.settings import EvaluateSettings
@@ -86,8 +86,8 @@ def model_method(run: Path, data: CohortData, folds: tuple[int, ...], config: St
                  settings: EvaluateSettings) -> MethodPredictions:
     """The run's test predictions for the cohort scans of `folds`, in cohort order.
 
-    Station status is the run's (probability >= 0.5); a station absent from a scan's cache file is benign with
-    probability 0. The N-stage is the run's (rule-based for TS1, the head's for TS2/TS3).
+    Station status is the run's (probability >= STATION_CUTOFF); a station absent from a scan's cache file is
+    benign with probability 0. The N-stage is the run's (rule-based for TS1, the head's for TS2/TS3).
     """
     tables = read_fold_predictions(run)
     table = pd.concat([tables[k] for k in folds], ignore_index=True)
@@ -118,4 +118,4 @@ def model_method(run: Path, data: CohortData, folds: tuple[int, ...], config: St
         n_pred[i] = int(rows["n_pred"].iloc[0])
     name = settings.method_name or "+".join(s.upper() for s in stages)
     return MethodPredictions(name=name, station_pred=pred, station_score=score, n_pred=n_pred,
-                             notes={"run": str(run), "station cutoff": "probability >= 0.5"})
+                             notes={"run": str(run), "station cutoff": f"probability >= {STATION_CUTOFF:g}"})

@@ -29,7 +29,7 @@ from cache.dataset import DatasetConfig, load_dataset
 from cache.manifest import ManifestRow
 from cache.reader import open_scan
 from cache.schema import cache_file_name
-from cache.stations import UnknownTumorSideError, n_stage, station_names
+from cache.stations import UNSTAGEABLE, stage_scans, stages_by_side, station_calls, station_names
 from evaluate.figures import qa_overlay_figure
 from evaluate.settings import PredictSettings
 from evaluate.viewer_outputs import write_viewer_outputs
@@ -128,13 +128,12 @@ def preprocess_scan(row: ManifestRow, config: DatasetConfig, build: BuildSetting
     return {k: v for k, v in outcome.timings_s.items() if k != "total"}
 
 
-def stage_both_sides(positive: list[str], side: str | None, rule_set: str) -> tuple[int | None, dict[str, int]]:
-    """The N-stage for the given side (None when unknown and the sides differ) and the stage for each side."""
-    by_side = {s: n_stage(positive, s, rule_set) for s in ("R", "L")}
-    try:
-        return n_stage(positive, side, rule_set), by_side
-    except UnknownTumorSideError:
-        return None, by_side
+def stage_both_sides(calls: np.ndarray, side: str | None, rule_set: str) -> tuple[int | None, dict[str, int]]:
+    """One scan's N-stage from its 17 station calls (None when the side is unknown and the sides differ), and
+    the stage for each side, so that the user sees both."""
+    stage = int(stage_scans(calls[None], [side], rule_set)[0])
+    by_side = {s: int(v[0]) for s, v in stages_by_side(calls[None], rule_set).items()}
+    return None if stage == UNSTAGEABLE else stage, by_side
 
 
 def station_table_text(prediction: ScanPrediction) -> str:
@@ -225,16 +224,15 @@ def stage_scan(row: ManifestRow, staging: Staging, out: Path) -> ScanPrediction:
         model.settings.inference_samples, model.settings.seed, scan_names=[str(row.ct)]).station_prob[0]
         for model in staging.models]))
     probabilities, spread = per_fold.mean(axis=0), per_fold.std(axis=0)
+    status = station_calls(probabilities, staging.cutoff)
     with open_scan(cache_path) as scan:
         info = scan.info
         stations = tuple(
-            StationPrediction(name, float(p), bool(not math.isnan(p) and p >= staging.cutoff),
+            StationPrediction(name, float(p), bool(call),
                               info.stations[name].suv_max if name in info.stations else float("nan"),
                               info.stations[name].volume_ml if name in info.stations else float("nan"), float(sd))
-            for name, p, sd in zip(station_names(), probabilities, spread, strict=True))
-        positive = [s.name for s in stations if s.malignant]
-        stage, by_side = stage_both_sides(positive, row.tumor_side, staging.config.rule_set)
-        status = np.array([int(s.malignant) for s in stations], dtype=np.int8)
+            for name, p, call, sd in zip(station_names(), probabilities, status, spread, strict=True))
+        stage, by_side = stage_both_sides(status, row.tumor_side, staging.config.rule_set)
         agreement = [info.stations[n].vote_agreement if n in info.stations else math.nan for n in station_names()]
         files = timed(timings, "outputs", lambda: (
             write_viewer_outputs(out, read_image(row.ct, modality="CT"), info.grid, np.asarray(scan.station_labels),

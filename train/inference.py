@@ -25,13 +25,11 @@ import torch
 from cache.reader import CacheReader
 from cache.sampler import PatchSampler, SamplerSettings
 from cache.settings import values_from_mapping
-from cache.stations import UnknownTumorSideError, n_stage, station_names
+from cache.stations import STATION_CUTOFF, stage_scans, station_calls, station_names
 from train.checkpoint import load_checkpoint
 from train.data import CohortPart, sampler_settings
 from train.model import N_STATIONS, NStageModel, StationClassifier, build_model, encode_side
 from train.settings import TrainSettings
-
-THRESHOLD = 0.5
 
 
 class InferenceError(ValueError):
@@ -95,18 +93,6 @@ def _pair_logits(classifier: StationClassifier, sampler: PatchSampler, scans: np
     return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
 
 
-def rule_based_stage(station_pred: np.ndarray, tumor_sides: tuple[str | None, ...], rule_set: str) -> np.ndarray:
-    """N-stage per scan from binary station predictions (scans, 17) and the side; -1 when the side decides and
-    is unknown (reported, never dropped)."""
-    names, stages = station_names(), []
-    for row, side in zip(station_pred, tumor_sides, strict=True):
-        try:
-            stages.append(n_stage([names[i] for i in np.flatnonzero(row == 1)], side, rule_set))
-        except UnknownTumorSideError:
-            stages.append(-1)
-    return np.array(stages, dtype=np.int64)
-
-
 def present_stations(reader: CacheReader) -> np.ndarray:
     """(scans, 17) bool: which stations each cache file of `reader` holds."""
     names = station_names()
@@ -137,8 +123,7 @@ def predict_scans(trained: TrainedModel, reader: CacheReader, tumor_sides: Seque
     station_prob = np.full((len(reader), N_STATIONS), np.nan)
     station_prob[scans, stations] = np.mean([1 / (1 + np.exp(-d.astype(np.float64))) for d in draws], axis=0)
     if not isinstance(model, NStageModel):
-        station_pred = np.where(np.isnan(station_prob), 0, station_prob >= THRESHOLD).astype(np.int8)
-        return Predictions(station_prob, None, rule_based_stage(station_pred, tuple(tumor_sides), rule_set))
+        return Predictions(station_prob, None, stage_scans(station_calls(station_prob), tumor_sides, rule_set))
     # absent stations get the classifier's logit of a zero patch, as in training (data.ScanBatches)
     edge = trained.patch.patch_size_vox
     zero = torch.zeros(N_STATIONS, trained.patch.n_channels, edge, edge, edge, device=device)
@@ -185,7 +170,7 @@ def write_predictions(path: Path, part: CohortPart, predictions: Predictions, fo
                 absent = np.isnan(prob)
                 writer.writerow([part.patient_ids[i], part.scan_ids[i], fold, split, stage, names[s], s,
                                  int(part.station_status[i, s]), "" if absent else f"{prob:.6f}",
-                                 -1 if absent else int(prob >= THRESHOLD), part.tumor_sides[i] or "",
+                                 -1 if absent else int(prob >= STATION_CUTOFF), part.tumor_sides[i] or "",
                                  int(part.n_stage[i]), int(predictions.n_pred[i]), *n_prob, part.rule_set])
     os.replace(temporary, path)
 

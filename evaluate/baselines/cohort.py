@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from cache.stations import stage_scans
 from evaluate.baselines.cutoff import CutoffChoice, predict_above
 from evaluate.baselines.lesion_overlap import choose_overlap
 from evaluate.baselines.thresholding import choose_threshold
 from evaluate.comparison import Cohort, MethodPredictions
-from evaluate.staging import stage_scans
 
 
 def _per_fold(cohort: Cohort, scores: np.ndarray, choose: Callable[[np.ndarray, np.ndarray], CutoffChoice],
@@ -30,7 +30,7 @@ def _method(name: str, cohort: Cohort, pred: np.ndarray, scores: np.ndarray, rul
             cutoffs: dict[int, float]) -> MethodPredictions:
     notes = {note_key: ", ".join(f"fold {k}: {v:g}" for k, v in cutoffs.items())}
     return MethodPredictions(name=name, station_pred=pred, station_score=np.nan_to_num(scores, nan=0.0),
-                             n_pred=stage_scans(pred == 1, cohort.tumor_sides, rule_set), notes=notes)
+                             n_pred=stage_scans(pred, cohort.tumor_sides, rule_set), notes=notes)
 
 
 def thresholding_method(cohort: Cohort, suv_max: np.ndarray, thresholds: tuple[float, ...], rule_set: str,

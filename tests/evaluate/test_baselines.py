@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 
-from cache.stations import station
+from cache.stations import UNSTAGEABLE, stage_scans, station
 from evaluate.baselines.cutoff import choose_cutoff, predict_above
 from evaluate.baselines.lesion_overlap import choose_overlap, label_lesions, overlap_stations, station_overlap
 from evaluate.baselines.pet_lesions import segment_pet_lesions
 from evaluate.baselines.thresholding import SUV_THRESHOLDS, choose_threshold, threshold_stations
-from evaluate.staging import UNSTAGEABLE, stage_scans
 
 
 def test_threshold_chosen_by_training_balanced_accuracy():
@@ -107,5 +106,5 @@ def test_stage_scans_applies_the_rule_set_and_marks_unstageable():
     positive[3, station("4L").index] = True  # side unknown: N2 (L) or N3 (R)
     stages = stage_scans(positive, ["R", "R", "R", None], "paper")
     assert stages.tolist() == [0, 1, 3, UNSTAGEABLE]
-    with pytest.raises(ValueError, match="station statuses"):
+    with pytest.raises(ValueError, match="station calls"):
         stage_scans(positive[:, :5], ["R"] * 4, "paper")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from cache.stations import UNSTAGEABLE
 from evaluate.comparison import Cohort, MethodPredictions, compare_methods, evaluate_method
-from evaluate.staging import UNSTAGEABLE
 
 
 def _cohort() -> Cohort:

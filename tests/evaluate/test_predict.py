@@ -5,6 +5,7 @@ import math
 import pytest
 
 from cache.settings import SettingsError
+from cache.stations import status_vector
 from evaluate.__main__ import main
 from evaluate.predict import (
     PredictError,
@@ -17,9 +18,9 @@ from evaluate.predict import (
 
 
 def test_unknown_side_gives_both_stages():
-    assert stage_both_sides(["4L"], None, "paper") == (None, {"R": 3, "L": 2})
-    assert stage_both_sides(["7"], None, "paper") == (2, {"R": 2, "L": 2})
-    assert stage_both_sides(["4L"], "L", "paper")[0] == 2
+    assert stage_both_sides(status_vector(["4L"]), None, "paper") == (None, {"R": 3, "L": 2})
+    assert stage_both_sides(status_vector(["7"]), None, "paper") == (2, {"R": 2, "L": 2})
+    assert stage_both_sides(status_vector(["4L"]), "L", "paper")[0] == 2
 
 
 def test_table_and_stage_text():

@@ -9,15 +9,7 @@ from cache.dataset import load_dataset
 from cache.manifest import read_manifest
 from train.__main__ import main
 from train.data import open_part
-from train.inference import InferenceError, load_trained, predict, rule_based_stage, write_predictions
-
-
-def test_rule_based_stage_reports_unknown_side_as_unstageable():
-    pred = np.zeros((3, 17), dtype=np.int8)
-    pred[0, 14] = 1  # 10R
-    pred[1, 14] = 1
-    pred[2, 10] = 1  # 7: group 2 on both sides
-    assert rule_based_stage(pred, ("R", None, None), "paper").tolist() == [1, -1, 2]
+from train.inference import InferenceError, load_trained, predict, write_predictions
 
 
 def test_trained_model_predicts_every_scan_and_station_and_the_csv_has_17_rows_per_scan(tiny_dataset, tmp_path):

@@ -3,8 +3,8 @@ import csv
 import numpy as np
 import pytest
 
+from cache.stations import stage_scans
 from train.__main__ import main
-from train.inference import rule_based_stage
 from train.predict import RepredictError
 
 
@@ -47,7 +47,7 @@ def test_rule_set_restages_ts1_without_retraining(trained_run, tmp_path):
     pred = np.array([[max(int(r["station_pred"]), 0) for r in restaged if r["scan_id"] == s] for s in scans])
     sides = tuple(next(r["tumor_side"] for r in restaged if r["scan_id"] == s) or None for s in scans)
     n_pred = [int(next(r["n_pred"] for r in restaged if r["scan_id"] == s)) for s in scans]
-    assert n_pred == rule_based_stage(pred, sides, "tnm8").tolist()
+    assert n_pred == stage_scans(pred, sides, "tnm8").tolist()
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cache.stations import stage_scans
 from evaluate.baselines.thresholding import SUV_THRESHOLDS
 from evaluate.baselines.thresholding import choose_threshold as evaluate_choose_threshold
 from evaluate.metrics import n_stage_metrics, station_metrics
-from evaluate.staging import stage_scans
 from preprocess.phantom.calibrate import (
     PAPER_FIGURES,
     PAPER_THRESHOLDS,
