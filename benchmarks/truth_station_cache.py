@@ -22,6 +22,7 @@ import preprocess.pipeline as pipeline
 import preprocess.register as register
 from cache.build_settings import build_settings_for
 from cache.dataset import load_dataset
+from preprocess.resample import grid_image, resample_like
 from preprocess.settings import PreprocessSettings
 from preprocess.suv import SuvSettings
 
@@ -35,11 +36,7 @@ def main() -> None:
 
     def true_stations(ct_hu, structures, grid, bank, registration, device):
         truth = sitk.ReadImage(str(args.root / "truth" / current["scan"] / "stations.nii.gz"))
-        reference = sitk.Image([int(v) for v in grid.shape_zyx[::-1]], sitk.sitkUInt8)
-        reference.SetSpacing(grid.spacing_mm)
-        reference.SetOrigin(grid.origin_mm)
-        reference.SetDirection(grid.direction)
-        resampled = sitk.Resample(truth, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        resampled = resample_like(truth, grid_image(grid), "nearest", 0)
         labels = sitk.GetArrayFromImage(resampled).astype(np.uint8)
         inside = (labels > 0).astype(np.float32)
         return types.SimpleNamespace(labels=labels, votes=inside, n_atlases=1, vote_fraction=inside, qa={},

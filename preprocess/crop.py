@@ -1,13 +1,22 @@
-"""Mediastinum crop: the bounding box of the lungs and trachea (TotalSegmentator v2 ids) plus a margin."""
+"""Mediastinum crop: the bounding box of the lungs and trachea (TotalSegmentator v2 ids) plus a margin.
+
+Scans (`preprocess.prepare`) and atlases (`preprocess.register.atlas_bank`) are both cropped here, by
+`crop_structures` then `ct_on_grid`, so an atlas and a scan of the same body get the same box and grid.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import SimpleITK as sitk
 
 from cache.grid import Grid
+from preprocess.resample import grid_image, resample_like, resample_to_spacing
 from preprocess.totalseg_labels import label_ids
+
+CT_OUTSIDE_HU = -1024  # air, for CT samples outside the scanned volume
 
 # Structures whose union bounds the crop; the mediastinum lies between the lungs, below the trachea's top.
 CROP_STRUCTURES = (
@@ -68,12 +77,29 @@ def crop_grid(grid: Grid, box: tuple[slice, slice, slice]) -> Grid:
     return Grid(tuple(shape), grid.spacing_mm, tuple(origin), grid.direction)
 
 
-def crop_arrays(
-    arrays: dict[str, np.ndarray | None], grid: Grid, box: tuple[slice, slice, slice]
-) -> tuple[dict[str, np.ndarray | None], Grid]:
-    """Each (z, y, x) array cropped to `box` (None passes through), with the cropped grid."""
-    for name, array in arrays.items():
-        if array is not None and array.shape != grid.shape_zyx:
-            raise ValueError(f"array {name!r} has shape {array.shape}, grid has {grid.shape_zyx}")
-    cropped = {name: None if a is None else np.ascontiguousarray(a[box]) for name, a in arrays.items()}
-    return cropped, crop_grid(grid, box)
+@dataclass(frozen=True)
+class MediastinumCrop:
+    """The crop of one scan's structures: `box` (z, y, x slices of the isotropic image), the cropped `grid`,
+    the structures (uint8 v2 ids) inside it, and `reference`, an empty image on `grid` to resample onto."""
+
+    box: tuple[slice, slice, slice]
+    grid: Grid
+    structures: np.ndarray
+    reference: sitk.Image
+
+
+def crop_structures(structures: sitk.Image, spacing_mm: float, margin_mm: float) -> MediastinumCrop:
+    """TotalSegmentator masks (v2 ids, on the CT's grid) resampled (nearest) to isotropic `spacing_mm` and cropped
+    to their mediastinum box widened by `margin_mm`."""
+    isotropic = resample_to_spacing(structures, spacing_mm, "nearest", 0)
+    labels = sitk.GetArrayViewFromImage(isotropic)
+    box = mediastinum_box(labels, spacing_mm, margin_mm)
+    grid = crop_grid(Grid.from_sitk(isotropic), box)
+    # A copy, never a view: a view of a SimpleITK image dangles once the image is freed at return.
+    return MediastinumCrop(box, grid, np.array(labels[box], dtype=np.uint8, copy=True), grid_image(grid))
+
+
+def ct_on_grid(ct: sitk.Image, reference: sitk.Image) -> np.ndarray:
+    """CT in HU (int16, z, y, x) resampled linearly onto the grid of `reference`; air outside the scanned volume."""
+    hu = sitk.GetArrayFromImage(resample_like(sitk.Cast(ct, sitk.sitkFloat32), reference, "linear", CT_OUTSIDE_HU))
+    return np.clip(np.rint(hu), -32768, 32767).astype(np.int16)

@@ -20,15 +20,14 @@ import SimpleITK as sitk
 from cache.dataset import DatasetConfig
 from cache.grid import Grid
 from cache.manifest import ManifestRow
-from preprocess.crop import CropError, crop_grid, mediastinum_box
+from preprocess.crop import CropError, crop_structures, ct_on_grid
 from preprocess.dicom_series import DicomSeriesError
 from preprocess.images import ImageReadError, read_image, read_pet_suv, to_lps
-from preprocess.resample import resample_like, resample_to_spacing
+from preprocess.resample import resample_like
 from preprocess.step_timing import timed, timing
 from preprocess.suv import SuvError, SuvSettings
 from preprocess.totalseg import TotalSegError, load_totalseg
 
-CT_OUTSIDE_HU = -1024  # air, for CT samples outside the scanned volume
 INPUT_ERRORS = (SuvError, DicomSeriesError, ImageReadError, TotalSegError, CropError, RuntimeError, OSError)
 
 
@@ -58,13 +57,6 @@ def _input_step(row: ManifestRow, column: str, path: Path | None, timings: dict[
         except INPUT_ERRORS as error:
             raise PrepareError(f"scan {row.scan_id!r} (manifest row {row.row}), column {column!r}, file {path}: "
                                f"{error}") from error
-
-
-def grid_image(grid: Grid) -> sitk.Image:
-    """An empty image carrying `grid`, as the reference of a resampling."""
-    image = sitk.Image([int(n) for n in grid.shape_zyx[::-1]], sitk.sitkUInt8)
-    grid.apply_to_sitk(image)
-    return image
 
 
 def _check_overlap(pet: sitk.Image, grid: Grid, row: ManifestRow) -> None:
@@ -103,21 +95,15 @@ def prepare_scan(row: ManifestRow, dataset: DatasetConfig, spacing_mm: float, cr
         with _input_step(row, "lesions", row.lesions, timings, "read_lesions"):
             lesions = _lesion_labels(row.lesions)
     with _input_step(row, "totalseg", row.totalseg, timings, "crop"):
-        structures_iso = resample_to_spacing(masks.image, spacing_mm, "nearest", 0)
-        box = mediastinum_box(sitk.GetArrayViewFromImage(structures_iso), spacing_mm, crop_margin_mm)
-        grid = crop_grid(Grid.from_sitk(structures_iso), box)
-        # A copy, never a view: a view of a SimpleITK image dangles once the image is freed at return.
-        structures = np.array(sitk.GetArrayViewFromImage(structures_iso)[box], dtype=np.uint8, copy=True)
-    _check_overlap(pet, grid, row)
-    reference = grid_image(grid)
-    ct_hu = timed(timings, "resample_ct", lambda: sitk.GetArrayFromImage(
-        resample_like(sitk.Cast(ct, sitk.sitkFloat32), reference, "linear", CT_OUTSIDE_HU)))
+        crop = crop_structures(masks.image, spacing_mm, crop_margin_mm)
+    _check_overlap(pet, crop.grid, row)
+    ct_hu = timed(timings, "resample_ct", lambda: ct_on_grid(ct, crop.reference))
     suv_array = timed(timings, "resample_pet", lambda: sitk.GetArrayFromImage(
-        resample_like(sitk.Cast(pet, sitk.sitkFloat32), reference, "linear", 0.0)))
+        resample_like(sitk.Cast(pet, sitk.sitkFloat32), crop.reference, "linear", 0.0)))
     lesion_array = None
     if lesions is not None:
         lesion_array = timed(timings, "resample_lesions", lambda: sitk.GetArrayFromImage(
-            resample_like(lesions, reference, "nearest", 0)))
+            resample_like(lesions, crop.reference, "nearest", 0)))
     provenance = {
         "inputs": {column: None if getattr(row, column) is None else str(getattr(row, column))
                    for column in ("ct", "pet", "totalseg", "lesions")},
@@ -126,14 +112,14 @@ def prepare_scan(row: ManifestRow, dataset: DatasetConfig, spacing_mm: float, cr
         "totalseg": masks.provenance(),
         "spacing_mm": float(spacing_mm),
         "crop_margin_mm": float(crop_margin_mm),
-        "crop_box_zyx": [[s.start, s.stop] for s in box],
+        "crop_box_zyx": [[s.start, s.stop] for s in crop.box],
     }
     return PreparedScan(
-        ct_hu=np.clip(np.rint(ct_hu), -32768, 32767).astype(np.int16),
+        ct_hu=ct_hu,
         suv=suv_array.astype(np.float32, copy=False),
-        structures=structures,
+        structures=crop.structures,
         lesions=lesion_array,
-        grid=grid,
+        grid=crop.grid,
         provenance=provenance,
         timings_s=timings,
     )

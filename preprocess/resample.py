@@ -11,6 +11,8 @@ from typing import Literal
 import numpy as np
 import SimpleITK as sitk
 
+from cache.grid import Grid
+
 Interpolator = Literal["linear", "nearest", "bspline"]
 
 _INTERPOLATORS = {
@@ -24,6 +26,13 @@ def _interpolator(name: Interpolator) -> int:
     if name not in _INTERPOLATORS:
         raise ValueError(f"unknown interpolator {name!r}; use one of {', '.join(_INTERPOLATORS)}")
     return _INTERPOLATORS[name]
+
+
+def grid_image(grid: Grid) -> sitk.Image:
+    """An empty image (uint8) carrying `grid`, as the reference of a resampling."""
+    image = sitk.Image([int(n) for n in grid.shape_zyx[::-1]], sitk.sitkUInt8)
+    grid.apply_to_sitk(image)
+    return image
 
 
 def resample_like(

@@ -16,13 +16,12 @@ import SimpleITK as sitk
 from cache.grid import Grid
 from cache.settings import SettingsError, read_toml
 from cache.stations import stations
-from preprocess.crop import crop_grid, mediastinum_box
+from preprocess.crop import crop_structures, ct_on_grid
 from preprocess.images import read_image
-from preprocess.resample import resample_like, resample_to_spacing
+from preprocess.resample import resample_like
 from preprocess.totalseg import load_totalseg
 
 ATLAS_FILES = ("ct.nii.gz", "stations.nii.gz", "atlas.toml")
-CT_OUTSIDE_HU = -1024
 
 
 class AtlasBankError(ValueError):
@@ -74,17 +73,8 @@ def read_cropped_scan(ct_path: Path, totalseg_path: Path, spacing_mm: float, cro
                       totalseg_version: str = "auto") -> CroppedScan:
     """A CT and its TotalSegmentator masks resampled to `spacing_mm` and cropped as `preprocess` crops scans."""
     ct = read_image(Path(ct_path))
-    masks = load_totalseg(Path(totalseg_path), ct, totalseg_version).image
-    structures_iso = resample_to_spacing(masks, spacing_mm, "nearest", 0)
-    # a view into the SimpleITK buffer: copied out below before the image is freed
-    structures_full = sitk.GetArrayViewFromImage(structures_iso)
-    box = mediastinum_box(structures_full, spacing_mm, crop_margin_mm)
-    grid = crop_grid(Grid.from_sitk(structures_iso), box)
-    reference = sitk.Image([int(v) for v in grid.shape_zyx[::-1]], sitk.sitkUInt8)
-    grid.apply_to_sitk(reference)
-    ct_hu = sitk.GetArrayFromImage(resample_like(sitk.Cast(ct, sitk.sitkFloat32), reference, "linear", CT_OUTSIDE_HU))
-    return CroppedScan(np.clip(np.rint(ct_hu), -32768, 32767).astype(np.int16),
-                       np.array(structures_full[box], dtype=np.uint8, copy=True), grid, reference)
+    crop = crop_structures(load_totalseg(Path(totalseg_path), ct, totalseg_version).image, spacing_mm, crop_margin_mm)
+    return CroppedScan(ct_on_grid(ct, crop.reference), crop.structures, crop.grid, crop.reference)
 
 
 def read_labels_on(path: Path, reference: sitk.Image, like: Path) -> np.ndarray:

@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from cache.grid import Grid
-from preprocess.crop import CropError, crop_arrays, mediastinum_box
+from preprocess.crop import CT_OUTSIDE_HU, CropError, crop_structures, ct_on_grid, mediastinum_box
+from preprocess.resample import grid_image
 from preprocess.totalseg_labels import label_ids
 
 
@@ -29,17 +31,32 @@ def test_box_is_clipped_to_the_image():
     assert box == (slice(0, 30), slice(0, 40), slice(0, 50))
 
 
+def _image(array: np.ndarray, grid: Grid) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    grid.apply_to_sitk(image)
+    return image
+
+
 def test_crop_keeps_landmark_position():
-    grid = Grid((30, 40, 50), (2.0, 1.0, 3.0), (-12.0, 40.0, 7.0), (0, 0, 1, 1, 0, 0, 0, 1, 0))
+    # isotropic input: the isotropic grid of the crop is the input's own, so the landmark is not interpolated
+    grid = Grid((30, 40, 50), (2.0, 2.0, 2.0), (-12.0, 40.0, 7.0), (0, 0, 1, 1, 0, 0, 0, 1, 0))
     structures = _structures()
     ct = np.zeros(grid.shape_zyx, dtype=np.int16)
     ct[15, 20, 25] = 100
-    box = mediastinum_box(structures, grid.spacing_mm, margin_mm=5.0)
-    cropped, cropped_grid = crop_arrays({"ct_hu": ct, "structures": structures, "lesions": None}, grid, box)
-    assert cropped["lesions"] is None
-    assert cropped["ct_hu"].shape == cropped_grid.shape_zyx
-    new_index = np.argwhere(cropped["ct_hu"] == 100)[0]
-    np.testing.assert_allclose(cropped_grid.index_to_physical(new_index), grid.index_to_physical([15, 20, 25]))
+    crop = crop_structures(_image(structures, grid), 2.0, margin_mm=5.0)
+    assert crop.box == mediastinum_box(structures, 2.0, margin_mm=5.0)
+    np.testing.assert_array_equal(crop.structures, structures[crop.box])
+    ct_hu = ct_on_grid(_image(ct, grid), crop.reference)
+    assert ct_hu.dtype == np.int16 and ct_hu.shape == crop.grid.shape_zyx
+    new_index = np.argwhere(ct_hu == 100)[0]
+    np.testing.assert_allclose(crop.grid.index_to_physical(new_index), grid.index_to_physical([15, 20, 25]))
+
+
+def test_ct_outside_the_scanned_volume_is_air():
+    grid = Grid((4, 4, 4), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    far = Grid((3, 3, 3), (2.0, 2.0, 2.0), (100.0, 0.0, 0.0))
+    ct_hu = ct_on_grid(_image(np.full((4, 4, 4), 40, dtype=np.int16), grid), grid_image(far))
+    assert (ct_hu == CT_OUTSIDE_HU).all()
 
 
 def test_no_lungs_is_refused():
