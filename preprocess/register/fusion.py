@@ -13,13 +13,24 @@ import torch
 
 
 @dataclass(frozen=True)
+class AtlasLabels:
+    """One atlas' own station labels on the scan's grid (z, y, x) uint8, after the linear stage and after the
+    deformable one; kept only when asked (`map_stations(keep_atlas_labels=True)`, leave-one-atlas-out scoring)."""
+
+    atlas: str
+    linear: np.ndarray
+    deformable: np.ndarray
+
+
+@dataclass(frozen=True)
 class StationMap:
     """Fused stations of one scan on its cache grid (z, y, x).
 
     `votes` (17, z, y, x) uint8 counts the atlases that put each voxel in each station (index = code - 1);
     `vote_fraction` divides by `n_atlases` on demand (float32, same shape), so the map stays compact at 1 mm.
     `qa` holds one plain dict per atlas and stage (see `preprocess.register.qa`), `timings_s` the step times,
-    `memory` the registration's memory estimate and budget (GiB) and the atlas batch it chose.
+    `memory` the registration's memory estimate and budget (GiB) and the atlas batch it chose; `atlas_labels`
+    each atlas' own labels and `linear_labels` the fused vote after the linear stage, when they were asked for.
     """
 
     labels: np.ndarray
@@ -28,6 +39,8 @@ class StationMap:
     qa: list[dict] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     memory: dict[str, float] = field(default_factory=dict)
+    atlas_labels: tuple[AtlasLabels, ...] = ()
+    linear_labels: np.ndarray | None = None  # the vote of the atlases after the linear stage, when asked for
 
     @property
     def vote_fraction(self) -> np.ndarray:
@@ -109,3 +122,21 @@ def majority_vote(labels: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndar
     """Fuse hard (N, z, y, x) label arrays by majority vote (ties: lowest code); labels and per-code counts."""
     counts = np.stack([(labels == c).sum(0) for c in range(n_codes + 1)]).astype(np.uint8)
     return counts.argmax(0).astype(np.uint8), counts[1:]
+
+
+class AtlasLabelKeeper:
+    """Each atlas' own labels after the linear and the deformable stage, and the vote of the linear stage fused
+    as the deformable one is (`VoteAccumulator`), for leave-one-atlas-out scoring."""
+
+    def __init__(self, n_codes: int, shape: tuple[int, ...], device: torch.device | str) -> None:
+        self.shape = tuple(shape)
+        self.linear_votes = VoteAccumulator(n_codes, shape, device)
+        self.atlases: list[AtlasLabels] = []
+
+    def add(self, atlas: str, linear_probabilities: torch.Tensor, deformable_labels: torch.Tensor) -> None:
+        """One atlas' (voxels, 1 + n_codes) linear-stage probabilities and (voxels,) final labels."""
+        linear = self.linear_votes.add(linear_probabilities)
+        self.atlases.append(AtlasLabels(atlas, self._on_grid(linear), self._on_grid(deformable_labels)))
+
+    def _on_grid(self, labels: torch.Tensor) -> np.ndarray:
+        return labels.to(torch.uint8).reshape(self.shape).cpu().numpy()

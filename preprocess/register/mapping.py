@@ -24,7 +24,7 @@ from preprocess.register.channels import (
     present_groups,
     windowed_ct,
 )
-from preprocess.register.fusion import StationMap, VoteAccumulator
+from preprocess.register.fusion import AtlasLabelKeeper, StationMap, VoteAccumulator
 from preprocess.register.linear import (
     RegistrationError,
     physical_to_fixed_frame,
@@ -84,13 +84,15 @@ def _to_atlas_mm(matrices: np.ndarray, padded_shape: tuple[int, ...], spacing_mm
 
 def map_stations(ct_hu: np.ndarray, structures: np.ndarray, grid: Grid, bank: AtlasBank,
                  settings: RegistrationSettings, device: str = "auto", atlas_batch: str | int = "auto",
-                 memory_budget_gb: float = 0.0, name: str = "scan") -> StationMap:
+                 memory_budget_gb: float = 0.0, name: str = "scan", keep_atlas_labels: bool = False) -> StationMap:
     """Fused station labels of one scan (cache grid, isotropic) from all atlases of `bank`.
 
     `ct_hu` and `structures` (TotalSegmentator v2 ids) are (z, y, x) arrays on `grid`; the bank must have been
     loaded at the same spacing (`load_atlas_bank`). `atlas_batch`: atlases registered at once, or "auto" (as
     many as fit the device's available memory, and `memory_budget_gb` when it is > 0); `name` names the scan in
     errors. A scan whose estimate does not fit with one atlas at a time raises `MemoryBudgetError` up front.
+    `keep_atlas_labels`: also return each atlas' own labels after the linear and the deformable stage, and the
+    linear stage's fused vote (for leave-one-atlas-out scoring, `preprocess.register.validate`).
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -124,15 +126,17 @@ def map_stations(ct_hu: np.ndarray, structures: np.ndarray, grid: Grid, bank: At
         fixed_centroids = structure_centroids(structures, grid, CENTROID_STRUCTURES, settings.init_min_voxels)
     votes = VoteAccumulator(len(stations()), grid.shape_zyx, dev)
     records: list[dict] = []
+    kept = AtlasLabelKeeper(len(stations()), grid.shape_zyx, dev) if keep_atlas_labels else None
     for first in range(0, len(atlases), batch):
         chunk = atlases[first:first + batch]
         records += _register_batch(chunk, groups, padded, fixed, fixed_ct, fixed_valid, fixed_centroids, fixed_qa,
-                                   votes, grid, spacing, settings, dev, timings)
+                                   votes, grid, spacing, settings, dev, timings, kept)
     labels, counts = votes.fused()
     timings["total"] = time.perf_counter() - start
     memory = {"estimate_gib": estimate.peak_bytes(batch) / GIB, "budget_gib": budget / GIB, "atlas_batch": batch}
     return StationMap(labels=labels, votes=counts, n_atlases=len(atlases), qa=records, timings_s=timings,
-                      memory=memory)
+                      memory=memory, atlas_labels=tuple(kept.atlases) if kept else (),
+                      linear_labels=kept.linear_votes.fused()[0] if kept else None)
 
 
 def _fixed_qa_labels(fixed: LabelChannels, fixed_labels: np.ndarray, shape: tuple[int, ...], spacing: float,
@@ -147,7 +151,7 @@ def _fixed_qa_labels(fixed: LabelChannels, fixed_labels: np.ndarray, shape: tupl
 
 
 def _register_batch(chunk, groups, padded, fixed, fixed_ct, fixed_valid, fixed_centroids, fixed_qa, votes, grid,
-                    spacing, settings, dev, timings) -> list[dict]:
+                    spacing, settings, dev, timings, kept=None) -> list[dict]:
     """Register one batch of atlases to the scan and add their warped stations to `votes`; their QA records."""
     stage_seconds: dict[str, float] = {}
     with timing(stage_seconds, "channels"):
@@ -184,17 +188,17 @@ def _register_batch(chunk, groups, padded, fixed, fixed_ct, fixed_valid, fixed_c
     del moving, moving_d, moving_ct
     with timing(stage_seconds, "warp_fuse_qa"):
         records = _warp_and_fuse(grid, spacing, padded, chunk, fixed_qa, moving_labels, groups, valid, matrices,
-                                 result.field_mm, stage_seconds, votes, settings, dev)
+                                 result.field_mm, stage_seconds, votes, settings, dev, kept)
     for step, seconds in stage_seconds.items():
         timings[step] = timings.get(step, 0.0) + seconds
     return records
 
 
 def _warp_and_fuse(grid, spacing, padded, atlases, fixed_qa, moving_labels, groups, valid, matrices, field_mm,
-                   stage_seconds, votes, settings, dev) -> list[dict]:
+                   stage_seconds, votes, settings, dev, kept=None) -> list[dict]:
     """Per atlas of a batch: station channels warped through the final transform onto the scan grid and added to
     `votes`, and QA per stage on the grid of the finest deformable level (the same as the scan's unless that
-    level is coarser); returns the QA records."""
+    level is coarser); returns the QA records. With a `kept`, each atlas' own labels are kept there too."""
     n_stations = len(stations())
     shape = grid.shape_zyx
     qa_shape = level_shape(shape, spacing, settings.deformable_levels_mm[-1])
@@ -203,8 +207,11 @@ def _warp_and_fuse(grid, spacing, padded, atlases, fixed_qa, moving_labels, grou
     to_mm = {stage: _to_atlas_mm(m.double().cpu().numpy(), padded, spacing) for stage, m in matrices.items()}
     for n, atlas in enumerate(atlases):
         station_labels = _padded([atlas.stations], padded, 0, np.uint8)[0]
-        votes.add(warp_labels(station_labels, n_stations, matrices["linear"][n:n + 1], shape, spacing,
-                              field_mm[n:n + 1], dev))
+        own = votes.add(warp_labels(station_labels, n_stations, matrices["linear"][n:n + 1], shape, spacing,
+                                    field_mm[n:n + 1], dev))
+        if kept is not None:
+            kept.add(atlas.name, warp_labels(station_labels, n_stations, matrices["linear"][n:n + 1], shape,
+                                             spacing, None, dev), own)
         if not settings.qa:
             continue
         for stage in ("initial", "linear", "deformable"):
