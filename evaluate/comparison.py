@@ -72,13 +72,15 @@ class Cohort:
 @dataclass(frozen=True)
 class MethodPredictions:
     """One method's test predictions: station status and score (probability, or the baseline's score; NaN
-    where a method has none), N-stage (-1 unstageable), and notes such as the threshold chosen per fold."""
+    where a method has none), N-stage (-1 unstageable), and notes such as the threshold chosen per fold.
+    `baseline` is the key of a registered baseline (evaluate/baselines/registry.py), empty for a trained model."""
 
     name: str
     station_pred: np.ndarray  # (scans, 17) int8
     station_score: np.ndarray  # (scans, 17) float64
     n_pred: np.ndarray  # (scans,) int64
     notes: dict[str, str] = field(default_factory=dict)
+    baseline: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class MethodResult:
     notes: dict[str, str]
     station_interval: dict[str, Interval]  # pooled metric -> patient-bootstrap 95 % interval
     n_stage_interval: dict[str, Interval]
+    baseline: str = ""  # the method's registered baseline, empty for a trained model
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ def evaluate_method(cohort: Cohort, method: MethodPredictions, n_bootstrap: int 
         notes=dict(method.notes),
         station_interval=station_interval,
         n_stage_interval=n_stage_interval,
+        baseline=method.baseline,
     )
 
 

@@ -1,4 +1,4 @@
-"""`python -m evaluate --dataset NAME --run RUN_DIR`: the trained method and both baselines on the same folds,
+"""`python -m evaluate --dataset NAME --run RUN_DIR`: the trained method and the baselines on the same folds,
 with paired tests, figures and (when ground truth exists) the atlas analyses, written as one report folder."""
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from cache.dataset import Study, load_study
 from cache.reader import open_scan
 from cache.settings import format_settings
 from evaluate.atlas_analysis import cohort_mapping_accuracy, mapping_markdown, subsets_markdown
-from evaluate.baselines.cohort import overlap_method, thresholding_method
+from evaluate.baselines.lesion_overlap import LESION_SOURCE_LABELS
+from evaluate.baselines.registry import score_baselines
 from evaluate.cohort import CohortData, load_cohort, study_cache_files
 from evaluate.comparison import Cohort, MethodPredictions, MethodResult, compare_methods, evaluate_method
 from evaluate.figures import confusion_figure, qa_overlay_figure
 from evaluate.model_predictions import model_method, run_folds, test_folds
-from evaluate.report import claims_markdown, methods_table_markdown, paired_tests_markdown, write_report
+from evaluate.paper_claims import claims_section, paper_claims
+from evaluate.report import methods_table_markdown, paired_tests_markdown, write_report
 from evaluate.settings import EvaluateSettings
-
-LESION_SOURCE_LABELS = {"cache": "manifest lesion masks", "builtin": "built-in PET segmenter"}
 
 
 class EvaluationError(ValueError):
@@ -122,7 +122,7 @@ class Comparison:
 
 
 def compare_on_folds(settings: EvaluateSettings, config: Study, run: Path) -> Comparison:
-    """The run's predictions and both baselines on the test scans of the chosen folds.
+    """The run's predictions and every registered baseline on the test scans of the chosen folds.
 
     The baselines choose their cutoffs on each fold's training scans, so they are computed over every fold's
     scans (all folds of the fold file) and then restricted to the chosen folds.
@@ -132,9 +132,7 @@ def compare_on_folds(settings: EvaluateSettings, config: Study, run: Path) -> Co
     data = load_cohort(study_cache_files(config), test_fold, config.label_column, settings,
                        expected_settings(build_settings_for(settings.dataset)), config)
     model = model_method(run, data, folds, config, settings)
-    baselines = [thresholding_method(data.cohort, data.suv_max, settings.suv_thresholds, config.rule_set)]
-    baselines += [overlap_method(data.cohort, overlap, settings.overlap_fractions, config.rule_set,
-                                 LESION_SOURCE_LABELS[source]) for source, overlap in data.lesion_overlap.items()]
+    baselines = [scored.method for scored in score_baselines(data, settings, config.rule_set)]
     keep = np.isin(data.cohort.fold, folds)
     evaluated = dataclasses.replace(
         data, cohort=restrict(data.cohort, keep), paths=tuple(np.array(data.paths)[keep]),
@@ -192,13 +190,14 @@ def run_evaluation(settings: EvaluateSettings) -> int:
     results = [evaluate_method(cohort, m, settings.n_bootstrap, settings.seed) for m in methods]
     rng = np.random.default_rng(settings.seed)
     tests = [compare_methods(cohort, methods[0], m, rng, settings.n_permutations) for m in methods[1:]]
-    claims = claims_markdown(results[0], results[1], tests[0])
+    claims = claims_section(paper_claims({r.name: r for r in results}, {(t.method_a, t.method_b): t for t in tests}))
 
     figure = confusion_figure([r.name for r in results], [r.station_confusion for r in results],
                               [r.n_stage_confusion for r in results], out / "confusion.png")
     qa = _qa_figures(comparison.data, methods[0], out, settings.n_qa_scans)
     figures = "\n".join([f"![confusion matrices]({figure.name})", ""] + [f"![QA]({p.name})" for p in qa])
-    sections = [("The paper's claims (TS1 vs SUVmax thresholding)", claims), ("Figures", figures)]
+    sections = [("Which of the paper's claims hold on this run (against the baselines)", claims),
+                ("Figures", figures)]
     members = per_dataset_results(cohort, {m.name: m for m in methods}, settings.n_bootstrap, settings.seed)
     if members:
         sections.insert(0, ("Per dataset, pooled over its test scans",

@@ -21,11 +21,12 @@ import torch
 
 from cache.dataset import Study
 from cache.settings import settings_dict
+from evaluate.baselines.registry import names_of
 from evaluate.comparison import Cohort, MethodPredictions, MethodResult, PairedTests
 from evaluate.evaluation import per_dataset_markdown, study_description
 from evaluate.experiment_plan import ABLATIONS, ROWS, ExperimentSettings, FoldRun, PlannedRun, differing_settings
 from evaluate.figures import confusion_figure
-from evaluate.paper_claims import Claim, claims_markdown, paper_claims, verdict
+from evaluate.paper_claims import Claim, claims_section, paper_claims, verdict
 from evaluate.report import methods_table_markdown, paired_tests_markdown, write_methods_csv, write_paired_tests_csv
 from evaluate.timing_table import StepTime, timing_markdown, write_timing_csv
 
@@ -67,8 +68,7 @@ def code_version() -> str:
 
 
 def table4_names(results: dict[str, MethodResult]) -> list[str]:
-    baselines = [n for n in results if n.startswith(("Thresholding", "Lesion overlap"))]
-    return ["TS1", "TS2", "TS3", *baselines]
+    return ["TS1", "TS2", "TS3", *names_of(results)]
 
 
 def _relabelled(result: MethodResult, label: str) -> MethodResult:
@@ -122,10 +122,6 @@ def header_lines(report: StudyReport) -> list[str]:
     ]
 
 
-def _tests_for(report: StudyReport, names: set[str]) -> list[PairedTests]:
-    return [t for pair, t in report.tests.items() if set(pair) <= names]
-
-
 def write_claims_csv(claims: list[Claim], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -160,12 +156,9 @@ def write_study_report(out: Path, report: StudyReport) -> Path:
                             [r.n_stage_confusion for r in t4], out / "fig9_confusion.png")
     ablation = confusion_figure([r.name for r in trained], [r.station_confusion for r in trained],
                                 [r.n_stage_confusion for r in trained], out / "ablation_confusion.png")
-    held = sum(c.holds is True for c in claims)
     parts = [
         f"# The paper's experiments on {report.config.name}", "", *header_lines(report), "",
-        "## Which of the paper's claims hold on this dataset", "",
-        f"{held} of {len(claims)} claims hold. Metric comparisons use the mean over folds (as the paper's "
-        "tables); significance is p < 0.05.", "", claims_markdown(claims), "",
+        "## Which of the paper's claims hold on this dataset", "", claims_section(claims), "",
         "## Table 4: methods on the same folds (mean ± sd over folds)", "", methods_table_markdown(t4), "",
         "Pooled over all test scans (95 % patient-bootstrap intervals, patients resampled within each dataset; "
         "\"(k/n undefined)\": k of the n resamples could not define the metric and the interval stands on the "

@@ -26,10 +26,10 @@ from cache.dataset import Study, StudyRow, load_study, stage_overrides, study_ro
 from cache.sampler import PatchSampler
 from cache.settings import values_from_mapping
 from cache.stations import station_names
-from evaluate.baselines.cohort import overlap_method, thresholding_method
+from evaluate.baselines.registry import BASELINES, ScoredBaseline, names_of, score_baselines
 from evaluate.cohort import CohortData, load_cohort, study_cache_files
 from evaluate.comparison import Cohort, MethodPredictions, MethodResult, compare_methods, evaluate_method
-from evaluate.evaluation import LESION_SOURCE_LABELS, parse_folds, per_dataset_results, restrict, restrict_method
+from evaluate.evaluation import parse_folds, per_dataset_results, restrict, restrict_method
 from evaluate.experiment_plan import (
     ExperimentSettings,
     FoldRun,
@@ -191,24 +191,15 @@ def study_folds(study: ExperimentSettings, config: Study, rows: list[StudyRow]) 
 
 
 def score_rows(runs: dict[str, PlannedRun], data: CohortData, folds: tuple[int, ...], config: Study,
-               settings: EvaluateSettings) -> tuple[Cohort, dict[str, MethodPredictions], dict[str, float]]:
-    """Test predictions of every trained row and both baselines on the scans of `folds`, and the baselines'
-    seconds (cutoff choice, prediction and staging of the whole cohort)."""
+               settings: EvaluateSettings) -> tuple[Cohort, dict[str, MethodPredictions], list[ScoredBaseline]]:
+    """Test predictions of every trained row and every registered baseline on the scans of `folds`, and the
+    baselines as scored over the whole cohort (their cutoff choice, prediction and staging timed)."""
     keep = np.isin(data.cohort.fold, folds)
     methods = {name: model_method(planned.run_dir, data, folds, config,
                                   dataclasses.replace(settings, method_name=name)) for name, planned in runs.items()}
-    seconds = {}
-    started = time.perf_counter()
-    thresholding = thresholding_method(data.cohort, data.suv_max, settings.suv_thresholds, config.rule_set)
-    seconds["thresholding"] = time.perf_counter() - started
-    methods[thresholding.name] = restrict_method(thresholding, keep)
-    for source, overlap in data.lesion_overlap.items():
-        started = time.perf_counter()
-        method = overlap_method(data.cohort, overlap, settings.overlap_fractions, config.rule_set,
-                                LESION_SOURCE_LABELS[source])
-        seconds[f"overlap {source}"] = time.perf_counter() - started
-        methods[method.name] = restrict_method(method, keep)
-    return restrict(data.cohort, keep), methods, seconds
+    baselines = score_baselines(data, settings, config.rule_set)
+    methods.update({b.method.name: restrict_method(b.method, keep) for b in baselines})
+    return restrict(data.cohort, keep), methods, baselines
 
 
 def run_experiments(study: ExperimentSettings) -> int:
@@ -226,18 +217,17 @@ def run_experiments(study: ExperimentSettings) -> int:
     features_started = time.perf_counter()
     data = load_cohort(study_cache_files(config), test_fold, config.label_column, settings, plan.expected, config)
     features_seconds = time.perf_counter() - features_started
-    cohort, methods, baseline_seconds = score_rows(runs, data, folds, config, settings)
+    cohort, methods, baselines = score_rows(runs, data, folds, config, settings)
     results: dict[str, MethodResult] = {name: evaluate_method(cohort, m, settings.n_bootstrap, settings.seed)
                                         for name, m in methods.items()}
     members = per_dataset_results(cohort, methods, settings.n_bootstrap, settings.seed)
     rng = np.random.default_rng(settings.seed)
     tests = {pair: compare_methods(cohort, methods[pair[0]], methods[pair[1]], rng, settings.n_permutations)
-             for pair in comparison_pairs(list(methods))}
+             for pair in comparison_pairs(methods)}
 
     test_paths = [p for p, f in zip(data.paths, data.cohort.fold, strict=True) if f in folds]
     device = resolve_device(study.device)
-    steps = timing_steps(plan, device, test_paths, features_seconds, baseline_seconds, list(methods),
-                         len(data.cohort.scan_ids))
+    steps = timing_steps(plan, device, test_paths, features_seconds, baselines, len(data.cohort.scan_ids))
     report = StudyReport(study=study, config=config, runs=runs, fold_runs=fold_runs, folds=folds,
                          fold_file=plan.fold_file, cohort=cohort, methods=methods, results=results, tests=tests,
                          member_results=members,
@@ -249,30 +239,27 @@ def run_experiments(study: ExperimentSettings) -> int:
     return 0
 
 
-def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
+def comparison_pairs(methods: dict[str, MethodPredictions]) -> list[tuple[str, str]]:
     """The paired tests the paper reports: TS1 against each baseline and against TS2/TS3 (Table 4), weight-map
     vs centroid TS1 (Table 5), TS2 with vs without pseudo-labels (Table 6); and TS2 against TS3, which the
     paper's "TS2 stages best" needs too."""
-    baselines = [n for n in names if n.startswith(("Thresholding", "Lesion overlap"))]
+    baselines = names_of(methods)
     return ([("TS1", b) for b in baselines] + [("TS2", "TS1"), ("TS3", "TS1"), ("TS2", "TS3"),
                                                ("TS1", "TS1, centroid patch"), ("TS2", "TS2, no pseudo-labels")])
 
 
 def timing_steps(plan: StudyPlan, device: torch.device, test_paths: list[Path], features_seconds: float,
-                 baseline_seconds: dict[str, float], methods: list[str], n_all: int) -> list[StepTime]:
+                 baselines: list[ScoredBaseline], n_all: int) -> list[StepTime]:
     """Table 7 rows: recorded preprocessing per pipeline, then each pipeline's own steps (`n_all` scans had
     their baseline features computed; the baselines' seconds cover them all)."""
     recorded = recorded_step_times(test_paths)
     sampling, inference = inference_times(plan, device)
     steps = [*preprocessing_steps(recorded, recorded_peak_memory(test_paths)), sampling, inference]
     features = "timed here over every scan of the cohort"
-    threshold_name = next(n for n in methods if n.startswith("Thresholding"))
-    steps += [per_scan(threshold_name, "thresholding (cutoff per fold) + rule-based N-staging",
-                       baseline_seconds["thresholding"], n_all, features)]
-    for source in (k.split()[1] for k in baseline_seconds if k.startswith("overlap")):
-        name = next(n for n in methods if n.startswith("Lesion overlap") and LESION_SOURCE_LABELS[source] in n)
-        steps += [per_scan(name, "baseline features: SUVmax, lesion masks/segmentation, station overlap "
-                                 "(all lesion sources)", features_seconds, n_all, features),
-                  per_scan(name, "overlap cutoff per fold + rule-based N-staging",
-                           baseline_seconds[f"overlap {source}"], n_all, features)]
+    for scored in baselines:
+        name, baseline = scored.method.name, BASELINES[scored.method.baseline]
+        if baseline.uses_lesion_features:
+            steps.append(per_scan(name, "baseline features: SUVmax, lesion masks/segmentation, station overlap "
+                                        "(all lesion sources)", features_seconds, n_all, features))
+        steps.append(per_scan(name, baseline.timing_step, scored.seconds, n_all, features))
     return steps

@@ -1,5 +1,6 @@
-"""The paper's claims (§4.3, Tables 4-6) checked on a study's results: each holds, does not hold, or cannot be
-decided (a metric undefined on this dataset).
+"""The paper's claims (§4.3, Tables 4-6) checked on a study's results, or on one run's against the baselines
+(the one claims module of both reports): each holds, does not hold, or cannot be decided (a metric undefined on
+this dataset). Baselines are found by their registry key (evaluate/baselines/registry.py).
 
 Metric comparisons use the mean over folds, as the paper's tables do; "scans staged correctly" counts pooled
 test scans; significance uses the paired tests of `evaluate.comparison` (exact McNemar on station predictions,
@@ -12,6 +13,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from evaluate.baselines.lesion_overlap import BASELINE as LESION_OVERLAP
+from evaluate.baselines.registry import names_of
+from evaluate.baselines.thresholding import BASELINE as THRESHOLDING
 from evaluate.comparison import MethodResult, PairedTests
 
 ALPHA = 0.05
@@ -60,63 +64,88 @@ def _significant(test: PairedTests, kind: str, paper: str, statement: str, table
     return Claim(table, statement, paper, here, _decide(p, rule=lambda v: v < ALPHA))
 
 
-def table4_claims(results: dict[str, MethodResult], tests: dict[tuple[str, str], PairedTests]) -> list[Claim]:
-    thresholding = next(n for n in results if n.startswith("Thresholding"))
-    overlaps = [n for n in results if n.startswith("Lesion overlap")]
-    t4 = "Table 4"
-    claims = [
-        _significant(tests[("TS1", thresholding)], "mcnemar", "p < 0.05",
-                     "TS1's station predictions differ significantly from thresholding's", t4),
-        _versus(results, "TS1", thresholding, "station", "accuracy", "0.88 vs 0.83",
-                "TS1 classifies stations more accurately than thresholding", t4, lambda a, b: a > b),
-        _versus(results, "TS1", thresholding, "station", "specificity", "0.90 vs 0.84",
-                "TS1 is more specific than thresholding (thresholding is oversensitive)", t4, lambda a, b: a > b),
-        _versus(results, "TS1", thresholding, "station", "balanced_accuracy", "0.81 vs 0.81",
-                "TS1's station balanced accuracy is no lower than thresholding's", t4, lambda a, b: a >= b),
-    ]
+def _ts1_vs_thresholding(results: dict[str, MethodResult], tests: dict[tuple[str, str], PairedTests],
+                         thresholding: str) -> list[Claim]:
+    t4, test = "Table 4", tests[("TS1", thresholding)]
     a, b = results["TS1"], results[thresholding]
     ca, cb = _correct_scans(a), _correct_scans(b)
-    claims.append(Claim(t4, "TS1 stages more scans correctly than thresholding", "N-stage accuracy 0.63 vs 0.50",
-                        f"{ca} of {a.n_stage_pooled.n} vs {cb} of {b.n_stage_pooled.n} scans",
-                        None if not (a.n_stage_pooled.n and b.n_stage_pooled.n) else ca > cb))
-    claims.append(_significant(tests[("TS1", thresholding)], "permutation", "p < 0.05",
-                               "TS1's N-staging differs significantly from thresholding's", t4))
-    claims += [_significant(tests[("TS1", o)], "mcnemar", "p < 0.05 (autoPET)",
-                            f"TS1's station predictions differ significantly from {o}", t4) for o in overlaps]
-    others = ["TS1", "TS3", thresholding, *overlaps]
-    best_other = max((_mean(results[n], "n_stage", "accuracy") for n in others), default=math.nan)
+    return [
+        _significant(test, "mcnemar", "p < 0.05", "TS1's station predictions differ significantly from thresholding's",
+                     t4),
+        _versus(results, "TS1", thresholding, "station", "accuracy", "0.88 vs 0.83",
+                "TS1 classifies stations more accurately than thresholding", t4, lambda x, y: x > y),
+        _versus(results, "TS1", thresholding, "station", "specificity", "0.90 vs 0.84",
+                "TS1 is more specific than thresholding (thresholding is oversensitive)", t4, lambda x, y: x > y),
+        _versus(results, "TS1", thresholding, "station", "balanced_accuracy", "0.81 vs 0.81",
+                "TS1's station balanced accuracy is no lower than thresholding's", t4, lambda x, y: x >= y),
+        Claim(t4, "TS1 stages more scans correctly than thresholding", "N-stage accuracy 0.63 vs 0.50",
+              f"{ca} of {a.n_stage_pooled.n} vs {cb} of {b.n_stage_pooled.n} scans",
+              None if not (a.n_stage_pooled.n and b.n_stage_pooled.n) else ca > cb),
+        _significant(test, "permutation", "p < 0.05", "TS1's N-staging differs significantly from thresholding's",
+                     t4),
+    ]
+
+
+def _ts2_ts3_claims(results: dict[str, MethodResult], tests: dict[tuple[str, str], PairedTests]) -> list[Claim]:
+    t4 = "Table 4"
+    others = ["TS1", "TS3", *names_of(results, THRESHOLDING), *names_of(results, LESION_OVERLAP)]
+    best_other = max(_mean(results[n], "n_stage", "accuracy") for n in others)
     ts2 = _mean(results["TS2"], "n_stage", "accuracy")
-    claims.append(Claim(t4, "TS2 has the highest N-stage accuracy of all methods", "0.64 vs at most 0.63",
-                        f"TS2 {ts2:.3f} vs best other {best_other:.3f}", _decide(ts2, best_other,
-                                                                                 rule=lambda x, y: x > y)))
-    claims.append(_versus(results, "TS2", "TS1", "station", "sensitivity", "0.49 vs 0.72",
-                          "TS2 is less sensitive on stations than TS1", t4, lambda x, y: x < y))
     d = abs(_mean(results["TS3"], "station", "balanced_accuracy") - _mean(results["TS1"], "station",
                                                                            "balanced_accuracy"))
     p = tests[("TS3", "TS1")].mcnemar.p_value
-    claims.append(Claim(t4, f"TS3 performs like TS1 (station balanced accuracy within {SIMILAR_BALANCED_ACCURACY}, "
-                        "McNemar p >= 0.05)", "0.81 vs 0.81", f"difference {d:.3f}, McNemar p = {p:.3g}",
-                        _decide(d, p, rule=lambda x, y: x <= SIMILAR_BALANCED_ACCURACY and y >= ALPHA)))
+    return [
+        Claim(t4, "TS2 has the highest N-stage accuracy of all methods", "0.64 vs at most 0.63",
+              f"TS2 {ts2:.3f} vs best other {best_other:.3f}", _decide(ts2, best_other, rule=lambda x, y: x > y)),
+        _versus(results, "TS2", "TS1", "station", "sensitivity", "0.49 vs 0.72",
+                "TS2 is less sensitive on stations than TS1", t4, lambda x, y: x < y),
+        Claim(t4, f"TS3 performs like TS1 (station balanced accuracy within {SIMILAR_BALANCED_ACCURACY}, "
+              "McNemar p >= 0.05)", "0.81 vs 0.81", f"difference {d:.3f}, McNemar p = {p:.3g}",
+              _decide(d, p, rule=lambda x, y: x <= SIMILAR_BALANCED_ACCURACY and y >= ALPHA)),
+    ]
+
+
+def table4_claims(results: dict[str, MethodResult], tests: dict[tuple[str, str], PairedTests]) -> list[Claim]:
+    """Table 4's claims whose methods are among `results` (TS1 against the baselines; TS2 and TS3 with all
+    three trained)."""
+    if "TS1" not in results:
+        return []
+    claims = []
+    for thresholding in names_of(results, THRESHOLDING)[:1]:
+        claims += _ts1_vs_thresholding(results, tests, thresholding)
+    claims += [_significant(tests[("TS1", o)], "mcnemar", "p < 0.05 (autoPET)",
+                            f"TS1's station predictions differ significantly from {o}", "Table 4")
+               for o in names_of(results, LESION_OVERLAP)]
+    if {"TS2", "TS3"} <= results.keys():
+        claims += _ts2_ts3_claims(results, tests)
     return claims
 
 
 def ablation_claims(results: dict[str, MethodResult], tests: dict[tuple[str, str], PairedTests]) -> list[Claim]:
+    """Tables 5 and 6's claims whose rows are among `results`."""
     t5, t6 = "Table 5", "Table 6"
-    return [
-        _versus(results, "TS1", "TS1, centroid patch", "station", "balanced_accuracy", "0.81 vs 0.77",
-                "weight-map patch sampling gives a higher station balanced accuracy than a fixed centroid patch",
-                t5, lambda a, b: a > b),
-        _significant(tests[("TS1", "TS1, centroid patch")], "mcnemar", "p < 0.05",
-                     "the two samplings' station predictions differ significantly", t5),
-        _versus(results, "TS2", "TS2, no pseudo-labels", "n_stage", "accuracy", "0.64 vs 0.59",
-                "the pseudo-label loss raises N-stage accuracy", t6, lambda a, b: a > b),
-        _significant(tests[("TS2", "TS2, no pseudo-labels")], "permutation", "p < 0.05",
-                     "N-staging with and without pseudo-labels differs significantly", t6),
-    ]
+    claims = []
+    if {"TS1", "TS1, centroid patch"} <= results.keys():
+        claims += [
+            _versus(results, "TS1", "TS1, centroid patch", "station", "balanced_accuracy", "0.81 vs 0.77",
+                    "weight-map patch sampling gives a higher station balanced accuracy than a fixed centroid patch",
+                    t5, lambda a, b: a > b),
+            _significant(tests[("TS1", "TS1, centroid patch")], "mcnemar", "p < 0.05",
+                         "the two samplings' station predictions differ significantly", t5),
+        ]
+    if {"TS2", "TS2, no pseudo-labels"} <= results.keys():
+        claims += [
+            _versus(results, "TS2", "TS2, no pseudo-labels", "n_stage", "accuracy", "0.64 vs 0.59",
+                    "the pseudo-label loss raises N-stage accuracy", t6, lambda a, b: a > b),
+            _significant(tests[("TS2", "TS2, no pseudo-labels")], "permutation", "p < 0.05",
+                         "N-staging with and without pseudo-labels differs significantly", t6),
+        ]
+    return claims
 
 
 def paper_claims(results: dict[str, MethodResult], tests: dict[tuple[str, str], PairedTests]) -> list[Claim]:
-    """Every claim of §4.3 that a study can check, in the paper's order."""
+    """Every claim of §4.3 that these methods can check, in the paper's order: a study checks them all, one
+    run's report (the run against the baselines) those about its method, named by its stage (TS1)."""
     return table4_claims(results, tests) + ablation_claims(results, tests)
 
 
@@ -128,3 +157,12 @@ def claims_markdown(claims: list[Claim]) -> str:
     lines = ["| Table | Claim | Paper | Here | Verdict |", "|---|---|---|---|---|"]
     lines += [f"| {c.table} | {c.statement} | {c.paper} | {c.here} | **{verdict(c)}** |" for c in claims]
     return "\n".join(lines)
+
+
+def claims_section(claims: list[Claim]) -> str:
+    """The report section body: how many claims hold, how they are compared, and the table."""
+    if not claims:
+        return "None of the paper's claims compares these methods (they are about TS1, TS2 and TS3 by name)."
+    held = sum(c.holds is True for c in claims)
+    return (f"{held} of {len(claims)} claims hold. Metric comparisons use the mean over folds (as the paper's "
+            f"tables); significance is p < {ALPHA:g}.\n\n{claims_markdown(claims)}")

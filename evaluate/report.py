@@ -10,12 +10,9 @@ the metric (e.g. drew no malignant station) and the interval stands on the other
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from evaluate.comparison import MethodResult, PairedTests
 from evaluate.metrics import MetricSummary, NStageMetrics, StationMetrics, metric_names
@@ -140,13 +137,6 @@ def per_fold_markdown(result: MethodResult) -> str:
     return _markdown_table(header, rows)
 
 
-def asdict_rows(results: Sequence[MethodResult]) -> list[dict]:
-    """Pooled metrics as plain dicts (for JSON)."""
-    return [{"method": r.name, "station": dataclasses.asdict(r.station_pooled),
-             "n_stage": dataclasses.asdict(r.n_stage_pooled), "unstageable": list(r.unstageable),
-             "notes": r.notes} for r in results]
-
-
 def unstageable_markdown(results: Sequence[MethodResult]) -> str:
     """Scans each method could not stage (tumour side unknown and the sides disagree), listed, not dropped."""
     lines = [f"- {r.name}: {len(r.unstageable)} scan(s)" + (f": {', '.join(r.unstageable)}" if r.unstageable else "")
@@ -186,23 +176,3 @@ def write_report(out: Path, header_lines: Sequence[str], results: Sequence[Metho
     path.write_text("\n".join(parts))
     return path
 
-
-def claims_markdown(model: MethodResult, thresholding: MethodResult, test: PairedTests) -> str:
-    """The paper's claims for TS1 against SUVmax thresholding (its §4.3), each checked on the pooled test scans."""
-    m, t = model.station_pooled, thresholding.station_pooled
-    correct_model = int(np.trace(model.n_stage_confusion))
-    correct_threshold = int(np.trace(thresholding.n_stage_confusion))
-    claims = [
-        ("station predictions differ significantly (exact McNemar p < 0.05)", test.mcnemar.p_value < 0.05,
-         f"p = {test.mcnemar.p_value:.3g} ({test.mcnemar.only_a} stations right only by {model.name}, "
-         f"{test.mcnemar.only_b} only by {thresholding.name})"),
-        ("higher station accuracy", m.accuracy > t.accuracy, f"{m.accuracy:.3f} vs {t.accuracy:.3f}"),
-        ("higher station specificity", m.specificity > t.specificity, f"{m.specificity:.3f} vs {t.specificity:.3f}"),
-        ("station balanced accuracy no lower", m.balanced_accuracy >= t.balanced_accuracy,
-         f"{m.balanced_accuracy:.3f} vs {t.balanced_accuracy:.3f}"),
-        ("more scans staged correctly", correct_model > correct_threshold,
-         f"{correct_model} vs {correct_threshold} of {model.n_stage_pooled.n} / {thresholding.n_stage_pooled.n}"
-         + ("" if test.permutation is None else f" (permutation p = {test.permutation.p_value:.3g})")),
-    ]
-    rows = [[claim, "holds" if held else "does not hold", detail] for claim, held, detail in claims]
-    return _markdown_table([f"Claim ({model.name} vs {thresholding.name}, pooled)", "Here", "Values"], rows)

@@ -8,13 +8,25 @@ station: the largest overlap fraction among the lesions assigned to it, so every
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy import ndimage
 
 from cache.stations import station_names
+from evaluate.baselines.cohort import cutoff_method
 from evaluate.baselines.cutoff import CutoffChoice, choose_cutoff, predict_above
+from evaluate.comparison import Cohort, MethodPredictions
 
+if TYPE_CHECKING:  # evaluate.cohort reads this module's overlaps: imported for the annotation only
+    from evaluate.cohort import CohortData
+    from evaluate.settings import EvaluateSettings
+
+BASELINE = "lesion_overlap"  # its key in evaluate/baselines/registry.py
 OVERLAP_FRACTIONS = (0.05, 0.1, 0.2)
+# each lesion source ("cache": the manifest's masks, "builtin": evaluate/baselines/pet_lesions.py) as the tables name it
+LESION_SOURCE_LABELS = {"cache": "manifest lesion masks", "builtin": "built-in PET segmenter"}
 
 
 def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -55,3 +67,16 @@ def choose_overlap(overlap: np.ndarray, station_true: np.ndarray,
 def overlap_stations(overlap: np.ndarray, fraction: float) -> np.ndarray:
     """(scans, 17) int8 status: a lesion assigned to the station overlaps it by more than `fraction`."""
     return predict_above(overlap, fraction)
+
+
+def overlap_method(cohort: Cohort, overlap: np.ndarray, fractions: tuple[float, ...], rule_set: str,
+                   source: str, fixed: float | None = None) -> MethodPredictions:
+    """Lesion overlap, o chosen per fold (or `fixed`); its score is the assigned lesions' overlap fraction."""
+    return cutoff_method(BASELINE, f"Lesion overlap, {source}", "o", "overlap fraction o", cohort, overlap,
+                         lambda s, y: choose_overlap(s, y, fractions), rule_set, fixed)
+
+
+def methods(data: CohortData, settings: EvaluateSettings, rule_set: str) -> Iterator[MethodPredictions]:
+    """The registry's entry point: lesion overlap over every fold of the cohort, once per lesion source."""
+    for source, overlap in data.lesion_overlap.items():
+        yield overlap_method(data.cohort, overlap, settings.overlap_fractions, rule_set, LESION_SOURCE_LABELS[source])

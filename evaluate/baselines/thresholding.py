@@ -6,10 +6,20 @@ The SUVmax per station comes from the cache (`/stations/<name>` attribute `suv_m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from evaluate.baselines.cohort import cutoff_method
 from evaluate.baselines.cutoff import CutoffChoice, choose_cutoff, predict_above
+from evaluate.comparison import Cohort, MethodPredictions
 
+if TYPE_CHECKING:  # evaluate.cohort reads the baselines' features: imported for the annotation only
+    from evaluate.cohort import CohortData
+    from evaluate.settings import EvaluateSettings
+
+BASELINE = "thresholding"  # its key in evaluate/baselines/registry.py
 SUV_THRESHOLDS = (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5)
 
 
@@ -22,3 +32,15 @@ def choose_threshold(suv_max: np.ndarray, station_true: np.ndarray,
 def threshold_stations(suv_max: np.ndarray, threshold: float) -> np.ndarray:
     """(scans, 17) int8 status: SUVmax > threshold; stations absent from a scan's fused mask (NaN) are benign."""
     return predict_above(suv_max, threshold)
+
+
+def thresholding_method(cohort: Cohort, suv_max: np.ndarray, thresholds: tuple[float, ...], rule_set: str,
+                        fixed: float | None = None) -> MethodPredictions:
+    """SUVmax thresholding, t chosen per fold (or `fixed`); its score is the SUVmax (0 for absent stations)."""
+    return cutoff_method(BASELINE, "Thresholding", "t", "SUV threshold", cohort, suv_max,
+                         lambda s, y: choose_threshold(s, y, thresholds), rule_set, fixed)
+
+
+def methods(data: CohortData, settings: EvaluateSettings, rule_set: str) -> Iterator[MethodPredictions]:
+    """The registry's entry point: thresholding over every fold of the cohort."""
+    yield thresholding_method(data.cohort, data.suv_max, settings.suv_thresholds, rule_set)

@@ -5,8 +5,9 @@ import pytest
 
 from cache.reader import open_scan
 from cache.stations import station
-from evaluate.baselines.cohort import overlap_method, thresholding_method
 from evaluate.baselines.features import lesion_sources, scan_features
+from evaluate.baselines.lesion_overlap import overlap_method
+from evaluate.baselines.thresholding import thresholding_method
 from evaluate.comparison import Cohort
 from tests.evaluate.tiny_cache import SHAPE, write_tiny_scan
 

@@ -82,6 +82,12 @@ def test_report_compares_the_model_with_both_baselines(tmp_path, capsys):
     tests = list(csv.DictReader(open(out / "paired_tests.csv")))
     assert [(t["method_a"], t["method_b"][:12]) for t in tests] == [("TS1", "Thresholding"), ("TS1", "Lesion overl")]
     assert int(tests[0]["mcnemar_only_b"]) == 1  # the one false positive of TS1
+    # the claims section is evaluate.paper_claims': means over folds, the baselines found by their registry key
+    claims = report.split("## Which of the paper's claims hold on this run")[1].split("\n## ")[0]
+    assert (f"| Table 4 | TS1 classifies stations more accurately than thresholding | 0.88 vs 0.83 | TS1 "
+            f"{value('TS1', 'station', 'accuracy', 'mean'):.3f} vs Thresholding (t = 3.5) "
+            f"{value('Thresholding', 'station', 'accuracy', 'mean'):.3f} | **does not hold** |") in claims
+    assert "differ significantly from Lesion overlap, built-in PET segmenter" in claims
     assert "| TS1 |" in capsys.readouterr().out
 
 

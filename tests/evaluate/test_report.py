@@ -1,6 +1,7 @@
 """Report tables and figures: the numbers written are the numbers computed."""
 
 import csv
+import dataclasses
 
 import numpy as np
 
@@ -8,6 +9,7 @@ from cache.grid import Grid
 from cache.stations import station
 from evaluate.comparison import Cohort, MethodPredictions, compare_methods, evaluate_method
 from evaluate.figures import confusion_figure, qa_overlay_figure
+from evaluate.paper_claims import claims_section, paper_claims
 from evaluate.report import (
     methods_table_markdown,
     paired_tests_markdown,
@@ -86,12 +88,18 @@ def test_figures_are_written(tmp_path):
     assert qa.stat().st_size > 1000
 
 
-def test_claims_are_checked_on_pooled_values():
-    from evaluate.report import claims_markdown
-
+def test_claims_compare_means_over_folds_and_find_the_baseline_by_its_registry_key():
     results, tests = _results()
-    text = claims_markdown(results[0], results[1], tests[0])
-    # thresholding here calls every station malignant: TS1 has higher accuracy and specificity
-    assert "| higher station accuracy | holds |" in text
-    assert "| higher station specificity | holds |" in text
-    assert f"p = {tests[0].mcnemar.p_value:.3g}" in text
+    ts1, thresholding = results[0], dataclasses.replace(results[1], name="SUV rule", baseline="thresholding")
+    test = dataclasses.replace(tests[0], method_b="SUV rule")
+    claims = paper_claims({"TS1": ts1, "SUV rule": thresholding}, {("TS1", "SUV rule"): test})
+    by_statement = {c.statement: c for c in claims}
+    accuracy = by_statement["TS1 classifies stations more accurately than thresholding"]
+    mean_ts1, mean_t = ts1.station_summary.mean["accuracy"], thresholding.station_summary.mean["accuracy"]
+    assert accuracy.here == f"TS1 {mean_ts1:.3f} vs SUV rule {mean_t:.3f}" and accuracy.holds is True
+    assert by_statement["TS1 is more specific than thresholding (thresholding is oversensitive)"].holds is True
+    assert f"McNemar p = {test.mcnemar.p_value:.3g}" in claims_section(claims)
+    assert len(claims) == 6  # no TS2/TS3 or ablation rows here: those claims are left out, not failed
+    # a method merely named like a baseline is not one: only the registry key counts
+    named_only = dataclasses.replace(results[1], name="Thresholding (t = 3)")
+    assert paper_claims({"TS1": ts1, named_only.name: named_only}, {}) == []

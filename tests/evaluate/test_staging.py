@@ -13,7 +13,7 @@ from cache.stations import (
     station_calls,
     station_names,
 )
-from evaluate.baselines.cohort import thresholding_method
+from evaluate.baselines.thresholding import thresholding_method
 from evaluate.comparison import Cohort
 from evaluate.predict import stage_both_sides
 
