@@ -20,7 +20,7 @@ import pandas as pd
 
 from cache.grid import Grid
 from cache.reader import open_scan
-from cache.stations import station, station_by_code, station_names, stations
+from cache.stations import station, station_names, stations
 from evaluate.statistics import McNemarResult, mcnemar_exact
 
 
@@ -80,10 +80,6 @@ def mapping_markdown(result: MappingAccuracy) -> str:
               f"{result.per_zone[zone][0] / result.per_zone[zone][1]:.2f} |" for zone in zone_order
               if zone in result.per_zone]
     return "\n".join(lines)
-
-
-def code_name(code: int) -> str:
-    return "none" if code == 0 else station_by_code(int(code)).name
 
 
 NODE_COLUMNS = ("station", "x_mm", "y_mm", "z_mm")
