@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from cache.devices import resolve_device
 from cache.settings import settings_dict
 from evaluate.__main__ import main as evaluate_main
 from preprocess.phantom.cohort import generate_cohort
@@ -81,8 +82,7 @@ def main() -> None:
     parser.add_argument("--atlases", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2, help="the first run on a GPU includes CUDA start-up")
     args = parser.parse_args()
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = resolve_device(args.device).type
     result = run(args)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cache.devices import resolve_device
 from cache.grid import Grid
 from cache.reader import CacheReader
 from cache.sampler import PatchSampler
@@ -49,7 +50,6 @@ from cache.writer import ScanLabels, ScanRecord, StationTable, write_scan
 from train.augment import AugmentSettings, augment
 from train.batch_stream import threads_setting, usable_cores
 from train.data import CohortPart, StationBatches, epoch_plan, loader, sampler_settings, station_pairs
-from train.distributed import resolve_device
 from train.model import build_classifier
 from train.settings import TrainSettings
 

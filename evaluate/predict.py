@@ -26,6 +26,7 @@ import SimpleITK as sitk
 
 from cache.build_settings import BuildSettings, build_settings_for, expected_settings
 from cache.dataset import DatasetConfig, load_dataset
+from cache.devices import resolve_device
 from cache.manifest import ManifestRow
 from cache.reader import open_scan
 from cache.schema import cache_file_name
@@ -116,10 +117,10 @@ def preprocess_scan(row: ManifestRow, config: DatasetConfig, build: BuildSetting
     """The dataset's preprocessing chain for one scan into `config.cache_dir` (a current cache file there from
     an earlier run on the same inputs and settings is reused); its step timings."""
     from cache.checksums import file_digest
-    from preprocess.pipeline import RunContext, process_scan, resolve_device
+    from preprocess.pipeline import RunContext, process_scan
     from preprocess.suv import SuvSettings
 
-    context = RunContext(config, build, SuvSettings(), False, resolve_device(device),
+    context = RunContext(config, build, SuvSettings(), False, resolve_device(device).type,
                          file_digest(config.atlas_bank_path))
     config.cache_dir.mkdir(parents=True, exist_ok=True)
     outcome = process_scan(row, context)
@@ -186,11 +187,9 @@ def staging_for(settings, out: Path) -> Staging:
     """Models and preprocessing for `settings` (PredictSettings or BatchPredictSettings: model, dataset,
     atlas_bank, pet_is_suv, probability_cutoff, device), with the cache under `out`. A model bundle (.zip,
     train/bundle.py) is unpacked into `out/model` and refuses other preprocessing settings or atlas bank."""
-    import torch
-
     from train.predict import load_models
 
-    device = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(settings.device).type
     if Path(settings.model).suffix != ".zip":
         models = tuple(load_models(Path(settings.model), device))
         config, build = _dataset(settings, models[0].settings.dataset, out)

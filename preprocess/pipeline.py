@@ -24,6 +24,7 @@ import numpy as np
 from cache.build_settings import BuildSettings
 from cache.checksums import file_digest, input_digests, mapping_digest
 from cache.dataset import DatasetConfig
+from cache.devices import resolve_device
 from cache.manifest import ManifestRow, read_manifest
 from cache.reader import CacheError, read_info
 from cache.run_log import progress
@@ -85,16 +86,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= k < n:
         raise ValueError(f"--shard {text!r}: K must be in 0..N-1")
     return k, n
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    return device
 
 
 def scan_memory_budget_gb(max_memory_gb: float, workers: int, device: str) -> float:
@@ -290,6 +281,7 @@ def select_rows(rows: tuple[ManifestRow, ...], shard: str) -> list[ManifestRow]:
 def run_pipeline(settings: PreprocessSettings, build: BuildSettings, suv: SuvSettings,
                  dataset: DatasetConfig) -> RunSummary:
     """Preprocess the dataset's scans (those of this shard) into its cache folder."""
+    device = resolve_device(settings.device).type  # before any work; a plain string travels to the workers
     manifest = read_manifest(dataset.manifest_path, dataset.root, dataset.rule_set)
     rows = select_rows(manifest.rows, settings.shard)
     check_writable(dataset.cache_dir)  # a read-only folder fails now, not after registration
@@ -298,7 +290,6 @@ def run_pipeline(settings: PreprocessSettings, build: BuildSettings, suv: SuvSet
     if not bank_path.is_dir():
         raise FileNotFoundError(f"atlas bank {bank_path} not found (dataset {dataset.name}, setting 'atlas_bank')")
     workers = max(1, min(settings.workers, len(rows) or 1))
-    device = resolve_device(settings.device)
     context = RunContext(dataset, build, suv, settings.force, device, file_digest(bank_path), settings.atlas_batch,
                          scan_memory_budget_gb(settings.max_memory_gb, workers, device))
     outcomes = []

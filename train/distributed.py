@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from cache.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -27,15 +29,6 @@ class Ranks:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """auto: CUDA when present; cuda without a GPU is an error, not a silent CPU run."""
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda but no CUDA device is available; use --device cpu or auto")
-    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank)
 
 
 def setup(device_choice: str) -> Ranks:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from cache.devices import resolve_device
 from cache.stations import rule_set_names
 
 if TYPE_CHECKING:
@@ -104,8 +105,6 @@ def run_repredict(settings: RepredictSettings) -> int:
     out = output_dir(settings)
     if out.resolve() == Path(settings.run).resolve():
         raise RepredictError(f"--out {out} is the run itself; its stored predictions stay as trained: pick another")
-    from train.distributed import resolve_device
-
     device = resolve_device(settings.device)
     for fold_dir in folds:
         repredict_fold(fold_dir, out, settings.rule_set, device, print)

@@ -9,10 +9,10 @@ Public API: `map_stations(ct_hu, structures, grid, bank, settings, device) -> St
 from preprocess.register.atlas_bank import Atlas, AtlasBank, AtlasBankError, load_atlas_bank
 from preprocess.register.fusion import StationMap
 from preprocess.register.linear import RegistrationError
-from preprocess.register.mapping import map_stations, resolve_device
+from preprocess.register.mapping import map_stations
 from preprocess.register.settings import RegistrationSettings, registration_settings
 
 __all__ = [
     "Atlas", "AtlasBank", "AtlasBankError", "RegistrationError", "RegistrationSettings", "StationMap",
-    "load_atlas_bank", "map_stations", "registration_settings", "resolve_device",
+    "load_atlas_bank", "map_stations", "registration_settings",
 ]

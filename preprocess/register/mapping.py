@@ -14,6 +14,7 @@ import time
 import numpy as np
 import torch
 
+from cache.devices import resolve_device
 from cache.grid import Grid
 from cache.stations import stations
 from preprocess.register.atlas_bank import AtlasBank
@@ -44,17 +45,6 @@ from preprocess.register.warp import (
     warp_labels,
 )
 from preprocess.step_timing import timing
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error that says so."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RegistrationError("device 'cuda' requested but torch sees no CUDA device; use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise RegistrationError(f"device must be auto, cpu or cuda, got {device!r}")
-    return torch.device(device)
 
 
 def isotropic_spacing(grid: Grid, what: str) -> float:

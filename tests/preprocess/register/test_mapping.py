@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from cache.devices import DeviceError
 from cache.grid import Grid
 from preprocess.register import RegistrationError, load_atlas_bank, map_stations, registration_settings
 from preprocess.register.__main__ import cli, main
@@ -59,7 +60,7 @@ def test_wrong_inputs_are_refused(scan_and_bank):
     finer = Grid(scan.grid.shape_zyx, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
     with pytest.raises(RegistrationError, match="loaded at 4.0 mm"):
         map_stations(scan.ct_hu, scan.structures, finer, bank, settings, "cpu")
-    with pytest.raises(RegistrationError, match="device must be"):
+    with pytest.raises(DeviceError, match="--device 'tpu'"):
         map_stations(scan.ct_hu, scan.structures, scan.grid, bank, settings, "tpu")
 
 
