@@ -14,6 +14,7 @@ import numpy as np
 
 from cache.build_settings import build_settings_for, expected_settings
 from cache.dataset import Study, load_study
+from cache.devices import resolve_device
 from cache.reader import open_scan
 from cache.settings import format_settings
 from evaluate.atlas_analysis import cohort_mapping_accuracy, mapping_markdown, subsets_markdown
@@ -162,14 +163,12 @@ def study_description(study: Study) -> str:
 def _atlas_subset_section(settings: EvaluateSettings, config: Study, run: Path, cohort: Cohort
                           ) -> tuple[str, str]:
     """The atlas-subset study on the first `atlas_subset_scans` test scans, those with malignant stations first."""
-    import torch
-
     from evaluate.atlas_subsets import run_subset_study
 
     order = sorted(range(len(cohort.scan_ids)), key=lambda i: (not (cohort.station_true[i] == 1).any(), i))
     count = len(order) if settings.atlas_subset_scans < 0 else settings.atlas_subset_scans
     scans = [(cohort.patient_ids[i], cohort.scan_ids[i], int(cohort.fold[i])) for i in order[:count]]
-    device = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(settings.device).type
     study = run_subset_study(config.members[0], build_settings_for(settings.dataset), run, scans,
                              settings.atlas_subset_size, device)
     return (f"Atlas-subset sensitivity: every {settings.atlas_subset_size}-atlas subset vs all atlases (paper §4.1)",

@@ -23,6 +23,7 @@ import torch
 
 from cache.build_settings import build_settings_for, expected_settings
 from cache.dataset import Study, StudyRow, load_study, stage_overrides, study_rows
+from cache.devices import resolve_device
 from cache.sampler import PatchSampler
 from cache.settings import values_from_mapping
 from cache.stations import station_names
@@ -49,7 +50,6 @@ from evaluate.timing_table import (
     recorded_step_times,
 )
 from train.data import open_study_part, sampler_settings
-from train.distributed import resolve_device
 from train.folds import Fold, fold_file_path, load_or_make_study_folds
 from train.inference import load_trained, predict
 from train.loop import run_training
