@@ -18,22 +18,23 @@ import time
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
-from evaluate.comparison import Cohort, MethodPredictions, compare_methods, evaluate_method
+from evaluate.comparison import EvaluationCohort, MethodPredictions, compare_methods, evaluate_method
 from evaluate.statistics import patient_resamples
 
 
-def cohort_and_method(patients: int, scans: int, rng: np.random.Generator) -> tuple[Cohort, MethodPredictions]:
+def cohort_and_method(patients: int, scans: int, rng: np.random.Generator
+                      ) -> tuple[EvaluationCohort, MethodPredictions]:
     """Scans assigned to patients (each patient at least one), labels and a noisy method's predictions."""
     owner = np.concatenate([np.arange(patients), rng.integers(0, patients, scans - patients)])
     truth = (rng.random((scans, 17)) < 0.06).astype(np.int8)
     score = np.clip(truth * 0.35 + rng.random((scans, 17)) * 0.7, 0, 1)
-    cohort = Cohort(tuple(f"m/p{i}" for i in owner), tuple(f"s{i}" for i in range(scans)), ("R",) * scans, truth,
-                    rng.integers(0, 4, scans), rng.integers(0, 5, scans))
+    cohort = EvaluationCohort(tuple(f"m/p{i}" for i in owner), tuple(f"s{i}" for i in range(scans)), ("R",) * scans,
+                              truth, rng.integers(0, 4, scans), rng.integers(0, 5, scans))
     n_pred = np.where(rng.random(scans) < 0.6, cohort.n_true, rng.integers(0, 4, scans))
     return cohort, MethodPredictions("m", (score >= 0.5).astype(np.int8), score, n_pred)
 
 
-def peer_seconds(cohort: Cohort, method: MethodPredictions, resamples: int, seed: int) -> float:
+def peer_seconds(cohort: EvaluationCohort, method: MethodPredictions, resamples: int, seed: int) -> float:
     """scikit-learn's station confusion matrix and AUC over `resamples` patient resamples, in seconds."""
     weights = patient_resamples(cohort.patient_ids, resamples, seed, cohort.datasets)
     known = cohort.station_true >= 0

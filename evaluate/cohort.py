@@ -15,7 +15,7 @@ from cache.run_log import progress
 from cache.stations import station_names
 from cache.writer import ScanLabels
 from evaluate.baselines.features import BaselineFeatures, lesion_sources, scan_features
-from evaluate.comparison import Cohort
+from evaluate.comparison import EvaluationCohort
 from evaluate.settings import EvaluateSettings
 
 
@@ -23,7 +23,7 @@ from evaluate.settings import EvaluateSettings
 class CohortData:
     """Truth and baseline features of the scans of the evaluated folds, and their cache files (same order)."""
 
-    cohort: Cohort
+    cohort: EvaluationCohort
     paths: tuple[Path, ...]
     suv_max: np.ndarray  # (scans, 17), NaN where the station is absent
     lesion_overlap: dict[str, np.ndarray]  # lesion source ("cache", "builtin") -> (scans, 17)
@@ -42,8 +42,9 @@ def study_cache_files(study: Study) -> list[Path]:
     return [p for member in study.members for p in cache_files(member.cache_dir)]
 
 
-def load_cohort(paths: list[Path], test_fold: Mapping[str, int], label_column: str, settings: EvaluateSettings,
-                expected_settings: Mapping[str, Mapping] | None = None, study: Study | None = None) -> CohortData:
+def load_evaluation_cohort(paths: list[Path], test_fold: Mapping[str, int], label_column: str,
+                           settings: EvaluateSettings, expected_settings: Mapping[str, Mapping] | None = None,
+                           study: Study | None = None) -> CohortData:
     """Read every cache file whose patient is a test patient of an evaluated fold (`test_fold`: patient -> fold).
 
     A patient of the folds without a cache file is an error naming the patient: the report would otherwise
@@ -79,7 +80,7 @@ def load_cohort(paths: list[Path], test_fold: Mapping[str, int], label_column: s
         suv_max[k] = features.suv_max
         for source in sources:
             overlap[source][k], n_lesions[source][k] = features.lesion_overlap[source], features.n_lesions[source]
-    cohort = Cohort(
+    cohort = EvaluationCohort(
         patient_ids=tuple(pid for _, _, pid, _ in chosen), scan_ids=tuple(i.scan_id for _, i, _, _ in chosen),
         tumor_sides=tuple(i.labels.tumor_side for _, i, _, _ in chosen), station_true=station_true, n_true=n_true,
         fold=np.array([test_fold[pid] for _, _, pid, _ in chosen], dtype=np.int64),

@@ -1,13 +1,13 @@
 """Methods compared on the same cross-validation folds: metrics per fold, mean ± sd, pooled, and paired tests.
 
-Inputs are plain arrays over the cohort's scans (catalogue order for stations): the truth (`Cohort`) and one
+Inputs are plain arrays over the cohort's scans (catalogue order for stations): the truth (`EvaluationCohort`) and one
 `MethodPredictions` per method, each covering every scan as a test scan of exactly one fold. Unknown labels
 (-1) are left out of the station metrics; scans without a known N-stage, or that a method cannot stage (tumour
 side unknown), are left out of its N-stage metrics and counted in `unstageable`.
 
 Pooled metrics come with 95 % intervals from a patient-level bootstrap (`evaluate.statistics`); every method is
 resampled with the same draws (one seed), so their intervals describe the same resampled cohorts. In a study,
-patient ids are `<dataset>/<id>`, `Cohort.datasets` names each scan's dataset, and every resample draws within
+patient ids are `<dataset>/<id>`, `EvaluationCohort.datasets` names each scan's dataset, and every resample draws within
 each dataset as many patients as it has. Paired tests swap a patient's predictions together (all its stations,
 all its scans): a patient's cases are not independent.
 """
@@ -45,7 +45,7 @@ N_BOOTSTRAP = 1000  # resamples per interval: percentile ends settle to about +-
 
 
 @dataclass(frozen=True)
-class Cohort:
+class EvaluationCohort:
     """Truth of the evaluated scans: ids, tumour side, station labels (scans, 17) and N-stage (-1 unknown)."""
 
     patient_ids: tuple[str, ...]
@@ -117,7 +117,7 @@ class PairedTests:
     n_patients: int  # patients with a known station label
 
 
-def _station_arrays(cohort: Cohort, method: MethodPredictions, scans: np.ndarray
+def _station_arrays(cohort: EvaluationCohort, method: MethodPredictions, scans: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(truth, prediction, score) of the stations with a known label of `scans`, flattened."""
     truth = cohort.station_true[scans]
@@ -125,7 +125,7 @@ def _station_arrays(cohort: Cohort, method: MethodPredictions, scans: np.ndarray
     return truth[known], method.station_pred[scans][known], method.station_score[scans][known]
 
 
-def _staged(cohort: Cohort, method: MethodPredictions, scans: np.ndarray) -> np.ndarray:
+def _staged(cohort: EvaluationCohort, method: MethodPredictions, scans: np.ndarray) -> np.ndarray:
     """Scans (indices) with a known true N-stage that the method could stage."""
     return scans[(cohort.n_true[scans] >= 0) & (method.n_pred[scans] != UNSTAGEABLE)]
 
@@ -134,7 +134,7 @@ def _scores_or_none(scores: np.ndarray) -> np.ndarray | None:
     return None if np.isnan(scores).any() else scores
 
 
-def pooled_intervals(cohort: Cohort, method: MethodPredictions, n_bootstrap: int, seed: int
+def pooled_intervals(cohort: EvaluationCohort, method: MethodPredictions, n_bootstrap: int, seed: int
                      ) -> tuple[dict[str, Interval], dict[str, Interval]]:
     """Patient-bootstrap intervals of the pooled station and N-stage metrics (empty when n_bootstrap is 0),
     resampled within each dataset of a study."""
@@ -155,7 +155,7 @@ def pooled_intervals(cohort: Cohort, method: MethodPredictions, n_bootstrap: int
     return station, n_stage
 
 
-def evaluate_method(cohort: Cohort, method: MethodPredictions, n_bootstrap: int = N_BOOTSTRAP,
+def evaluate_method(cohort: EvaluationCohort, method: MethodPredictions, n_bootstrap: int = N_BOOTSTRAP,
                     seed: int = 0) -> MethodResult:
     """Metrics of one method per fold, summarised over folds, and pooled over all test scans with
     patient-bootstrap intervals (`n_bootstrap` resamples drawn from `seed`; 0: none)."""
@@ -192,7 +192,7 @@ def evaluate_method(cohort: Cohort, method: MethodPredictions, n_bootstrap: int 
     )
 
 
-def compare_methods(cohort: Cohort, a: MethodPredictions, b: MethodPredictions, rng: np.random.Generator,
+def compare_methods(cohort: EvaluationCohort, a: MethodPredictions, b: MethodPredictions, rng: np.random.Generator,
                     n_permutations: int = 10_000) -> PairedTests:
     """Exact McNemar and the patient-clustered permutation test on every station with a known label; the
     patient-clustered permutation test on the scans both methods staged."""

@@ -20,8 +20,8 @@ from cache.settings import format_settings
 from evaluate.atlas_analysis import cohort_mapping_accuracy, mapping_markdown, subsets_markdown
 from evaluate.baselines.lesion_overlap import LESION_SOURCE_LABELS
 from evaluate.baselines.registry import score_baselines
-from evaluate.cohort import CohortData, load_cohort, study_cache_files
-from evaluate.comparison import Cohort, MethodPredictions, MethodResult, compare_methods, evaluate_method
+from evaluate.cohort import CohortData, load_evaluation_cohort, study_cache_files
+from evaluate.comparison import EvaluationCohort, MethodPredictions, MethodResult, compare_methods, evaluate_method
 from evaluate.figures import confusion_figure, qa_overlay_figure
 from evaluate.model_predictions import model_method, run_folds, test_folds
 from evaluate.paper_claims import claims_section, paper_claims
@@ -75,7 +75,7 @@ def _qa_figures(data: CohortData, method: MethodPredictions, out: Path, n_scans:
     return paths
 
 
-def restrict(cohort: Cohort, keep: np.ndarray) -> Cohort:
+def restrict(cohort: EvaluationCohort, keep: np.ndarray) -> EvaluationCohort:
     """The cohort's scans where `keep` holds."""
     return dataclasses.replace(cohort, patient_ids=tuple(np.array(cohort.patient_ids)[keep]),
                                scan_ids=tuple(np.array(cohort.scan_ids)[keep]),
@@ -90,7 +90,7 @@ def restrict_method(method: MethodPredictions, keep: np.ndarray) -> MethodPredic
                                station_score=method.station_score[keep], n_pred=method.n_pred[keep])
 
 
-def per_dataset_results(cohort: Cohort, methods: dict[str, MethodPredictions], n_bootstrap: int, seed: int
+def per_dataset_results(cohort: EvaluationCohort, methods: dict[str, MethodPredictions], n_bootstrap: int, seed: int
                         ) -> dict[str, dict[str, MethodResult]]:
     """A study's members each on their own: dataset -> method name -> result over that dataset's test scans
     (empty for a single dataset). A member without station labels has no station metric (all n/a)."""
@@ -130,8 +130,8 @@ def compare_on_folds(settings: EvaluateSettings, config: Study, run: Path) -> Co
     """
     folds = parse_folds(settings.folds, tuple(run_folds(run)))
     test_fold = test_folds(run, config.label_column)
-    data = load_cohort(study_cache_files(config), test_fold, config.label_column, settings,
-                       expected_settings(build_settings_for(settings.dataset)), config)
+    data = load_evaluation_cohort(study_cache_files(config), test_fold, config.label_column, settings,
+                                  expected_settings(build_settings_for(settings.dataset)), config)
     model = model_method(run, data, folds, config, settings)
     baselines = [scored.method for scored in score_baselines(data, settings, config.rule_set)]
     keep = np.isin(data.cohort.fold, folds)
@@ -160,7 +160,7 @@ def study_description(study: Study) -> str:
         m.name + ("" if m.station_labels else " (N-stage only)") for m in study.members)
 
 
-def _atlas_subset_section(settings: EvaluateSettings, config: Study, run: Path, cohort: Cohort
+def _atlas_subset_section(settings: EvaluateSettings, config: Study, run: Path, cohort: EvaluationCohort
                           ) -> tuple[str, str]:
     """The atlas-subset study on the first `atlas_subset_scans` test scans, those with malignant stations first."""
     from evaluate.atlas_subsets import run_subset_study

@@ -22,7 +22,7 @@ import torch
 from cache.dataset import Study
 from cache.settings import settings_dict
 from evaluate.baselines.registry import names_of
-from evaluate.comparison import Cohort, MethodPredictions, MethodResult, PairedTests
+from evaluate.comparison import EvaluationCohort, MethodPredictions, MethodResult, PairedTests
 from evaluate.evaluation import per_dataset_markdown, study_description
 from evaluate.experiment_plan import ABLATIONS, ROWS, ExperimentSettings, FoldRun, PlannedRun, differing_settings
 from evaluate.figures import confusion_figure
@@ -41,7 +41,7 @@ class StudyReport:
     fold_runs: list[FoldRun]
     folds: tuple[int, ...]
     fold_file: Path
-    cohort: Cohort
+    cohort: EvaluationCohort
     methods: dict[str, MethodPredictions]
     results: dict[str, MethodResult]
     tests: dict[tuple[str, str], PairedTests]

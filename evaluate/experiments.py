@@ -28,8 +28,8 @@ from cache.sampler import PatchSampler
 from cache.settings import values_from_mapping
 from cache.stations import station_names
 from evaluate.baselines.registry import BASELINES, ScoredBaseline, names_of, score_baselines
-from evaluate.cohort import CohortData, load_cohort, study_cache_files
-from evaluate.comparison import Cohort, MethodPredictions, MethodResult, compare_methods, evaluate_method
+from evaluate.cohort import CohortData, load_evaluation_cohort, study_cache_files
+from evaluate.comparison import EvaluationCohort, MethodPredictions, MethodResult, compare_methods, evaluate_method
 from evaluate.evaluation import parse_folds, per_dataset_results, restrict, restrict_method
 from evaluate.experiment_plan import (
     ExperimentSettings,
@@ -191,7 +191,8 @@ def study_folds(study: ExperimentSettings, config: Study, rows: list[StudyRow]) 
 
 
 def score_rows(runs: dict[str, PlannedRun], data: CohortData, folds: tuple[int, ...], config: Study,
-               settings: EvaluateSettings) -> tuple[Cohort, dict[str, MethodPredictions], list[ScoredBaseline]]:
+               settings: EvaluateSettings
+               ) -> tuple[EvaluationCohort, dict[str, MethodPredictions], list[ScoredBaseline]]:
     """Test predictions of every trained row and every registered baseline on the scans of `folds`, and the
     baselines as scored over the whole cohort (their cutoff choice, prediction and staging timed)."""
     keep = np.isin(data.cohort.fold, folds)
@@ -215,7 +216,8 @@ def run_experiments(study: ExperimentSettings) -> int:
     settings = evaluate_settings(study)
     test_fold = {p: f.index for f in plan.fold_sets for p in f.test}
     features_started = time.perf_counter()
-    data = load_cohort(study_cache_files(config), test_fold, config.label_column, settings, plan.expected, config)
+    data = load_evaluation_cohort(study_cache_files(config), test_fold, config.label_column, settings, plan.expected,
+                                  config)
     features_seconds = time.perf_counter() - features_started
     cohort, methods, baselines = score_rows(runs, data, folds, config, settings)
     results: dict[str, MethodResult] = {name: evaluate_method(cohort, m, settings.n_bootstrap, settings.seed)

@@ -21,20 +21,21 @@ from evaluate.settings import EvaluateSettings
 PREDICTIONS_FILE = "predictions_test.csv"
 
 
-class RunError(ValueError):
+class RunPredictionsError(ValueError):
     """A run folder without usable test predictions; the message says which file and what to run."""
 
 
 def _fold_dirs(run: Path) -> dict[int, Path]:
     if not run.is_dir():
-        raise RunError(f"run folder {run} not found; pass --run runs/<dataset>/<run name>")
+        raise RunPredictionsError(f"run folder {run} not found; pass --run runs/<dataset>/<run name>")
     folds = {}
     for child in run.iterdir():
         match = re.fullmatch(r"fold(\d+)", child.name)
         if match and (child / PREDICTIONS_FILE).is_file():
             folds[int(match[1])] = child
     if not folds:
-        raise RunError(f"{run}: no fold<K>/{PREDICTIONS_FILE}; train first, e.g. python -m train ts1 --fold 0")
+        raise RunPredictionsError(f"{run}: no fold<K>/{PREDICTIONS_FILE}; train first, e.g. python -m train ts1 "
+                                  "--fold 0")
     return dict(sorted(folds.items()))
 
 
@@ -47,8 +48,8 @@ def read_fold_predictions(run: Path) -> dict[int, pd.DataFrame]:
     for k, table in tables.items():
         for patient in table["patient_id"].unique():
             if patient in seen:
-                raise RunError(f"{run}: patient {patient} is a test patient of folds {seen[patient]} and {k}; the "
-                               "folds of this run do not come from one fold file")
+                raise RunPredictionsError(f"{run}: patient {patient} is a test patient of folds {seen[patient]} "
+                                          f"and {k}; the folds of this run do not come from one fold file")
             seen[patient] = k
     return tables
 
@@ -77,8 +78,8 @@ def test_folds(run: Path, label_column: str) -> dict[str, int]:
     by_file = {f.index: tuple(sorted(f.test)) for f in folds}
     for k, patients in by_run.items():
         if by_file.get(k) != patients:
-            raise RunError(f"{run}/fold{k}/{PREDICTIONS_FILE}: its test patients differ from fold {k} of {path}; "
-                           "the run was trained on another split: retrain it")
+            raise RunPredictionsError(f"{run}/fold{k}/{PREDICTIONS_FILE}: its test patients differ from fold {k} of "
+                                      f"{path}; the run was trained on another split: retrain it")
     return {p: k for k, patients in by_file.items() for p in patients}
 
 
@@ -94,8 +95,9 @@ def model_method(run: Path, data: CohortData, folds: tuple[int, ...], config: St
     stages = sorted(table["stage"].unique())
     rule_sets = sorted(table["rule_set"].unique())
     if rule_sets != [config.rule_set]:
-        raise RunError(f"{run}: predictions staged with rule set(s) {rule_sets}, the dataset {config.name} says "
-                       f"{config.rule_set!r}; retrain, or evaluate with a dataset config of that rule set")
+        raise RunPredictionsError(f"{run}: predictions staged with rule set(s) {rule_sets}, the dataset "
+                                  f"{config.name} says {config.rule_set!r}; retrain, or evaluate with a dataset "
+                                  "config of that rule set")
     names = station_names()
     keep = np.isin(data.cohort.fold, folds)
     keys = [(p, s) for p, s, k in zip(data.cohort.patient_ids, data.cohort.scan_ids, keep, strict=True) if k]
@@ -107,11 +109,12 @@ def model_method(run: Path, data: CohortData, folds: tuple[int, ...], config: St
         try:
             rows = table.loc[key]
         except KeyError:
-            raise RunError(f"{run}: no test prediction for scan {key[0]}/{key[1]}; the run's folds and the cache "
-                           "differ: retrain, or rebuild the cache") from None
+            raise RunPredictionsError(f"{run}: no test prediction for scan {key[0]}/{key[1]}; the run's folds and "
+                                      "the cache differ: retrain, or rebuild the cache") from None
         if not np.array_equal(rows["station_true"].to_numpy(), truth[i]):
-            raise RunError(f"{run}: station labels of {key[0]}/{key[1]} differ between the predictions file and "
-                           f"the cache (label column {config.label_column}); the manifest changed since training")
+            raise RunPredictionsError(f"{run}: station labels of {key[0]}/{key[1]} differ between the predictions "
+                                      f"file and the cache (label column {config.label_column}); the manifest "
+                                      "changed since training")
         probability = rows["probability"].to_numpy(dtype=np.float64)
         pred[i] = np.clip(rows["station_pred"].to_numpy(), 0, 1)
         score[i] = np.nan_to_num(probability, nan=0.0)

@@ -131,7 +131,7 @@ def patient_resamples(patient_ids: Sequence[str], n_resamples: int, seed: int,
     """(n_resamples, scans) weights: each resample draws patients with replacement and weighs each scan by how
     often its patient was drawn (so a patient's scans stay together).
 
-    `strata` (each scan's study member, e.g. `Cohort.datasets`) makes every resample draw within each stratum
+    `strata` (each scan's study member, e.g. `EvaluationCohort.datasets`) makes every resample draw within each stratum
     as many patients as it has, so each member keeps its share of the cohort. Each stratum draws from its own
     stream (`seed` and the stratum's name), so a member's resamples are the same alone as in a pool.
     """

@@ -11,10 +11,10 @@ import numpy as np
 
 from cache.stations import stage_scans
 from evaluate.baselines.cutoff import CutoffChoice, predict_above
-from evaluate.comparison import Cohort, MethodPredictions
+from evaluate.comparison import EvaluationCohort, MethodPredictions
 
 
-def _per_fold(cohort: Cohort, scores: np.ndarray, choose: Callable[[np.ndarray, np.ndarray], CutoffChoice],
+def _per_fold(cohort: EvaluationCohort, scores: np.ndarray, choose: Callable[[np.ndarray, np.ndarray], CutoffChoice],
               fixed: float | None) -> tuple[np.ndarray, dict[int, float]]:
     pred = np.zeros(scores.shape, dtype=np.int8)
     cutoffs = {}
@@ -26,7 +26,7 @@ def _per_fold(cohort: Cohort, scores: np.ndarray, choose: Callable[[np.ndarray, 
     return pred, cutoffs
 
 
-def cutoff_method(baseline: str, name: str, symbol: str, note_key: str, cohort: Cohort, scores: np.ndarray,
+def cutoff_method(baseline: str, name: str, symbol: str, note_key: str, cohort: EvaluationCohort, scores: np.ndarray,
                   choose: Callable[[np.ndarray, np.ndarray], CutoffChoice], rule_set: str,
                   fixed: float | None = None) -> MethodPredictions:
     """The predictions of registered baseline `baseline`, named "`name` (`symbol` = cutoff)" in the tables;

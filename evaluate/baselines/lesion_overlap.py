@@ -17,7 +17,7 @@ from scipy import ndimage
 from cache.stations import station_names
 from evaluate.baselines.cohort import cutoff_method
 from evaluate.baselines.cutoff import CutoffChoice, choose_cutoff, predict_above
-from evaluate.comparison import Cohort, MethodPredictions
+from evaluate.comparison import EvaluationCohort, MethodPredictions
 
 if TYPE_CHECKING:  # evaluate.cohort reads this module's overlaps: imported for the annotation only
     from evaluate.cohort import CohortData
@@ -69,7 +69,7 @@ def overlap_stations(overlap: np.ndarray, fraction: float) -> np.ndarray:
     return predict_above(overlap, fraction)
 
 
-def overlap_method(cohort: Cohort, overlap: np.ndarray, fractions: tuple[float, ...], rule_set: str,
+def overlap_method(cohort: EvaluationCohort, overlap: np.ndarray, fractions: tuple[float, ...], rule_set: str,
                    source: str, fixed: float | None = None) -> MethodPredictions:
     """Lesion overlap, o chosen per fold (or `fixed`); its score is the assigned lesions' overlap fraction."""
     return cutoff_method(BASELINE, f"Lesion overlap, {source}", "o", "overlap fraction o", cohort, overlap,

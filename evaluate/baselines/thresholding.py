@@ -13,7 +13,7 @@ import numpy as np
 
 from evaluate.baselines.cohort import cutoff_method
 from evaluate.baselines.cutoff import CutoffChoice, choose_cutoff, predict_above
-from evaluate.comparison import Cohort, MethodPredictions
+from evaluate.comparison import EvaluationCohort, MethodPredictions
 
 if TYPE_CHECKING:  # evaluate.cohort reads the baselines' features: imported for the annotation only
     from evaluate.cohort import CohortData
@@ -34,7 +34,7 @@ def threshold_stations(suv_max: np.ndarray, threshold: float) -> np.ndarray:
     return predict_above(suv_max, threshold)
 
 
-def thresholding_method(cohort: Cohort, suv_max: np.ndarray, thresholds: tuple[float, ...], rule_set: str,
+def thresholding_method(cohort: EvaluationCohort, suv_max: np.ndarray, thresholds: tuple[float, ...], rule_set: str,
                         fixed: float | None = None) -> MethodPredictions:
     """SUVmax thresholding, t chosen per fold (or `fixed`); its score is the SUVmax (0 for absent stations)."""
     return cutoff_method(BASELINE, "Thresholding", "t", "SUV threshold", cohort, suv_max,

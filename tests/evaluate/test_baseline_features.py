@@ -8,7 +8,7 @@ from cache.stations import station
 from evaluate.baselines.features import lesion_sources, scan_features
 from evaluate.baselines.lesion_overlap import overlap_method
 from evaluate.baselines.thresholding import thresholding_method
-from evaluate.comparison import Cohort
+from evaluate.comparison import EvaluationCohort
 from tests.evaluate.tiny_cache import SHAPE, write_tiny_scan
 
 
@@ -47,7 +47,7 @@ def test_lesion_sources_without_cache_masks(tmp_path):
         scan_features(scan, ("cache",), 2.5, 0.2)
 
 
-def _cohort(n: int = 6) -> tuple[Cohort, np.ndarray]:
+def _cohort(n: int = 6) -> tuple[EvaluationCohort, np.ndarray]:
     """Station 7 malignant in even scans at SUVmax 5; benign 4R at SUVmax 3.2 in every scan."""
     station_true = np.zeros((n, 17), dtype=np.int8)
     suv_max = np.full((n, 17), np.nan)
@@ -56,8 +56,8 @@ def _cohort(n: int = 6) -> tuple[Cohort, np.ndarray]:
     station_true[::2, station("7").index] = 1
     suv_max[::2, station("7").index] = 5.0
     n_true = np.where(np.arange(n) % 2 == 0, 2, 0)
-    return Cohort(tuple(f"p{i}" for i in range(n)), tuple("s0" for _ in range(n)), ("R",) * n, station_true,
-                  n_true, np.arange(n) % 3), suv_max
+    return EvaluationCohort(tuple(f"p{i}" for i in range(n)), tuple("s0" for _ in range(n)), ("R",) * n, station_true,
+                            n_true, np.arange(n) % 3), suv_max
 
 
 def test_thresholding_over_folds_learns_on_training_scans_only():
@@ -85,20 +85,20 @@ def test_overlap_method_applies_o_per_fold():
 
 def test_load_cohort_reads_truth_and_features_of_test_patients(tmp_path):
     from cache.reader import CacheError, cache_files
-    from evaluate.cohort import load_cohort
+    from evaluate.cohort import load_evaluation_cohort
     from evaluate.settings import EvaluateSettings
 
     write_tiny_scan(tmp_path, "p0", {"7": 6.0}, ("7",), tumor_side="R", n_clinical=2)
     write_tiny_scan(tmp_path, "p1", {}, (), tumor_side=None, n_clinical=0)
     write_tiny_scan(tmp_path, "p2", {}, (), n_clinical=0)  # not a test patient of the chosen folds
-    data = load_cohort(cache_files(tmp_path), {"p0": 0, "p1": 1}, "cN", EvaluateSettings())
+    data = load_evaluation_cohort(cache_files(tmp_path), {"p0": 0, "p1": 1}, "cN", EvaluateSettings())
     assert data.cohort.patient_ids == ("p0", "p1")
     assert data.cohort.fold.tolist() == [0, 1] and data.cohort.n_true.tolist() == [2, 0]
     assert data.cohort.tumor_sides == ("R", None)
     assert data.cohort.station_true[0, station("7").index] == 1
     assert data.suv_max[0, station("7").index] == pytest.approx(6.0)
     assert list(data.lesion_overlap) == ["builtin"] and data.n_lesions["builtin"].tolist() == [0, 0]
-    pathological = load_cohort(cache_files(tmp_path), {"p0": 0}, "pN", EvaluateSettings())
+    pathological = load_evaluation_cohort(cache_files(tmp_path), {"p0": 0}, "pN", EvaluateSettings())
     assert pathological.cohort.n_true.tolist() == [-1] and (pathological.cohort.station_true == -1).all()
     with pytest.raises(CacheError, match="no cache file for test patient.*p9"):
-        load_cohort(cache_files(tmp_path), {"p9": 0}, "cN", EvaluateSettings())
+        load_evaluation_cohort(cache_files(tmp_path), {"p9": 0}, "cN", EvaluateSettings())

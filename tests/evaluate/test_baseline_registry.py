@@ -6,7 +6,7 @@ import pytest
 from cache.stations import station
 from evaluate.baselines.registry import BASELINES, names_of, score_baselines
 from evaluate.cohort import CohortData
-from evaluate.comparison import Cohort
+from evaluate.comparison import EvaluationCohort
 from evaluate.settings import EvaluateSettings
 
 
@@ -16,8 +16,8 @@ def _data(n=6):
     station_true[::2, station("7").index] = 1
     suv_max = np.where(station_true == 1, 5.0, 1.0)
     overlap = np.where(station_true == 1, 0.5, 0.0)
-    cohort = Cohort(tuple(f"p{i}" for i in range(n)), ("s0",) * n, ("R",) * n, station_true,
-                    np.where(np.arange(n) % 2 == 0, 2, 0), np.arange(n) % 3)
+    cohort = EvaluationCohort(tuple(f"p{i}" for i in range(n)), ("s0",) * n, ("R",) * n, station_true,
+                              np.where(np.arange(n) % 2 == 0, 2, 0), np.arange(n) % 3)
     return CohortData(cohort, (), suv_max, {"cache": overlap, "builtin": overlap}, {})
 
 

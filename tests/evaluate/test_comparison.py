@@ -4,19 +4,19 @@ import numpy as np
 import pytest
 
 from cache.stations import UNSTAGEABLE
-from evaluate.comparison import Cohort, MethodPredictions, compare_methods, evaluate_method
+from evaluate.comparison import EvaluationCohort, MethodPredictions, compare_methods, evaluate_method
 
 
-def _cohort() -> Cohort:
+def _cohort() -> EvaluationCohort:
     station_true = np.zeros((4, 17), dtype=np.int8)
     station_true[0, 7] = station_true[2, 10] = 1
     station_true[3, :] = -1  # an N-stage-only scan
-    return Cohort(patient_ids=("p0", "p1", "p2", "p3"), scan_ids=("s0", "s1", "s2", "s3"),
-                  tumor_sides=("R", "R", None, "L"), station_true=station_true,
-                  n_true=np.array([2, 0, 2, 1]), fold=np.array([0, 0, 1, 1]))
+    return EvaluationCohort(patient_ids=("p0", "p1", "p2", "p3"), scan_ids=("s0", "s1", "s2", "s3"),
+                            tumor_sides=("R", "R", None, "L"), station_true=station_true,
+                            n_true=np.array([2, 0, 2, 1]), fold=np.array([0, 0, 1, 1]))
 
 
-def _perfect(cohort: Cohort) -> MethodPredictions:
+def _perfect(cohort: EvaluationCohort) -> MethodPredictions:
     pred = np.clip(cohort.station_true, 0, 1).astype(np.int8)
     return MethodPredictions("perfect", pred, pred.astype(float), cohort.n_true.copy())
 
@@ -59,11 +59,11 @@ def test_method_covering_other_scans_is_refused():
         evaluate_method(cohort, short)
 
 
-def _one_patient_three_scans() -> Cohort:
+def _one_patient_three_scans() -> EvaluationCohort:
     """p0 has three scans (s0-s2), p1 one (s3); station labels unknown so only the N-stage counts."""
-    return Cohort(patient_ids=("p0", "p0", "p0", "p1"), scan_ids=("s0", "s1", "s2", "s3"), tumor_sides=("R",) * 4,
-                  station_true=np.full((4, 17), -1, dtype=np.int8), n_true=np.array([1, 1, 1, 2]),
-                  fold=np.array([0, 0, 0, 1]))
+    return EvaluationCohort(patient_ids=("p0", "p0", "p0", "p1"), scan_ids=("s0", "s1", "s2", "s3"),
+                            tumor_sides=("R",) * 4, station_true=np.full((4, 17), -1, dtype=np.int8),
+                            n_true=np.array([1, 1, 1, 2]), fold=np.array([0, 0, 0, 1]))
 
 
 def test_n_stage_permutation_swaps_all_scans_of_a_patient_together():
@@ -80,8 +80,9 @@ def test_n_stage_permutation_swaps_all_scans_of_a_patient_together():
 def test_bootstrap_resamples_each_dataset_of_a_study_on_its_own():
     # a/p0 staged right, b/p0 staged wrong: each resample draws one patient of each dataset, so the N-stage
     # accuracy is 1/2 in every resample (drawing from the pool would also give 0 and 1)
-    cohort = Cohort(patient_ids=("a/p0", "b/p0"), scan_ids=("s0", "s1"), tumor_sides=("R", "R"),
-                    station_true=np.full((2, 17), -1, dtype=np.int8), n_true=np.array([1, 2]), fold=np.array([0, 1]))
+    cohort = EvaluationCohort(patient_ids=("a/p0", "b/p0"), scan_ids=("s0", "s1"), tumor_sides=("R", "R"),
+                              station_true=np.full((2, 17), -1, dtype=np.int8), n_true=np.array([1, 2]),
+                              fold=np.array([0, 1]))
     method = _perfect(cohort)
     method.n_pred[1] = 0
     interval = evaluate_method(cohort, method, n_bootstrap=200).n_stage_interval["accuracy"]

@@ -9,7 +9,7 @@ from cache.settings import SettingsError
 from cache.stations import station, station_names
 from evaluate.__main__ import main
 from evaluate.evaluation import EvaluationError, parse_folds
-from evaluate.model_predictions import RunError
+from evaluate.model_predictions import RunPredictionsError
 from tests.evaluate.tiny_cache import write_tiny_scan
 
 COLUMNS = ["patient_id", "scan_id", "fold", "split", "stage", "station", "station_index", "station_true",
@@ -114,7 +114,7 @@ def test_folds_parse_and_refuse_unknown():
 def test_run_without_predictions_is_refused(tmp_path):
     config = _dataset(tmp_path)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(RunError, match="python -m train ts1"):
+    with pytest.raises(RunPredictionsError, match="python -m train ts1"):
         main(["--dataset", str(config), "--run", str(tmp_path / "empty")])
     with pytest.raises(SettingsError, match="--run is required"):
         main(["--dataset", str(config)])
@@ -128,7 +128,7 @@ def test_predictions_with_other_labels_are_refused(tmp_path):
     header, first = text[0], text[1].split(",")
     first[COLUMNS.index("station_true")] = "1"
     path.write_text("\n".join([header, ",".join(first), *text[2:]]) + "\n")
-    with pytest.raises(RunError, match="station labels of p0/s0 differ"):
+    with pytest.raises(RunPredictionsError, match="station labels of p0/s0 differ"):
         main(["--dataset", str(config), "--run", str(run), "--out", str(tmp_path / "r")])
     assert station("7").index == 10 and np.int8
 
@@ -161,5 +161,5 @@ def test_a_run_on_another_split_is_refused(tmp_path):
     _write_fold_file(run)
     (run / "fold0" / "predictions_test.csv").rename(run / "fold0" / "moved.csv")
     (run / "fold1" / "predictions_test.csv").rename(run / "fold0" / "predictions_test.csv")
-    with pytest.raises(RunError, match="test patients differ from fold 0"):
+    with pytest.raises(RunPredictionsError, match="test patients differ from fold 0"):
         main(["--dataset", str(config), "--run", str(run), "--out", str(tmp_path / "r")])

@@ -7,7 +7,7 @@ import numpy as np
 
 from cache.grid import Grid
 from cache.stations import station
-from evaluate.comparison import Cohort, MethodPredictions, compare_methods, evaluate_method
+from evaluate.comparison import EvaluationCohort, MethodPredictions, compare_methods, evaluate_method
 from evaluate.figures import confusion_figure, qa_overlay_figure
 from evaluate.paper_claims import claims_section, paper_claims
 from evaluate.report import (
@@ -22,8 +22,8 @@ from evaluate.report import (
 def _results():
     rng = np.random.default_rng(0)
     station_true = (rng.random((10, 17)) < 0.2).astype(np.int8)
-    cohort = Cohort(tuple(f"p{i}" for i in range(10)), tuple(f"s{i}" for i in range(10)), ("R",) * 10,
-                    station_true, rng.integers(0, 4, 10), np.repeat(np.arange(5), 2))
+    cohort = EvaluationCohort(tuple(f"p{i}" for i in range(10)), tuple(f"s{i}" for i in range(10)), ("R",) * 10,
+                              station_true, rng.integers(0, 4, 10), np.repeat(np.arange(5), 2))
     noisy = np.where(rng.random((10, 17)) < 0.1, 1 - station_true, station_true).astype(np.int8)
     a = MethodPredictions("TS1", noisy, rng.random((10, 17)), cohort.n_true.copy())
     b = MethodPredictions("Thresholding", np.ones((10, 17), np.int8), np.full((10, 17), np.nan), np.full(10, 3))

@@ -14,7 +14,7 @@ from cache.stations import (
     station_names,
 )
 from evaluate.baselines.thresholding import thresholding_method
-from evaluate.comparison import Cohort
+from evaluate.comparison import EvaluationCohort
 from evaluate.predict import stage_both_sides
 
 
@@ -45,8 +45,8 @@ def test_the_call_sites_agree_on_random_calls_and_sides(rule_set):
     assert [UNSTAGEABLE if stage is None else stage for stage, _ in predicted] == expected.tolist()
     assert [by_side for _, by_side in predicted] == [{s: by_hand(row, s, rule_set) for s in ("R", "L")}
                                                      for row in calls]
-    cohort = Cohort(tuple(f"P{i}" for i in range(n)), tuple(f"S{i}" for i in range(n)), sides,
-                    np.zeros((n, 17), np.int8), np.zeros(n, np.int64), np.arange(n) % 2)
+    cohort = EvaluationCohort(tuple(f"P{i}" for i in range(n)), tuple(f"S{i}" for i in range(n)), sides,
+                              np.zeros((n, 17), np.int8), np.zeros(n, np.int64), np.arange(n) % 2)
     baseline = thresholding_method(cohort, calls.astype(np.float64), (0.5,), rule_set, fixed=0.5)
     assert np.array_equal(baseline.n_pred, expected)
 
