@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from cache import schema
+from cache.atomic import atomic_path
 from cache.checksums import array_digest, attribute_digests, mapping_digest
 from cache.grid import Grid
 from cache.manifest import ManifestRow, id_problem
@@ -254,14 +255,6 @@ def check_writable(folder: Path) -> None:
                               "or choose another cache root (--cache-root or LNSTAGE_CACHE_ROOT)") from error
 
 
-def fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @contextmanager
 def atomic_h5(path: Path, edit: bool = False) -> Iterator[h5py.File]:
     """An HDF5 file open for writing that appears at `path` only once the block ends without error.
@@ -273,18 +266,11 @@ def atomic_h5(path: Path, edit: bool = False) -> Iterator[h5py.File]:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_temps(path.parent, path.stem)
-    temp = temp_path(path)
-    try:
+    with atomic_path(path, temp_path(path)) as temp:
         if edit:
             shutil.copyfile(path, temp)
         with h5py.File(temp, "r+" if edit else "w") as f:
             yield f
-        fsync_path(temp)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent, directory=True)
 
 
 def relabel_scan(path: str | Path, labels: ScanLabels, rule_set: str) -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cache.atomic import write_text_atomic
 from cache.build_settings import build_settings_for, expected_settings
 from cache.dataset import Study, StudyRow, load_study, stage_overrides, study_rows
 from cache.devices import resolve_device
@@ -84,9 +85,7 @@ def mark_complete(fold_dir: Path, planned: PlannedRun, fold: int, reused: bool =
     marker = {"key": planned.key, "row": planned.row.name, "stage": planned.row.stage, "fold": fold,
               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "train_seconds": seconds,
               "epochs": epochs}
-    temporary = fold_dir / f".{MARKER}.tmp"
-    temporary.write_text(json.dumps(marker, indent=1))
-    temporary.replace(fold_dir / MARKER)
+    write_text_atomic(fold_dir / MARKER, json.dumps(marker, indent=1))
     return FoldRun(planned.row.name, fold, fold_dir, reused, seconds, epochs)
 
 

@@ -17,6 +17,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cache.atomic import atomic_path
+
 BUNDLE_FORMAT = 1
 
 
@@ -96,13 +98,11 @@ def export_bundle(run: Path, out: Path) -> Path:
             shutil.copy(fold / "config.json", staging / fold.name / "config.json")
     shutil.copy(config_file(dataset), staging / "dataset.toml")
     (staging / "bundle.json").write_text(json.dumps(info, indent=1))
-    temporary = out.with_name(f".{out.name}.tmp")
-    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
+    with atomic_path(out) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(staging.rglob("*")):
             if path.is_file():
                 archive.write(path, path.relative_to(staging).as_posix())
     shutil.rmtree(staging)
-    temporary.replace(out)
     return out
 
 

@@ -10,7 +10,6 @@ shape and bytes), verified on every load, so a damaged file is refused instead o
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from cache.atomic import atomic_path
 
 CHECKSUM_KEY = "checksum"
 REQUIRED_KEYS = ("model", "settings")
@@ -59,14 +60,9 @@ def state_digest(state: Mapping[str, Any]) -> str:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` and its checksum to a temporary file beside `path`, fsync it, then rename it into place (a
-    kill leaves the old file)."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({**state, CHECKSUM_KEY: state_digest(state)}, temporary)
-    with open(temporary, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    """Write `state` and its checksum to `path` through `cache.atomic.atomic_path` (a kill leaves the old file)."""
+    with atomic_path(path) as temporary:
+        torch.save({**state, CHECKSUM_KEY: state_digest(state)}, temporary)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -25,7 +25,6 @@ no longer lists is refused.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
+from cache.atomic import write_text_atomic
 from cache.dataset import NAMESPACE_SEPARATOR, Study, StudyRow
 from cache.manifest import ManifestRow
 
@@ -169,15 +169,8 @@ def fold_section(folds: list[Fold], stratum: dict[str, str], labels: dict[str, t
 def write_fold_file(path: Path, folds: list[Fold], stratum: dict[str, str], labels: dict[str, tuple[int, int]],
                     label_column: str, val_fraction: float, seed: int) -> None:
     """A single dataset's fold file (`fold_section`), written atomically."""
-    write_json(path, fold_section(folds, stratum, labels, label_column, val_fraction, seed))
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write a fold file atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=1))
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(fold_section(folds, stratum, labels, label_column, val_fraction, seed),
+                                       indent=1))
 
 
 def section_folds(data: dict) -> list[Fold]:
@@ -273,5 +266,5 @@ def load_or_make_study_folds(path: Path, study: Study, rows: list[StudyRow], n_f
         added.append(name)
     if added:
         log(f"{path}: member(s) {', '.join(added)} split into folds and added (other members' folds unchanged)")
-        write_json(path, data)
+        write_text_atomic(path, json.dumps(data, indent=1))
     return merge_members({name: section_folds(data["members"][name]) for name in names})

@@ -14,7 +14,6 @@ station (17 rows per scan, catalogue order):
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cache.atomic import atomic_path
 from cache.reader import CacheReader
 from cache.sampler import PatchSampler, SamplerSettings
 from cache.settings import values_from_mapping
@@ -154,12 +154,10 @@ def write_predictions(path: Path, part: CohortPart, predictions: Predictions, fo
                       stage: str) -> None:
     """The predictions CSV described in this module's docstring, written atomically."""
     names = station_names()
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     columns = ["patient_id", "scan_id", "fold", "split", "stage", "station", "station_index", "station_true",
                "probability", "station_pred", "tumor_side", "n_true", "n_pred",
                "n_prob_0", "n_prob_1", "n_prob_2", "n_prob_3", "rule_set"]
-    with open(temporary, "w", newline="") as f:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for i in range(len(part)):
@@ -172,7 +170,6 @@ def write_predictions(path: Path, part: CohortPart, predictions: Predictions, fo
                                  int(part.station_status[i, s]), "" if absent else f"{prob:.6f}",
                                  -1 if absent else int(prob >= STATION_CUTOFF), part.tumor_sides[i] or "",
                                  int(part.n_stage[i]), int(predictions.n_pred[i]), *n_prob, part.rule_set])
-    os.replace(temporary, path)
 
 
 def settings_from_checkpoint(state: dict) -> TrainSettings:
