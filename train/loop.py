@@ -52,12 +52,14 @@ METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_ce", "train_mse", "train_p
 ARCHITECTURE = ("channels", "patch_size_vox", "station_encoding", "embedding_dim", "station_mask_channel", "norm")
 
 
-class RunError(RuntimeError):
-    """A run folder or checkpoint that does not fit the requested run; the message says what to do."""
+class TrainingError(RuntimeError):
+    """A run folder, checkpoint or schedule that does not fit the requested run; the message says what to do."""
 
 
 @dataclass(frozen=True)
-class Cohort:
+class TrainingCohort:
+    """The fold's training, validation and test parts (cache files, labels, tumour sides) and the label column."""
+
     train: CohortPart
     val: CohortPart
     test: CohortPart
@@ -77,7 +79,7 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
     device, run_dir = ranks.device, settings.run_dir
     log = print if ranks.is_main else (lambda *args, **kwargs: None)
     log(format_settings(settings))
-    cohort = load_cohort(settings, log)
+    cohort = load_training_cohort(settings, log)
     check_run_dir(settings, run_dir, clear=ranks.is_main)
     # every draw flows from these: the data plan (same on all ranks), augmentation and dropout (rank-offset)
     torch.manual_seed(settings.seed + ranks.rank)
@@ -186,9 +188,9 @@ def parameter_groups(model: torch.nn.Module, settings: TrainSettings) -> list[di
 def check_min_steps(settings: TrainSettings, steps_per_epoch: int) -> None:
     """Refuse a schedule whose max_epochs end before min_steps: no epoch could become the best one."""
     if settings.min_steps > settings.max_epochs * steps_per_epoch:
-        raise RunError(f"min_steps={settings.min_steps} is more than max_epochs={settings.max_epochs} epochs of "
-                       f"{steps_per_epoch} optimizer steps take; raise max_epochs (or samples_per_epoch) or lower "
-                       "min_steps")
+        raise TrainingError(f"min_steps={settings.min_steps} is more than max_epochs={settings.max_epochs} epochs of "
+                            f"{steps_per_epoch} optimizer steps take; raise max_epochs (or samples_per_epoch) or lower "
+                            "min_steps")
 
 
 def train_one_epoch(model: torch.nn.Module, batches, optimizer, scaler, generator: torch.Generator,
@@ -324,7 +326,7 @@ def selection_metric(scores: dict[str, float], settings: TrainSettings) -> float
     return scores["station_auc"] if settings.val_metric == "auc" else scores["station_bacc"]
 
 
-def load_cohort(settings: TrainSettings, log) -> Cohort:
+def load_training_cohort(settings: TrainSettings, log) -> TrainingCohort:
     """The dataset's (or study's pooled) manifests, the stored folds, and the cache files of this fold's parts."""
     study = load_study(settings.dataset, settings.root or None, settings.cache_root or None)
     rows = study_rows(study, log)
@@ -332,8 +334,8 @@ def load_cohort(settings: TrainSettings, log) -> Cohort:
                                      rows, settings.n_folds, settings.val_fraction, settings.fold_seed, log)
     fold = folds[settings.fold]
     expected = expected_settings(build_settings_for(settings.dataset))
-    cohort = Cohort(*(open_study_part(rows, patients, expected) for patients in (fold.train, fold.val, fold.test)),
-                    study.label_column)
+    parts = (open_study_part(rows, patients, expected) for patients in (fold.train, fold.val, fold.test))
+    cohort = TrainingCohort(*parts, study.label_column)
     for name in ("train", "val", "test"):
         part = getattr(cohort, name)
         labelled = int(((part.station_status >= 0).all(axis=1) & part.station_labelled).sum())
@@ -351,7 +353,7 @@ def check_run_dir(settings: TrainSettings, run_dir: Path, clear: bool) -> None:
     if settings.resume and not last.is_file():
         raise CheckpointError(f"--resume: no checkpoint {last} to resume from; run without --resume to start")
     if not settings.resume and last.is_file() and not settings.overwrite:
-        raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
+        raise TrainingError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
     run_dir.mkdir(parents=True, exist_ok=True)
     if clear:  # temporary files of a writer killed mid-save; the renamed files are complete
         for temporary in run_dir.glob(".*.tmp"):
@@ -367,8 +369,8 @@ def check_resume_settings(settings: TrainSettings, state: dict, run_dir: Path) -
                  for f in dataclasses.fields(TrainSettings)
                  if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(settings, f.name)]
     if different:
-        raise RunError(f"{run_dir / 'last.pt'} was made with other settings ({'; '.join(different)}); resume with "
-                       "the same settings, or start a new run (--overwrite or another --run-name)")
+        raise TrainingError(f"{run_dir / 'last.pt'} was made with other settings ({'; '.join(different)}); resume with "
+                            "the same settings, or start a new run (--overwrite or another --run-name)")
 
 
 def init_classifier_from_ts1(model: NStageModel, settings: TrainSettings, device: torch.device, log) -> None:
@@ -384,13 +386,13 @@ def init_classifier_from_ts1(model: NStageModel, settings: TrainSettings, device
     different = [f"{name}: {getattr(ts1, name)!r} vs {getattr(settings, name)!r}" for name in ARCHITECTURE
                  if getattr(ts1, name) != getattr(settings, name)]
     if different or ts1.stage != "ts1" or ts1.fold != settings.fold:
-        raise RunError(f"{path} is not a TS1 classifier of fold {settings.fold} with this architecture "
-                       f"(stage {ts1.stage}, fold {ts1.fold}; {'; '.join(different) or 'same architecture'})")
+        raise TrainingError(f"{path} is not a TS1 classifier of fold {settings.fold} with this architecture "
+                            f"(stage {ts1.stage}, fold {ts1.fold}; {'; '.join(different) or 'same architecture'})")
     model.classifier.load_state_dict(state["model"])
     log(f"classifier initialised from {path} (epoch {state['epoch']}, val metric {state['best_metric']:.3f})")
 
 
-def write_config(run_dir: Path, settings: TrainSettings, cohort: Cohort, ranks: Ranks) -> None:
+def write_config(run_dir: Path, settings: TrainSettings, cohort: TrainingCohort, ranks: Ranks) -> None:
     config = {**settings_dict(settings), "world_size": ranks.world_size, "device": str(ranks.device),
               "label_column": cohort.label_column,
               "scans": {name: len(getattr(cohort, name)) for name in ("train", "val", "test")},
@@ -419,7 +421,8 @@ def append_metrics(path: Path, row: dict) -> None:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def write_final_predictions(run_dir: Path, settings: TrainSettings, cohort: Cohort, device: torch.device) -> None:
+def write_final_predictions(run_dir: Path, settings: TrainSettings, cohort: TrainingCohort,
+                            device: torch.device) -> None:
     """Validation and test predictions of the best checkpoint (the files `evaluate` reads)."""
     state = load_checkpoint(run_dir / "best.pt", map_location=device)
     model = build_model(settings).to(device)

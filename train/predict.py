@@ -73,7 +73,7 @@ def output_dir(settings: RepredictSettings) -> Path:
 def repredict_fold(fold_dir: Path, out: Path, rule_set: str, device: torch.device, log) -> None:
     """The validation and test predictions of one fold folder's best.pt, written under `out/fold<K>/`."""
     from train.inference import load_model, predict_scans, write_predictions
-    from train.loop import load_cohort
+    from train.loop import load_training_cohort
 
     trained = load_model(fold_dir, device)
     # the fold file sits beside the run, wherever the run folder has moved since training
@@ -81,7 +81,7 @@ def repredict_fold(fold_dir: Path, out: Path, rule_set: str, device: torch.devic
     if rule_set and settings.stage != "ts1":
         raise RepredictError(f"--rule-set {rule_set}: {fold_dir} is a {settings.stage.upper()} run, which stages "
                              "with its learned head; re-stage a TS1 run instead")
-    cohort = load_cohort(settings, log)
+    cohort = load_training_cohort(settings, log)
     target = out / fold_dir.name
     target.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:

@@ -11,7 +11,7 @@ import torch
 
 from train.__main__ import main
 from train.checkpoint import CheckpointError, load_checkpoint
-from train.loop import RunError
+from train.loop import TrainingError
 
 
 def args(dataset, runs, *extra):
@@ -75,9 +75,9 @@ def test_resume_without_a_checkpoint_is_an_error(tiny_dataset, tmp_path):
 
 def test_a_new_run_over_an_old_one_is_refused_and_resume_with_other_settings_too(tiny_dataset, tmp_path):
     assert main(["ts1", *args(tiny_dataset, tmp_path, "--max-epochs", "1")]) == 0
-    with pytest.raises(RunError, match="--resume.*--overwrite"):
+    with pytest.raises(TrainingError, match="--resume.*--overwrite"):
         main(["ts1", *args(tiny_dataset, tmp_path, "--max-epochs", "1")])
-    with pytest.raises(RunError, match="lr: checkpoint 0.0005, now 0.001"):
+    with pytest.raises(TrainingError, match="lr: checkpoint 0.0005, now 0.001"):
         main(["ts1", *args(tiny_dataset, tmp_path, "--max-epochs", "2", "--resume", "--lr", "1e-3")])
     assert main(["ts1", *args(tiny_dataset, tmp_path, "--max-epochs", "1", "--overwrite")]) == 0
     # a run started with --overwrite resumes with or without it: it says how a run starts, not what it computes
@@ -103,7 +103,7 @@ def test_ts2_starts_from_the_ts1_classifier_of_the_same_fold_and_ts3_keeps_it_fr
 
 def test_ts2_refuses_a_ts1_checkpoint_of_another_architecture(tiny_dataset, tmp_path):
     assert main(["ts1", *args(tiny_dataset, tmp_path, "--fold", "2", "--max-epochs", "1")]) == 0
-    with pytest.raises(RunError, match="station_encoding: 'index' vs 'embedding'"):
+    with pytest.raises(TrainingError, match="station_encoding: 'index' vs 'embedding'"):
         main(["ts2", *args(tiny_dataset, tmp_path, "--fold", "2", "--station-encoding", "embedding")])
 
 
@@ -131,7 +131,7 @@ def test_the_demo_model_with_mask_channel_and_batch_norm_trains_and_ts3_leaves_i
     assert main(["ts1", *args(tiny_dataset, tmp_path, *demo_model)]) == 0
     ts1 = weights(tmp_path / "tiny" / "ts1" / "fold2" / "best.pt")
     assert ts1["features.0.0.weight"].shape[1] == 3 and "features.0.1.running_mean" in ts1
-    with pytest.raises(RunError, match="norm: 'batch' vs 'instance'"):
+    with pytest.raises(TrainingError, match="norm: 'batch' vs 'instance'"):
         main(["ts3", *args(tiny_dataset, tmp_path, "--fold", "2", "--station-mask-channel")])
     assert main(["ts3", *args(tiny_dataset, tmp_path, *demo_model)]) == 0
     ts3 = weights(tmp_path / "tiny" / "ts3" / "fold2" / "last.pt")
@@ -148,7 +148,7 @@ def test_no_epoch_before_min_steps_counts_as_best_and_an_unreachable_min_steps_i
     assert float(rows[0]["best_metric"]) == -float("inf")  # epoch 1 (2 steps): not a candidate
     assert float(rows[1]["best_metric"]) == float(rows[1]["val_metric"])  # epoch 2 (4 steps): the first one
     assert load_checkpoint(fold / "best.pt")["epoch"] >= 2
-    with pytest.raises(RunError, match="min_steps=7 is more than max_epochs=3 epochs of 2 optimizer steps"):
+    with pytest.raises(TrainingError, match="min_steps=7 is more than max_epochs=3 epochs of 2 optimizer steps"):
         main(["ts1", *args(tiny_dataset, tmp_path, *schedule, "--max-epochs", "3", "--min-steps", "7",
                            "--overwrite")])
 
