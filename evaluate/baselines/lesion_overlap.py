@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from cache.stations import station_names
 from evaluate.baselines.cohort import cutoff_method
-from evaluate.baselines.cutoff import CutoffChoice, choose_cutoff, predict_above
+from evaluate.baselines.cutoff import CutoffChoice, choose_cutoff
 from evaluate.comparison import EvaluationCohort, MethodPredictions
 
 if TYPE_CHECKING:  # evaluate.cohort reads this module's overlaps: imported for the annotation only
@@ -62,11 +62,6 @@ def choose_overlap(overlap: np.ndarray, station_true: np.ndarray,
                    fractions: tuple[float, ...] = OVERLAP_FRACTIONS) -> CutoffChoice:
     """The overlap fraction o with the best training balanced accuracy; inputs are (scans, 17)."""
     return choose_cutoff(overlap, station_true, fractions)
-
-
-def overlap_stations(overlap: np.ndarray, fraction: float) -> np.ndarray:
-    """(scans, 17) int8 status: a lesion assigned to the station overlaps it by more than `fraction`."""
-    return predict_above(overlap, fraction)
 
 
 def overlap_method(cohort: EvaluationCohort, overlap: np.ndarray, fractions: tuple[float, ...], rule_set: str,

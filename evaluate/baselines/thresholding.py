@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from evaluate.baselines.cohort import cutoff_method
-from evaluate.baselines.cutoff import CutoffChoice, choose_cutoff, predict_above
+from evaluate.baselines.cutoff import CutoffChoice, choose_cutoff
 from evaluate.comparison import EvaluationCohort, MethodPredictions
 
 if TYPE_CHECKING:  # evaluate.cohort reads the baselines' features: imported for the annotation only
@@ -27,11 +27,6 @@ def choose_threshold(suv_max: np.ndarray, station_true: np.ndarray,
                      thresholds: tuple[float, ...] = SUV_THRESHOLDS) -> CutoffChoice:
     """The SUV threshold with the best training balanced accuracy; inputs are (scans, 17)."""
     return choose_cutoff(suv_max, station_true, thresholds)
-
-
-def threshold_stations(suv_max: np.ndarray, threshold: float) -> np.ndarray:
-    """(scans, 17) int8 status: SUVmax > threshold; stations absent from a scan's fused mask (NaN) are benign."""
-    return predict_above(suv_max, threshold)
 
 
 def thresholding_method(cohort: EvaluationCohort, suv_max: np.ndarray, thresholds: tuple[float, ...], rule_set: str,

@@ -5,9 +5,9 @@ import pytest
 
 from cache.stations import UNSTAGEABLE, stage_scans, station
 from evaluate.baselines.cutoff import choose_cutoff, predict_above
-from evaluate.baselines.lesion_overlap import choose_overlap, label_lesions, overlap_stations, station_overlap
+from evaluate.baselines.lesion_overlap import choose_overlap, label_lesions, station_overlap
 from evaluate.baselines.pet_lesions import segment_pet_lesions
-from evaluate.baselines.thresholding import SUV_THRESHOLDS, choose_threshold, threshold_stations
+from evaluate.baselines.thresholding import SUV_THRESHOLDS, choose_threshold
 
 
 def test_threshold_chosen_by_training_balanced_accuracy():
@@ -21,14 +21,14 @@ def test_threshold_chosen_by_training_balanced_accuracy():
     assert choice.cutoff == 4.0
     assert choice.candidates == SUV_THRESHOLDS
     assert max(choice.training_balanced_accuracy) == pytest.approx(1.0)
-    assert threshold_stations(suv, choice.cutoff).tolist() == labels.tolist()
+    assert predict_above(suv, choice.cutoff).tolist() == labels.tolist()
 
 
 def test_threshold_ignores_unknown_labels_and_nan_stations_are_benign():
     suv = np.array([[np.nan, 5.0, 1.0] + [1.0] * 14])
     labels = np.array([[-1, 1, 0] + [0] * 14], dtype=np.int8)
     assert choose_threshold(suv, labels).cutoff == 2.5  # every candidate is perfect; the first wins
-    assert threshold_stations(suv, 2.5)[0, :3].tolist() == [0, 1, 0]
+    assert predict_above(suv, 2.5)[0, :3].tolist() == [0, 1, 0]
 
 
 def test_cutoff_refuses_training_stations_of_one_class():
@@ -67,12 +67,12 @@ def test_overlap_fraction_below_cutoff_is_benign():
     lesions[3:6, 0, 0] = 1  # 3 voxels, 1 in station 4R (z 3): overlap 1/3
     labelled, count = label_lesions(lesions)
     overlap = station_overlap(labelled, count, stations)[None]
-    assert overlap_stations(overlap, 0.2)[0, station("4R").index] == 1
+    assert predict_above(overlap, 0.2)[0, station("4R").index] == 1
     lesions[3:8, 0, 0] = 1  # 5 voxels, overlap 1/5 = 0.2: not above 0.2
     labelled, count = label_lesions(lesions)
     overlap = station_overlap(labelled, count, stations)[None]
-    assert overlap_stations(overlap, 0.2)[0, station("4R").index] == 0
-    assert overlap_stations(overlap, 0.1)[0, station("4R").index] == 1
+    assert predict_above(overlap, 0.2)[0, station("4R").index] == 0
+    assert predict_above(overlap, 0.1)[0, station("4R").index] == 1
 
 
 def test_overlap_choice_on_training_scans():
