@@ -83,7 +83,7 @@ def test_overlap_method_applies_o_per_fold():
     assert method.station_pred.tolist() == np.clip(cohort.station_true, 0, 1).tolist()
 
 
-def test_load_cohort_reads_truth_and_features_of_test_patients(tmp_path):
+def test_load_evaluation_cohort_reads_truth_and_features_of_test_patients(tmp_path):
     from cache.reader import CacheError, cache_files
     from evaluate.cohort import load_evaluation_cohort
     from evaluate.settings import EvaluateSettings
