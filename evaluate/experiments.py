@@ -1,7 +1,7 @@
 """`python -m evaluate experiments --dataset NAME`: the paper's study as one command.
 
 Trains every row of `evaluate.experiment_plan.ROWS` on the stored folds (reusing complete runs, resuming
-interrupted ones), scores them with both baselines on the same test scans, and writes one report folder:
+interrupted ones), scores them with every registered baseline on the same test scans, and writes one report folder:
 report.md, CSV tables, Fig. 9 confusion matrices and the measured Table 7 (see `evaluate.experiment_report`).
 
 A fold run is complete when its folder holds `experiment_run.json` with the run's key and its test predictions;

@@ -15,7 +15,7 @@ def _floats(help_text: str) -> dict:
 
 @dataclass(frozen=True)
 class EvaluateSettings:
-    """A cohort report: the trained run's test predictions and both baselines on the same folds."""
+    """A cohort report: the trained run's test predictions and every registered baseline on the same folds."""
 
     dataset: str = field(default="demo", metadata={"help": "dataset config or study name, or a TOML path"})
     run: str = field(default="", metadata={"help": "run folder holding fold<K>/ (e.g. runs/demo/ts1)"})

@@ -1,4 +1,4 @@
-"""A score per station turned into a status by a cutoff chosen on the training folds (both baselines)."""
+"""A score per station turned into a status by a cutoff chosen on the training folds (both registered baselines)."""
 
 from __future__ import annotations
 
