@@ -70,12 +70,17 @@ def station_names() -> tuple[str, ...]:
     return tuple(s.name for s in stations())
 
 
+@functools.cache
+def _stations_by_name() -> dict[str, Station]:
+    return {s.name: s for s in stations()}
+
+
 def station(name: str) -> Station:
     """The station called `name` ("4R"); raises StationError naming the unknown value."""
-    for s in stations():
-        if s.name == name:
-            return s
-    raise StationError(f"unknown station {name!r}; known stations: {', '.join(station_names())}")
+    found = _stations_by_name().get(name)
+    if found is None:
+        raise StationError(f"unknown station {name!r}; known stations: {', '.join(station_names())}")
+    return found
 
 
 def station_by_code(code: int) -> Station:
@@ -130,30 +135,33 @@ def station_calls(probability: np.ndarray, cutoff: float = STATION_CUTOFF) -> np
     return np.where(np.isnan(probability), 0, probability >= cutoff).astype(np.int8)
 
 
-def stages_by_side(calls: np.ndarray, rule_set: str = "paper") -> dict[str, np.ndarray]:
-    """int64 N-stage per scan for each tumour side, from a (scans, 17) matrix of station calls: 1 is malignant,
-    anything else (0 benign, -1 unknown or absent) is not. The stage is the highest group with a malignant station."""
+def _side_stages(calls: np.ndarray, rule_set: str) -> np.ndarray:
+    """(scans, 2) int64: the N-stage of each scan for each side of SIDES; see `stages_by_side`."""
     calls = np.asarray(calls)
     if calls.ndim != 2 or calls.shape[1] != len(stations()):
         raise StationError(f"expected (scans, {len(stations())}) station calls, got shape {calls.shape}")
-    malignant = calls == 1
-    group_stage = np.arange(1, N_GROUPS + 1)
-    return {side: np.max((malignant[:, None, :] & group_mask(side, rule_set)).any(axis=2) * group_stage, axis=1,
-                         initial=0).astype(np.int64) for side in SIDES}
+    hits = ((calls == 1)[:, None, None, :] & _group_masks(rule_set)).any(axis=3)  # (scans, side, group)
+    return (hits * np.arange(1, N_GROUPS + 1)).max(axis=2, initial=0).astype(np.int64)
+
+
+def stages_by_side(calls: np.ndarray, rule_set: str = "paper") -> dict[str, np.ndarray]:
+    """int64 N-stage per scan for each tumour side, from a (scans, 17) matrix of station calls: 1 is malignant,
+    anything else (0 benign, -1 unknown or absent) is not. The stage is the highest group with a malignant station."""
+    stages = _side_stages(calls, rule_set)
+    return {side: stages[:, k] for k, side in enumerate(SIDES)}
 
 
 def stage_scans(calls: np.ndarray, tumor_sides: Sequence[str | None], rule_set: str = "paper") -> np.ndarray:
     """int64 N-stage per scan from a (scans, 17) matrix of station calls and each scan's tumour side (None:
     unknown); UNSTAGEABLE where the side is unknown and the two sides give different stages."""
-    by_side = stages_by_side(calls, rule_set)
-    if len(tumor_sides) != len(by_side["R"]):
-        raise StationError(f"{len(tumor_sides)} tumour sides for {len(by_side['R'])} scans of station calls")
+    stages = _side_stages(calls, rule_set)
+    if len(tumor_sides) != len(stages):
+        raise StationError(f"{len(tumor_sides)} tumour sides for {len(stages)} scans of station calls")
     for side in set(tumor_sides):
         _check_side(side)
-    right = np.array([side == "R" for side in tumor_sides], dtype=bool)
-    left = np.array([side == "L" for side in tumor_sides], dtype=bool)
-    agreed = np.where(by_side["R"] == by_side["L"], by_side["R"], UNSTAGEABLE)
-    return np.select([right, left], [by_side["R"], by_side["L"]], agreed).astype(np.int64)
+    side_index = np.array([-1 if side is None else SIDES.index(side) for side in tumor_sides], dtype=np.int64)
+    agreed = np.where(stages[:, 0] == stages[:, 1], stages[:, 0], UNSTAGEABLE)
+    return np.where(side_index >= 0, stages[np.arange(len(stages)), side_index.clip(0)], agreed)
 
 
 def n_stage(positive_stations: Iterable[str], tumor_side: str | None, rule_set: str = "paper") -> int:
@@ -201,12 +209,18 @@ def group_mask(tumor_side: str, rule_set: str = "paper") -> np.ndarray:
     _check_side(tumor_side)
     if tumor_side is None:
         raise UnknownTumorSideError("the station groups depend on the tumour side, which is unknown")
-    groups = load_rule_set(rule_set).groups[tumor_side]
-    mask = np.zeros((N_GROUPS, len(stations())), dtype=bool)
-    for g, group in enumerate(groups):
-        for name in group:
-            mask[g, station(name).index] = True
-    return mask
+    return _group_masks(rule_set)[SIDES.index(tumor_side)].copy()
+
+
+@functools.cache
+def _group_masks(rule_set: str) -> np.ndarray:
+    """Read-only (2, 3, 17): `group_mask` of each side of SIDES, as the stager applies them to every scan."""
+    masks = np.zeros((len(SIDES), N_GROUPS, len(stations())), dtype=bool)
+    for k, side in enumerate(SIDES):
+        for g, group in enumerate(load_rule_set(rule_set).groups[side]):
+            masks[k, g, [station(name).index for name in group]] = True
+    masks.flags.writeable = False
+    return masks
 
 
 def status_vector(positive: Iterable[str], known: bool = True) -> np.ndarray:
