@@ -245,3 +245,46 @@ def warp_labels_kernel(labels, affine, axis_scale, axis_offset, field, out):  # 
                             if 0 <= zz < pz and 0 <= yy < py and 0 <= xx < px:
                                 code = labels[zz, yy, xx]
                             out[z, y, x, code] += w
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def warp_labels_argmax_kernel(labels, n_codes, affine, axis_scale, axis_offset, field, out):  # pragma: no cover
+    """The argmax over codes 0..n_codes of `warp_labels_kernel`'s probabilities, per voxel, into out (z, y, x)
+    uint8, without the (z, y, x, n_codes + 1) array: each voxel's probabilities are summed in the same order
+    and float32 rounding, and ties go to the lowest code, as torch's argmax does."""
+    nz, ny, nx = out.shape
+    pz, py, px = labels.shape
+    has_field = field.shape[0] == 3
+    for z in numba.prange(nz):
+        probability = np.empty(n_codes + 1, dtype=np.float32)
+        for y in range(ny):
+            for x in range(nx):
+                uz = uy = ux = 0.0
+                if has_field:
+                    uz, uy, ux = field[0, z, y, x], field[1, z, y, x], field[2, z, y, x]
+                sz, sy, sx = _source_position(z, y, x, axis_scale, axis_offset, uz, uy, ux, affine)
+                z0 = int(np.floor(sz))
+                y0 = int(np.floor(sy))
+                x0 = int(np.floor(sx))
+                fz = sz - z0
+                fy = sy - y0
+                fx = sx - x0
+                probability[:] = 0.0
+                for dz in range(2):
+                    zz = z0 + dz
+                    wz = fz if dz else 1.0 - fz
+                    for dy in range(2):
+                        yy = y0 + dy
+                        wy = wz * (fy if dy else 1.0 - fy)
+                        for dx in range(2):
+                            xx = x0 + dx
+                            w = wy * (fx if dx else 1.0 - fx)
+                            code = 0
+                            if 0 <= zz < pz and 0 <= yy < py and 0 <= xx < px:
+                                code = labels[zz, yy, xx]
+                            probability[code] += w
+                best = 0
+                for c in range(1, n_codes + 1):
+                    if probability[c] > probability[best]:
+                        best = c
+                out[z, y, x] = best

@@ -33,7 +33,7 @@ from preprocess.register.linear import (
     robust_fit,
     structure_centroids,
 )
-from preprocess.register.memory import GIB, available_bytes, choose_atlas_batch, estimate_registration
+from preprocess.register.memory import GIB, available_bytes, choose_atlas_batch, estimate_registration, reused_heap
 from preprocess.register.qa import dice_scores, qa_record
 from preprocess.register.settings import RegistrationSettings
 from preprocess.register.variational import jacobian_determinant, register_deformable
@@ -117,10 +117,11 @@ def map_stations(ct_hu: np.ndarray, structures: np.ndarray, grid: Grid, bank: At
     votes = VoteAccumulator(len(stations()), grid.shape_zyx, dev)
     records: list[dict] = []
     kept = AtlasLabelKeeper(len(stations()), grid.shape_zyx, dev) if keep_atlas_labels else None
-    for first in range(0, len(atlases), batch):
-        chunk = atlases[first:first + batch]
-        records += _register_batch(chunk, groups, padded, fixed, fixed_ct, fixed_valid, fixed_centroids, fixed_qa,
-                                   votes, grid, spacing, settings, dev, timings, kept)
+    with reused_heap():  # the big buffers of each iteration and atlas reuse freed memory, not fresh pages
+        for first in range(0, len(atlases), batch):
+            chunk = atlases[first:first + batch]
+            records += _register_batch(chunk, groups, padded, fixed, fixed_ct, fixed_valid, fixed_centroids,
+                                       fixed_qa, votes, grid, spacing, settings, dev, timings, kept)
     labels, counts = votes.fused()
     timings["total"] = time.perf_counter() - start
     memory = {"estimate_gib": estimate.peak_bytes(batch) / GIB, "budget_gib": budget / GIB, "atlas_batch": batch}

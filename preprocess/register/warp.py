@@ -191,15 +191,36 @@ def warp_labels(labels: np.ndarray, n_codes: int, matrix: torch.Tensor, full_sha
     if device.type == "cpu":
         from preprocess.register.kernels import warp_labels_kernel
 
-        affine = normalised_to_index(labels.shape) @ matrix.detach().double().cpu().numpy()[0]
-        scale, offset = level_axes(full_shape, shape, spacing_mm)
-        field = (np.zeros((0, 1, 1, 1), dtype=np.float32) if field_mm is None
-                 else np.ascontiguousarray(field_mm[0].detach().numpy(), dtype=np.float32))
         out = np.empty((*shape, n_codes + 1), dtype=np.float32)
-        warp_labels_kernel(np.ascontiguousarray(labels, dtype=np.uint8), np.ascontiguousarray(affine[:3]), scale,
-                           offset, field, out)
+        warp_labels_kernel(*_label_kernel_inputs(labels, matrix, full_shape, spacing_mm, field_mm, shape), out)
         return torch.from_numpy(out.reshape(-1, n_codes + 1))
     return warp_labels_torch(labels, n_codes, matrix, full_shape, spacing_mm, field_mm, device, shape)
+
+
+def warp_labels_argmax(labels: np.ndarray, n_codes: int, matrix: torch.Tensor, full_shape: tuple[int, ...],
+                       spacing_mm: float, field_mm: torch.Tensor | None, device: torch.device,
+                       shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """(z*y*x,) `warp_labels(...).argmax(1)`: the most probable code of each voxel; on CPU without the
+    probability array (one uint8 per voxel instead of 4 * (n_codes + 1) bytes)."""
+    shape = tuple(full_shape) if shape is None else tuple(shape)
+    if device.type != "cpu":
+        return warp_labels(labels, n_codes, matrix, full_shape, spacing_mm, field_mm, device, shape).argmax(1)
+    from preprocess.register.kernels import warp_labels_argmax_kernel
+
+    inputs = _label_kernel_inputs(labels, matrix, full_shape, spacing_mm, field_mm, shape)
+    out = np.empty(shape, dtype=np.uint8)
+    warp_labels_argmax_kernel(inputs[0], n_codes, *inputs[1:], out)
+    return torch.from_numpy(out.reshape(-1))
+
+
+def _label_kernel_inputs(labels: np.ndarray, matrix: torch.Tensor, full_shape: tuple[int, ...], spacing_mm: float,
+                         field_mm: torch.Tensor | None, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """The label kernels' arguments: labels, affine (3, 4) to the atlas index, the level's axes, the field."""
+    affine = normalised_to_index(labels.shape) @ matrix.detach().double().cpu().numpy()[0]
+    scale, offset = level_axes(full_shape, shape, spacing_mm)
+    field = (np.zeros((0, 1, 1, 1), dtype=np.float32) if field_mm is None
+             else np.ascontiguousarray(field_mm[0].detach().numpy(), dtype=np.float32))
+    return np.ascontiguousarray(labels, dtype=np.uint8), np.ascontiguousarray(affine[:3]), scale, offset, field
 
 
 def warp_labels_torch(labels: np.ndarray, n_codes: int, matrix: torch.Tensor, full_shape: tuple[int, ...],

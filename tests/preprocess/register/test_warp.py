@@ -7,6 +7,7 @@ from preprocess.register.warp import (
     index_to_normalised,
     pool_to,
     warp_labels,
+    warp_labels_argmax,
     warp_labels_torch,
     warp_through,
     warp_through_torch,
@@ -90,3 +91,24 @@ def test_label_kernel_equals_warped_one_hot_channels():
     a = warp_labels(labels, 5, matrix, full, 2.0, field, torch.device("cpu"), level)
     b = warp_labels_torch(labels, 5, matrix, full, 2.0, field, torch.device("cpu"), level)
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_label_argmax_kernel_equals_the_argmax_of_the_warped_probabilities():
+    g = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, 6, (9, 8, 10), generator=g).to(torch.uint8).numpy()
+    full, level = (8, 9, 9), (4, 5, 4)
+    matrix = _identity(labels.shape, 2.0).clone()
+    matrix[:, :3, :3] += 0.03 * torch.randn(1, 3, 3, generator=g)
+    matrix[:, :3, 3] += 0.1 * torch.randn(1, 3, generator=g)
+    for field, shape in ((2.0 * torch.randn(1, 3, *level, generator=g), level), (None, full)):
+        probabilities = warp_labels(labels, 5, matrix, full, 2.0, field, torch.device("cpu"), shape)
+        argmax = warp_labels_argmax(labels, 5, matrix, full, 2.0, field, torch.device("cpu"), shape)
+        assert argmax.dtype == torch.uint8
+        np.testing.assert_array_equal(argmax.numpy(), probabilities.argmax(1).numpy())
+    # half a voxel along x: two codes at about 0.5 each
+    shifted = _identity(labels.shape, 2.0).clone()
+    shifted[:, 2, 3] += float(index_to_normalised(labels.shape)[2, 2]) * 0.5
+    probabilities = warp_labels(labels, 5, shifted, labels.shape, 2.0, None, torch.device("cpu"))
+    argmax = warp_labels_argmax(labels, 5, shifted, labels.shape, 2.0, None, torch.device("cpu"))
+    assert ((probabilities.max(1).values - 0.5).abs() < 1e-6).any()  # near-ties: the same rounding decides
+    np.testing.assert_array_equal(argmax.numpy(), probabilities.argmax(1).numpy())
