@@ -2,7 +2,7 @@
 
 On CPU, torch's grid_sample and a chain of tensor ops over (atlas, channel, voxel) arrays pass over memory many
 times per iteration; these kernels make one pass, computing each voxel's sampling position and trilinear weights
-once for all channels. They compute exactly what the torch path (`warp.warp`, `variational.demons_force`)
+once for all channels. They compute exactly what the torch path (`warp.warp`, `variational.demons_force_torch`)
 computes, which CUDA uses; tests check that both agree.
 """
 

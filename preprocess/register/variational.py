@@ -13,7 +13,9 @@ on, per atlas, the field of its lowest metric (a level that starts to drift is n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -54,20 +56,14 @@ def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
 GRADIENT_MODES = {"symmetric": 0, "fixed": 1, "moving": 2}
 
 
-def demons_force(fixed, warped, fixed_grad, weights, spacing_mm, settings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Force (N, 3, z, y, x) in mm and metric (N,) (weighted mean squared difference) of demons or SSD.
+def demons_force_torch(fixed, warped, fixed_grad, weights, spacing_mm, settings,
+                       ssd: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Force (N, 3, z, y, x) in mm and metric (N,) (weighted mean squared difference) of demons, or SSD when `ssd`.
 
-    On CPU one numba pass (`kernels.demons_force_kernel`) computes the same as the tensor code below.
+    Tensor code (CUDA), one channel at a time so that its buffers are a few fields per atlas, not several copies
+    of every channel; `fixed_grad` (from `_gradient(fixed)`) or None (each channel's gradient is then taken as it
+    is needed). On CPU `demons_force_channels_last` computes the same in one numba pass.
     """
-    if warped.device.type == "cpu":
-        return demons_force_channels_last(channels_last(fixed), channels_last(warped), weights, spacing_mm, settings)
-    return demons_force_torch(fixed, warped, fixed_grad, weights, spacing_mm, settings)
-
-
-def demons_force_torch(fixed, warped, fixed_grad, weights, spacing_mm, settings) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tensor implementation of `demons_force` (used on CUDA), one channel at a time so that its buffers are
-    a few fields per atlas, not several copies of every channel; `fixed_grad` (from `_gradient(fixed)`) or None
-    (each channel's gradient is then taken as it is needed)."""
     normaliser = sum(h * h for h in spacing_mm) / 3.0
     n, n_channels = warped.shape[:2]
     numerator = torch.zeros(n, 3, *warped.shape[2:], dtype=warped.dtype, device=warped.device)
@@ -92,7 +88,7 @@ def demons_force_torch(fixed, warped, fixed_grad, weights, spacing_mm, settings)
         squared += weighted * diff
         del diff, grads, weighted
     metric = squared.mean((1, 2, 3)) / weights.sum(1).clamp_min(1e-6)
-    if settings.force == "ssd":
+    if ssd:
         return numerator, metric
     denominator = gradient_norm.add_(squared, alpha=1.0 / normaliser)
     force = numerator.div_(denominator.clamp_min(1e-9).unsqueeze(1))
@@ -100,8 +96,10 @@ def demons_force_torch(fixed, warped, fixed_grad, weights, spacing_mm, settings)
 
 
 def demons_force_channels_last(fixed: np.ndarray, warped: np.ndarray, weights: torch.Tensor,
-                               spacing_mm: tuple[float, ...], settings) -> tuple[torch.Tensor, torch.Tensor]:
-    """CPU kernel form of `demons_force` on channels-last arrays fixed (1, z, y, x, C) and warped (N, z, y, x, C)."""
+                               spacing_mm: tuple[float, ...], settings,
+                               ssd: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """`demons_force_torch` by the numba kernel, on channels-last arrays fixed (1, z, y, x, C) and warped
+    (N, z, y, x, C)."""
     from preprocess.register.kernels import demons_force_kernel
 
     n, nz, ny, nx, _ = warped.shape
@@ -110,7 +108,7 @@ def demons_force_channels_last(fixed: np.ndarray, warped: np.ndarray, weights: t
     w = np.ascontiguousarray(weights.cpu().numpy(), dtype=np.float32)
     normaliser = sum(h * h for h in spacing_mm) / 3.0
     demons_force_kernel(fixed, warped, w, np.asarray(spacing_mm, dtype=np.float64), float(normaliser),
-                        GRADIENT_MODES[settings.force_gradient], settings.force == "ssd", force, squared)
+                        GRADIENT_MODES[settings.force_gradient], ssd, force, squared)
     metric = squared.sum(1) / (nz * ny * nx) / np.maximum(w.sum(1), 1e-6)
     return torch.from_numpy(force), torch.from_numpy(metric.astype(np.float32))
 
@@ -135,6 +133,40 @@ def ncc_force(fixed, warped, weights, spacing_mm, settings) -> tuple[torch.Tenso
     force = force * (0.5 * min(spacing_mm) / peak).view(-1, 1, 1, 1, 1)
     metric = 1.0 - (w * ncc).mean((2, 3, 4)).sum(1) / weights.sum(1).clamp_min(1e-6)
     return force, metric
+
+
+@dataclass(frozen=True)
+class Force:
+    """A force term's two implementations, each returning force (N, 3, z, y, x) in mm and metric (N,).
+
+    `cpu(fixed, fixed_cl, warped_cl, weights, spacing_mm, settings)` takes the CPU path's channels-last arrays
+    (numba kernels); `cuda(fixed, warped, fixed_grad, weights, spacing_mm, settings)` takes tensors. `fixed` is the
+    channel-first tensor, which the CPU path keeps only when `cpu_reads_fixed`.
+    """
+
+    cpu: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    cuda: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    cpu_reads_fixed: bool = False
+
+
+def _demons_cpu(fixed, fixed_cl, warped_cl, weights, spacing_mm, settings, ssd: bool = False):
+    return demons_force_channels_last(fixed_cl, warped_cl, weights, spacing_mm, settings, ssd)
+
+
+def _ncc_cpu(fixed, fixed_cl, warped_cl, weights, spacing_mm, settings):
+    return ncc_force(fixed, torch.from_numpy(warped_cl).permute(0, 4, 1, 2, 3), weights, spacing_mm, settings)
+
+
+def _ncc_cuda(fixed, warped, fixed_grad, weights, spacing_mm, settings):
+    return ncc_force(fixed, warped, weights, spacing_mm, settings)
+
+
+# The force terms by their `RegistrationSettings.force` name; a new force is an entry here (and in the Literal).
+FORCES = {
+    "demons": Force(cpu=_demons_cpu, cuda=demons_force_torch),
+    "ssd": Force(cpu=partial(_demons_cpu, ssd=True), cuda=partial(demons_force_torch, ssd=True)),
+    "ncc": Force(cpu=_ncc_cpu, cuda=_ncc_cuda, cpu_reads_fixed=True),
+}
 
 
 def exponential(velocity_mm: torch.Tensor, full_shape: tuple[int, ...], spacing_mm: float,
@@ -202,7 +234,7 @@ def register_deformable(fixed: torch.Tensor | LabelChannels, moving: torch.Tenso
         if on_cpu:  # the CPU kernels read channels-last copies; the channel-first ones go unless NCC needs them
             fixed_cl, moving_cl = channels_last(fixed_level), channels_last(moving_level)
             moving_level = None
-            if settings.force != "ncc":
+            if not FORCES[settings.force].cpu_reads_fixed:
                 fixed_level = None
         tau_alpha_mm2 = settings.time_step * settings.diffusive_alpha_vox2 * min(spacing) ** 2
         denominator = diffusive_denominator(shape, spacing, tau_alpha_mm2, device)
@@ -250,18 +282,14 @@ def register_deformable(fixed: torch.Tensor | LabelChannels, moving: torch.Tenso
 
 def _force(fixed_level, moving_level, fixed_cl, moving_cl, fixed_grad, weights, matrices, full, shape, spacing_mm,
            spacing, displacement, settings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Force and metric of one iteration: moving warped through M (q + u(q)), then demons/SSD or NCC; the warped
-    image is dropped on return (CPU: channels-last kernels; CUDA: tensors)."""
+    """Force and metric of one iteration: moving warped through M (q + u(q)), then the force term of
+    `FORCES`; the warped image is dropped on return (CPU: channels-last kernels; CUDA: tensors)."""
+    force = FORCES[settings.force]
     if moving_cl is not None:
         warped_cl = warp_channels_last(moving_cl, matrices, full, shape, spacing_mm, displacement)
-        if settings.force == "ncc":
-            return ncc_force(fixed_level, torch.from_numpy(warped_cl).permute(0, 4, 1, 2, 3), weights, spacing,
-                             settings)
-        return demons_force_channels_last(fixed_cl, warped_cl, weights, spacing, settings)
+        return force.cpu(fixed_level, fixed_cl, warped_cl, weights, spacing, settings)
     warped = warp_through(moving_level, matrices, full, shape, spacing_mm, displacement)
-    if settings.force == "ncc":
-        return ncc_force(fixed_level, warped, weights, spacing, settings)
-    return demons_force_torch(fixed_level, warped, fixed_grad, weights, spacing, settings)
+    return force.cuda(fixed_level, warped, fixed_grad, weights, spacing, settings)
 
 
 def jacobian_determinant(field_mm: torch.Tensor, spacing_mm: tuple[float, ...]) -> torch.Tensor:
@@ -273,8 +301,3 @@ def jacobian_determinant(field_mm: torch.Tensor, spacing_mm: tuple[float, ...]) 
     a, b, c = rows
     return (a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0])
             + a[2] * (b[0] * c[1] - b[1] * c[0]))
-
-
-def peak_displacement_mm(field_mm: torch.Tensor) -> float:
-    return float(field_mm.norm(dim=1).max()) if field_mm.numel() else 0.0
-

@@ -1,3 +1,4 @@
+import typing
 from dataclasses import replace
 
 import numpy as np
@@ -5,14 +6,13 @@ import torch
 
 from preprocess.register.settings import RegistrationSettings
 from preprocess.register.variational import (
+    FORCES,
     _gradient,
-    demons_force,
-    demons_force_torch,
     exponential,
     jacobian_determinant,
     register_deformable,
 )
-from preprocess.register.warp import fixed_normaliser, level_points_mm, sampling_grid, warp
+from preprocess.register.warp import channels_last, fixed_normaliser, level_points_mm, sampling_grid, warp
 
 
 def _blobs(shape, spacing, shift_mm=(0.0, 0.0, 0.0)):
@@ -24,19 +24,23 @@ def _blobs(shape, spacing, shift_mm=(0.0, 0.0, 0.0)):
     return torch.from_numpy(np.stack([np.exp(-r2 / 200.0), np.exp(-r2b / 60.0)]).astype(np.float32))[None]
 
 
-def test_cpu_force_kernel_equals_tensor_force():
+def test_every_force_has_both_implementations_and_they_agree():
+    assert set(FORCES) == set(typing.get_args(typing.get_type_hints(RegistrationSettings)["force"]))
     g = torch.Generator().manual_seed(2)
     fixed, warped = torch.rand(1, 3, 6, 7, 8, generator=g), torch.rand(2, 3, 6, 7, 8, generator=g)
     weights = torch.tensor([[1.0, 0.0, 0.5], [1.0, 1.0, 1.0]])
     spacing = (2.0, 2.5, 3.0)
-    for mode in ("symmetric", "fixed", "moving"):
-        for force in ("demons", "ssd"):
-            settings = RegistrationSettings(force_gradient=mode, force=force)
-            a, metric_a = demons_force(fixed, warped, None, weights, spacing, settings)
+    for name, force in FORCES.items():
+        for mode in ("symmetric", "fixed", "moving"):
+            settings = RegistrationSettings(force_gradient=mode, force=name)
+            a, metric_a = force.cpu(fixed, channels_last(fixed), channels_last(warped), weights, spacing, settings)
             for fixed_grad in (_gradient(fixed, spacing), None):  # given, or taken per channel as needed
-                b, metric_b = demons_force_torch(fixed, warped, fixed_grad, weights, spacing, settings)
+                b, metric_b = force.cuda(fixed, warped, fixed_grad, weights, spacing, settings)
                 np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
                 np.testing.assert_allclose(metric_a.numpy(), metric_b.numpy(), rtol=1e-5)
+    ssd, _ = FORCES["ssd"].cuda(fixed, warped, None, weights, spacing, RegistrationSettings())
+    demons, _ = FORCES["demons"].cuda(fixed, warped, None, weights, spacing, RegistrationSettings())
+    assert not torch.allclose(ssd, demons)  # the table tells the two apart, not the settings' name
 
 
 def test_jacobian_of_a_known_linear_field_and_folding():
