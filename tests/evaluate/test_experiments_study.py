@@ -1,7 +1,8 @@
 """`python -m evaluate experiments` on a study of two tiny real cohorts (tests/train/test_label_roles.py): "tiny"
-with station labels and "dx" with `station_labels = false`. The whole chain runs (every row on two folds, report),
-Table 4 has N-stage results per member and pooled and station results for "tiny" only, TS1 is the same run as on
-"tiny" alone, Table 6's rows exist, and a rerun retrains nothing."""
+with station labels and "dx" with `station_labels = false` (one patient with two scans), with the demo's [train]
+departures. The whole chain runs (every row on two folds, report), Table 4 has N-stage results per member and
+pooled and station results for "tiny" only, TS1 is the same run as on "tiny" alone, Table 6's rows exist, and a
+rerun retrains nothing."""
 
 from __future__ import annotations
 
@@ -22,13 +23,34 @@ from train.loop import run_training
 
 FLAGS = ["--folds", "0-1", "--max-epochs", "1", "--device", "cpu", "--no-progress", "--n-permutations", "200",
          "--n-bootstrap", "50"]
+DX_SECOND_SCANS = (5, 11)  # two scans of one patient, as demo-dx has; P11's tumour side is unknown
+# The demo's departures (configs/datasets/demo.toml), scaled to the tiny cohort: station mask channel, batch norm,
+# the best epoch by AUC, TS2/TS3 heads at their own rate after min_steps, TS3 on a bank of logit draws.
+DEMO_LIKE_TABLES = """
+[train]
+station_mask_channel = true
+norm = "batch"
+val_metric = "auc"
+
+[train.ts2]
+head_lr = 0.01
+min_steps = 1
+
+[train.ts3]
+head_lr = 0.01
+head_logit_draws = 2
+samples_per_epoch = 16
+min_steps = 2
+"""
 N_STATION_COLUMNS = 5  # LNS Acc., Bal. Acc., Sens., Spec., AUC; then the four N-stage columns
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
-    study_file = write_tiny_study(root / "data")
+    study_file = write_tiny_study(root / "data", dx_second_scans=DX_SECOND_SCANS)
+    with open(study_file, "a") as f:
+        f.write(DEMO_LIKE_TABLES)
     runs = root / "runs"
     assert main(["experiments", "--dataset", str(study_file), "--runs-dir", str(runs), *FLAGS]) == 0
     settings = ExperimentSettings(dataset=str(study_file), runs_dir=str(runs), folds="0-1", max_epochs=1,

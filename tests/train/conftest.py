@@ -53,16 +53,18 @@ def _station_table(name: str, corner: tuple[int, int, int]) -> StationTable:
                         0.5, 1.0, 1.0, 1.0, index, cdf)
 
 
-def write_tiny_cohort(root: Path, seed: int = 0) -> Path:
-    """Manifest, cache files and dataset config under `root`; returns the config path."""
+def write_tiny_cohort(root: Path, seed: int = 0, second_scans: tuple[int, ...] = ()) -> Path:
+    """Manifest, cache files and dataset config under `root`; returns the config path. The patients at
+    `second_scans` (positions in LABELS) get a second scan "S<i>b" with the same labels."""
     rng = np.random.default_rng(seed)
     config = root / "tiny.toml"
     config.write_text(f'root = "{root}"\nmanifest = "manifest.csv"\ncache_root = "cache"\n' + TRAIN_TABLE)
     rows = []
     for i, (n, positive) in enumerate(LABELS):
         side = "" if i == len(LABELS) - 1 else "R"
-        rows.append({"patient_id": f"P{i:02d}", "scan_id": f"S{i:02d}", "ct": "ct.nii.gz", "pet": "pet.nii.gz",
-                     "tumor_side": side, "n_clinical": str(n), "stations_clinical": positive})
+        for scan_id in (f"S{i:02d}", f"S{i:02d}b")[:2 if i in second_scans else 1]:
+            rows.append({"patient_id": f"P{i:02d}", "scan_id": scan_id, "ct": "ct.nii.gz", "pet": "pet.nii.gz",
+                         "tumor_side": side, "n_clinical": str(n), "stations_clinical": positive})
     write_manifest(root / "manifest.csv", rows)
     manifest = read_manifest(root / "manifest.csv", root, check_files=False)
     manifest.raise_issues()
