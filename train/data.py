@@ -9,8 +9,9 @@ number of threads, and a resumed run draws exactly what an uninterrupted one wou
 TS1 items are (scan, station) pairs with a known station status (stations absent from a scan's cache file are
 left out); positives are oversampled to half of each epoch. TS2/TS3 items are scans, each with all 17 station
 patches (a station absent from the cache file gives a zero patch and an unknown status); N-stage classes are
-oversampled to equal shares. A scan whose tumour side is unknown keeps its N-stage terms and station BCE; only
-its pseudo-loss is undefined (counted in `CohortPart.unknown_side`).
+oversampled to equal shares, scans of unknown N-stage drawn at their share of the part. A scan whose tumour
+side is unknown keeps its N-stage terms and station BCE; only its pseudo-loss is undefined (counted in
+`CohortPart.unknown_side`).
 
 A part may pool the scans of several datasets (a study, `cache.dataset.Study`). A scan of a dataset whose
 config says `station_labels = false` has every station status unknown (-1) and `station_labelled` False: it is
@@ -135,9 +136,16 @@ class BatchRequest:
 
 
 def balanced_weights(classes: np.ndarray) -> np.ndarray:
-    """Sampling probabilities giving every class present the same total share (minority oversampled)."""
-    values, inverse, counts = np.unique(classes, return_inverse=True, return_counts=True)
-    weights = 1.0 / (len(values) * counts[inverse])
+    """Sampling probabilities giving every class present the same total share (minority oversampled).
+
+    A negative class is unknown (a scan without N-stage): those items keep their share of the cohort and are no
+    class of their own; one unknown scan among many would otherwise fill a class's share of every epoch.
+    """
+    known = classes >= 0
+    weights = np.full(len(classes), 1.0 / len(classes))
+    if known.any():
+        values, inverse, counts = np.unique(classes[known], return_inverse=True, return_counts=True)
+        weights[known] = known.mean() / (len(values) * counts[inverse])
     return weights / weights.sum()
 
 

@@ -1,3 +1,4 @@
+import csv
 import dataclasses
 import shutil
 
@@ -6,7 +7,7 @@ import pytest
 
 from cache.build_settings import BuildSettings, build_settings_for, expected_settings
 from cache.dataset import load_dataset
-from cache.manifest import read_manifest
+from cache.manifest import read_manifest, write_manifest
 from cache.reader import StaleCacheError
 from cache.sampler import PatchSampler, SamplerSettings
 from cache.schema import cache_file_name
@@ -45,6 +46,23 @@ def test_balanced_weights_give_every_class_the_same_share():
     classes = np.array([0] * 90 + [1] * 9 + [3])
     weights = balanced_weights(classes)
     assert [weights[classes == c].sum() for c in (0, 1, 3)] == pytest.approx([1 / 3] * 3)
+
+
+def test_scans_of_unknown_n_stage_are_drawn_at_their_share_not_as_a_class(tmp_path):
+    """Two of 12 tiny scans without an N-stage in the manifest: a sixth of a TS2 epoch, not a fifth (a class
+    among N0-N3) or more; the known stages share the rest equally."""
+    config = write_tiny_cohort(tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "manifest.csv", newline="")))
+    for row in rows[:2]:
+        row["n_clinical"] = ""
+    write_manifest(tmp_path / "manifest.csv", rows)
+    n_stage = tiny_part(config).n_stage
+    assert (n_stage == -1).sum() == 2 and set(n_stage) == {-1, 0, 1, 2, 3}
+    plan = epoch_plan(n_stage, 12_000, 60, np.random.default_rng(0))
+    drawn = n_stage[np.concatenate([r.items for r in plan])]
+    assert (drawn == -1).mean() == pytest.approx(2 / 12, abs=0.01)
+    for stage in range(4):
+        assert (drawn == stage).mean() == pytest.approx(10 / 12 / 4, abs=0.01)
 
 
 def test_epoch_plan_gives_every_rank_the_same_number_of_full_batches():
