@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,11 +35,13 @@ from cache.stations import station_names
 from preprocess.register import load_atlas_bank, map_stations, registration_settings
 from preprocess.register.atlas_bank import read_cropped_scan
 from preprocess.register.channels import windowed_ct
-from preprocess.register.known_field import smooth_random_field
 from preprocess.register.qa import qa_summary
 from preprocess.register.settings import RegistrationSettings
 from preprocess.register.variational import register_deformable
 from preprocess.register.warp import fixed_normaliser, warp_through
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/ holds the known fields
+from tests.preprocess.register.known_field import smooth_random_field  # noqa: E402
 
 REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "totalsegmentator" / "mediastinum_crop"
 

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from preprocess.register.channels import windowed_ct
-from preprocess.register.known_field import smooth_random_field
 from preprocess.register.settings import RegistrationSettings
 from preprocess.register.variational import register_deformable
 from preprocess.register.warp import fixed_normaliser, warp_through
+from tests.preprocess.register.known_field import smooth_random_field
 
 
 def test_known_deformation_of_real_ct_is_recovered(shared_data):

@@ -1,4 +1,5 @@
-"""Known smooth displacement fields, for checking a registration against the deformation that made its input."""
+"""Known smooth displacement fields, for checking a registration against the deformation that made its input
+(tests/preprocess/register/test_real_ct.py and benchmarks/registration.py)."""
 
 from __future__ import annotations
 
