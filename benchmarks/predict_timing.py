@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from cache.devices import resolve_device
+from cache.devices import DEVICE_CHOICES, resolve_device
 from cache.settings import settings_dict
 from evaluate.__main__ import main as evaluate_main
 from preprocess.phantom.cohort import generate_cohort
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", required=True)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("--root", default="/tmp/lnstage-predict-timing", help="phantom root (generated when missing)")
     parser.add_argument("--model", default="", help="a trained fold folder (default: untrained demo architecture)")
     parser.add_argument("--spacing-mm", type=float, default=2.0)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cache.build_settings import build_settings_for
 from cache.dataset import load_dataset
+from cache.devices import DEVICE_CHOICES
 from cache.manifest import read_manifest
 from cache.reader import read_info
 from cache.verify import verify_file
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--root", default="/tmp/lnstage-demo", help="demo dataset root (generated when missing)")
     parser.add_argument("--cache-root", default=None, help="cache root (default: <root>/cache)")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="cpu", choices=DEVICE_CHOICES)
     parser.add_argument("--force", action="store_true", help="rebuild current cache files too")
     result = run(parser.parse_args())
     Path(parser.parse_args().json).write_text(json.dumps(result, indent=2))

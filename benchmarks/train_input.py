@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache.devices import resolve_device
+from cache.devices import DEVICE_CHOICES, resolve_device
 from cache.grid import Grid
 from cache.reader import CacheReader
 from cache.sampler import PatchSampler
@@ -249,7 +249,7 @@ def measure(part: CohortPart, settings: TrainSettings, args: argparse.Namespace,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("--patch-size-vox", type=int, default=64)
     parser.add_argument("--margin-vox", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)

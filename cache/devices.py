@@ -3,14 +3,15 @@ train and evaluate. torch is imported when a device is resolved, not when `cache
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from cache.settings import SettingsError
 
 if TYPE_CHECKING:
     import torch
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+Device = Literal["auto", "cpu", "cuda"]  # the type of every settings class's `device` field
+DEVICE_CHOICES = get_args(Device)
 NO_CUDA = "--device cuda: torch sees no CUDA device on this machine; use --device cpu or --device auto"
 
 

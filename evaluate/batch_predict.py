@@ -21,8 +21,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from cache.devices import Device
 from cache.manifest import ManifestRow
 from cache.stations import station_names
 
@@ -50,7 +50,7 @@ class BatchPredictSettings:
     )
     pet_is_suv: bool = field(default=True, metadata={"help": "a NIfTI/NRRD/MHA PET holds SUV already"})
     probability_cutoff: float = field(default=0.5, metadata={"help": "a station is malignant at p >= this"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto: CUDA when present"})
+    device: Device = field(default="auto", metadata={"help": "auto: CUDA when present"})
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cache.devices import Device
 from cache.settings import settings_dict
 from train.settings import TrainSettings, preset_values
 
@@ -40,7 +41,7 @@ class ExperimentSettings:
     max_epochs: int = field(default=0, metadata={"help": "most epochs of every run (0: the stage preset's)"})
     early_stop_patience: int = field(default=0, metadata={"help": "early-stop patience of every run (0: preset's)"})
     seed: int = field(default=0, metadata={"help": "seed of every training run (the same for all rows)"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto: CUDA when present"})
+    device: Device = field(default="auto", metadata={"help": "auto: CUDA when present"})
     num_workers: int = field(default=-1, metadata={"help": "DataLoader workers of the runs (-1: the preset's)"})
     lesion_source: Literal["auto", "cache", "builtin", "both"] = field(
         default="auto", metadata={"help": "lesion masks of the overlap baseline (see python -m evaluate --help)"}

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cache.devices import Device
+
 
 def _floats(help_text: str) -> dict:
     return {"help": help_text, "nargs": "+", "type": float}
@@ -59,7 +61,7 @@ class EvaluateSettings:
                           "test scans to re-register for it (0: skip, -1: all); costs one registration per scan"},
     )
     atlas_subset_size: int = field(default=3, metadata={"help": "atlases per subset in the atlas-subset analysis"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto: CUDA when present"})
+    device: Device = field(default="auto", metadata={"help": "auto: CUDA when present"})
 
     @property
     def output_dir(self) -> Path:
@@ -87,7 +89,7 @@ class PredictSettings:
     pet_is_suv: bool = field(default=True, metadata={"help": "a NIfTI/NRRD/MHA PET holds SUV already"})
     probability_cutoff: float = field(default=0.5, metadata={"help": "a station is malignant at p >= this"})
     out: str = field(default="", metadata={"help": "output folder (empty: predict_<CT name>/ here)"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto: CUDA when present"})
+    device: Device = field(default="auto", metadata={"help": "auto: CUDA when present"})
 
     @property
     def output_dir(self) -> Path:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
+from cache.devices import Device
 from cache.settings import SettingsError
 
 
@@ -29,7 +29,7 @@ class PreprocessSettings:
     shard: str = field(
         default="", metadata={"help": "K/N: process only shard K (0..N-1) of N; auto: this task of a SLURM job array"}
     )
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "registration device"})
+    device: Device = field(default="auto", metadata={"help": "registration device"})
     atlas_batch: str = field(
         default="auto", metadata={"help": "atlases registered at once: auto (as many as memory allows) or a number"}
     )

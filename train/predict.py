@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from cache.devices import resolve_device
+from cache.devices import Device, resolve_device
 from cache.stations import rule_set_names
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class RepredictSettings:
     rule_set: str = field(default="", metadata={"help": "TS1: stage with this rule set (empty: the dataset's)"})
     out: str = field(default="", metadata={"help": "output run folder (empty: <run>-repredicted or <run>-<rule set>)"})
     folds: str = field(default="", metadata={"help": "comma-separated folds (empty: every fold<K> with a best.pt)"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto: CUDA when present"})
+    device: Device = field(default="auto", metadata={"help": "auto: CUDA when present"})
 
 
 def fold_dirs(run: Path, folds: str) -> list[Path]:

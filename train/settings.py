@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from cache.cli import Preset
 from cache.dataset import stage_overrides
+from cache.devices import Device
 from cache.settings import read_toml, values_from_mapping
 from configs import CONFIG_DIR
 from train.batch_stream import threads_setting
@@ -47,7 +48,7 @@ class TrainSettings:
     )
     resume: bool = field(default=False, metadata={"help": "continue the run from its last checkpoint"})
     overwrite: bool = field(default=False, metadata={"help": "start over in a run folder that holds checkpoints"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "auto: CUDA when present"})
+    device: Device = field(default="auto", metadata={"help": "auto: CUDA when present"})
     seed: int = field(default=0, metadata={"help": "seed of every random draw (rank-offset under DDP)"})
     # folds
     n_folds: int = field(default=5, metadata={"help": "cross-validation folds (by patient)"})

@@ -13,6 +13,7 @@ from typing import Literal
 
 import SimpleITK as sitk
 
+from cache.devices import Device
 from preprocess.images import read_image
 from preprocess.register.atlas_bank import load_atlas_bank, read_cropped_scan
 from preprocess.register.fusion import StationMap
@@ -38,7 +39,7 @@ class RegisterCommand:
     spacing_mm: float = field(default=1.0, metadata={"help": "isotropic working spacing, mm"})
     crop_margin_mm: float = field(default=20.0, metadata={"help": "margin around the lungs+trachea box, mm"})
     totalseg_version: Literal["auto", "v1", "v2"] = field(default="auto", metadata={"help": "ids of the masks"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "registration device"})
+    device: Device = field(default="auto", metadata={"help": "registration device"})
     atlas_batch: str = field(
         default="auto", metadata={"help": "atlases registered at once: auto (as many as memory allows) or a number"}
     )
