@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from cache.build_settings import build_settings_for, expected_settings
 from cache.dataset import load_study, study_rows
 from cache.run_log import progress as progress_bar
 from cache.settings import format_settings, settings_dict
+from cache.stations import station_names
 from train.augment import AugmentSettings, augment, centre_crop
 from train.checkpoint import CheckpointError, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from train.data import (
@@ -136,7 +139,9 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
             check_min_steps(settings, len(plan))
         batches = (loader(dataset, plan, settings.num_workers, pin_memory=device.type == "cuda") if bank is None
                    else bank_batches(bank, cohort.train, plan))
-        losses = train_one_epoch(trained, batches, optimizer, scaler, augment_generator, settings, ranks, epoch)
+        items = functools.partial(batch_items, cohort.train, dataset, plan)
+        losses = train_one_epoch(trained, batches, optimizer, scaler, augment_generator, settings, ranks, epoch,
+                                 items)
         scores = validate(model, cohort.val, settings, device)
         metric = selection_metric(scores, settings)
         # every epoch's plan has the same length; before min_steps an epoch neither counts as best nor as stalled
@@ -194,8 +199,10 @@ def check_min_steps(settings: TrainSettings, steps_per_epoch: int) -> None:
 
 
 def train_one_epoch(model: torch.nn.Module, batches, optimizer, scaler, generator: torch.Generator,
-                    settings: TrainSettings, ranks: Ranks, epoch: int) -> dict[str, float]:
-    """One pass over the epoch plan; returns mean losses."""
+                    settings: TrainSettings, ranks: Ranks, epoch: int,
+                    items: Callable[[int], list[str]]) -> dict[str, float]:
+    """One pass over the epoch plan; returns mean losses. A non-finite loss stops the run before its step
+    (`items(step)` names the batch's scans in the error)."""
     model.train()
     if settings.stage == "ts3":
         unwrap(model).classifier.eval()  # frozen: no dropout, only the head trains
@@ -204,7 +211,7 @@ def train_one_epoch(model: torch.nn.Module, batches, optimizer, scaler, generato
     sums: dict[str, float] = {}
     progress = progress_bar(batches, desc=f"epoch {epoch}", unit="batch", enabled=ranks.is_main and settings.progress,
                             leave=False)
-    for batch in progress:
+    for step, batch in enumerate(progress):
         patches = (None if isinstance(batch, LogitBatch) else
                    prepare_patches(batch.crops.to(device, non_blocking=True), settings, generator))
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
@@ -215,6 +222,9 @@ def train_one_epoch(model: torch.nn.Module, batches, optimizer, scaler, generato
                 parts = scan_batch_loss(model, None, batch.labels, weights, device, batch.station_logits.to(device))
             else:
                 parts = scan_batch_loss(model, patches, batch, weights, device)
+        if not bool(torch.isfinite(parts["train_loss"].detach())):
+            inputs = batch.station_logits if isinstance(batch, LogitBatch) else patches
+            raise TrainingError(non_finite_loss(settings, epoch, step, len(batches), parts, items(step), inputs))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(parts["train_loss"]).backward()
         scaler.step(optimizer)
@@ -225,6 +235,31 @@ def train_one_epoch(model: torch.nn.Module, batches, optimizer, scaler, generato
     n = max(1, len(batches))
     return {key: sums.get(key, math.nan) / n for key in
             ("train_loss", "train_ce", "train_mse", "train_pseudo", "train_bce")}
+
+
+def batch_items(part: CohortPart, dataset: StationBatches | ScanBatches, plan: list[BatchRequest],
+                step: int) -> list[str]:
+    """The items of the plan's batch `step` as an error names them: scans (TS2/TS3), scan and station (TS1)."""
+    items = np.asarray(plan[step].items)
+    if isinstance(dataset, StationBatches):
+        names = station_names()
+        return [f"{part.patient_ids[s]} scan {part.scan_ids[s]} station {names[t]}"
+                for s, t in zip(dataset.scans[items], dataset.stations[items], strict=True)]
+    return [f"{part.patient_ids[s]} scan {part.scan_ids[s]}" for s in items]
+
+
+def non_finite_loss(settings: TrainSettings, epoch: int, step: int, n_steps: int, parts: dict[str, torch.Tensor],
+                    items: list[str], inputs: torch.Tensor) -> str:
+    """The error of a non-finite training loss: where, the loss terms, and which items' inputs are not finite
+    (bad data) or that all are (the model diverged)."""
+    terms = ", ".join(f"{name.removeprefix('train_')} {float(value.detach()):.4g}" for name, value in parts.items())
+    finite = torch.isfinite(inputs.detach().flatten(1).float()).all(dim=1).cpu().numpy()
+    bad = sorted({item for item, ok in zip(items, finite, strict=True) if not ok})
+    cause = (f"non-finite input values (SUV/CT of the cache file, or TS3's bank of station logits) in "
+             f"{'; '.join(bad)}: check those scans' images and rebuild their cache files"
+             if bad else "every input of the batch is finite, so the model diverged: lower --lr (or --head-lr)")
+    return (f"{settings.stage}, fold {settings.fold}, epoch {epoch}, batch {step + 1} of {n_steps}: the training "
+            f"loss is not finite ({terms}); {cause}. The batch's items: {'; '.join(sorted(set(items)))}")
 
 
 def prepare_patches(crops: torch.Tensor, settings: TrainSettings, generator: torch.Generator) -> torch.Tensor:

@@ -53,9 +53,12 @@ def _station_table(name: str, corner: tuple[int, int, int]) -> StationTable:
                         0.5, 1.0, 1.0, 1.0, index, cdf)
 
 
-def write_tiny_cohort(root: Path, seed: int = 0, second_scans: tuple[int, ...] = ()) -> Path:
+def write_tiny_cohort(root: Path, seed: int = 0, second_scans: tuple[int, ...] = (),
+                      inf_suv: tuple[int, ...] = ()) -> Path:
     """Manifest, cache files and dataset config under `root`; returns the config path. The patients at
-    `second_scans` (positions in LABELS) get a second scan "S<i>b" with the same labels."""
+    `second_scans` (positions in LABELS) get a second scan "S<i>b" with the same labels; those at `inf_suv` an SUV
+    of +inf on a one-voxel shell around each station (outside every station, inside its patches), as a broken PET
+    conversion might leave."""
     rng = np.random.default_rng(seed)
     config = root / "tiny.toml"
     config.write_text(f'root = "{root}"\nmanifest = "manifest.csv"\ncache_root = "cache"\n' + TRAIN_TABLE)
@@ -79,6 +82,10 @@ def write_tiny_cohort(root: Path, seed: int = 0, second_scans: tuple[int, ...] =
             labels[box] = station(name).code
             if status[station(name).index] == 1:
                 suv[box] = 8.0
+            if int(row.patient_id[1:]) in inf_suv:
+                inside = suv[box].copy()
+                suv[tuple(slice(c - 1, c + 5) for c in corner)] = np.inf
+                suv[box] = inside
         record = ScanRecord(
             dataset="tiny", patient_id=row.patient_id, scan_id=row.scan_id,
             grid=Grid((EDGE,) * 3, (2.0,) * 3, (0.0,) * 3), ct_hu=ct, suv=suv, station_labels=labels,

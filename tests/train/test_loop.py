@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.train.conftest import LABELS, write_tiny_cohort
 from train.__main__ import main
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.loop import TrainingError
@@ -175,3 +176,25 @@ def test_ts3_on_a_logit_bank_trains_the_head_alone_and_resumes_to_the_same_weigh
     assert_same_weights(whole, weights(tmp_path / "tiny" / "ts3" / "fold2" / "last.pt"))
     with open(tmp_path / "tiny" / "ts3" / "fold2" / "metrics.csv") as f:
         assert all(float(r["train_ce"]) > 0 for r in csv.DictReader(f))
+
+
+INF_PATIENTS = tuple(i for i, (n, _) in enumerate(LABELS) if n == 0)  # every N0 patient: some train in fold 0
+
+
+@pytest.mark.parametrize("stage", ["ts1", "ts2"])
+def test_a_non_finite_loss_stops_the_run_naming_stage_epoch_and_the_scans_with_non_finite_input(stage, tiny_dataset,
+                                                                                                   tmp_path):
+    dataset = write_tiny_cohort(tmp_path, inf_suv=INF_PATIENTS)
+    extra = ()
+    if stage == "ts2":  # TS2 starts from a TS1 classifier trained on clean data
+        assert main(["ts1", *args(tiny_dataset, tmp_path / "clean", "--max-epochs", "1")]) == 0
+        extra = ("--init-from", str(tmp_path / "clean" / "tiny" / "ts1" / "fold0" / "best.pt"))
+    with pytest.raises(TrainingError) as error:
+        main([stage, *args(dataset, tmp_path / "runs", "--max-epochs", "1", *extra)])
+    message = str(error.value)
+    assert message.startswith(f"{stage}, fold 0, epoch 1, batch ") and "the training loss is not finite" in message
+    named = message.split("non-finite input values (SUV/CT of the cache file, or TS3's bank of station logits) in ")[1]
+    named = named.split(": check those scans' images")[0].split("; ")
+    assert named and {item.split(" ")[0] for item in named} <= {f"P{i:02d}" for i in INF_PATIENTS}
+    fold = tmp_path / "runs" / "tiny" / stage / "fold0"
+    assert not (fold / "last.pt").exists() and not (fold / "metrics.csv").exists()  # no step taken on it, no epoch
