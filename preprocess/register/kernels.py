@@ -288,3 +288,17 @@ def warp_labels_argmax_kernel(labels, n_codes, affine, axis_scale, axis_offset, 
                     if probability[c] > probability[best]:
                         best = c
                 out[z, y, x] = best
+
+
+@numba.njit(parallel=True, cache=True)
+def one_hot_channels_last_kernel(labels, codes, out):  # pragma: no cover (numba)
+    """out (N, z, y, x, C) float32: 1 where labels (N, z, y, x) equals codes[c], else 0 (one-hot, channels last)."""
+    n_atlas, nz, ny, nx, n_channels = out.shape
+    for job in numba.prange(n_atlas * nz):
+        n = job // nz
+        z = job % nz
+        for y in range(ny):
+            for x in range(nx):
+                value = labels[n, z, y, x]
+                for c in range(n_channels):
+                    out[n, z, y, x, c] = 1.0 if value == codes[c] else 0.0

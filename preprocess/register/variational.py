@@ -21,10 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from preprocess.register.channels import LabelChannels, level_channels
+from preprocess.register.channels import LabelChannels, level_channels, level_channels_last
 from preprocess.register.regulariser import diffusive_denominator, diffusive_solve, gaussian_smooth
 from preprocess.register.warp import (
-    channels_last,
     compose,
     level_shape,
     level_spacing_mm,
@@ -226,16 +225,16 @@ def register_deformable(fixed: torch.Tensor | LabelChannels, moving: torch.Tenso
     for level_mm, max_iterations in zip(settings.deformable_levels_mm, settings.deformable_iterations, strict=True):
         shape = level_shape(full, spacing_mm, level_mm)
         spacing = level_spacing_mm(full, shape, spacing_mm)
-        fixed_level = level_channels(fixed, shape)
-        moving_level = level_channels(moving, level_shape(tuple(moving.shape[2:]), spacing_mm, level_mm))
+        moving_shape = level_shape(tuple(moving.shape[2:]), spacing_mm, level_mm)
+        fixed_level = moving_level = fixed_cl = moving_cl = None
+        if on_cpu:  # the CPU kernels read channels-last arrays; NCC also reads the channel-first fixed ones
+            fixed_cl, moving_cl = level_channels_last(fixed, shape), level_channels_last(moving, moving_shape)
+            if FORCES[settings.force].cpu_reads_fixed:
+                fixed_level = level_channels(fixed, shape)
+        else:
+            fixed_level, moving_level = level_channels(fixed, shape), level_channels(moving, moving_shape)
         field = torch.zeros(n, 3, *shape, device=device) if field is None else resize_field(field, shape)
         fixed_grad = None  # CUDA: each channel's gradient is taken when the force needs it (no 3 x C copies)
-        fixed_cl = moving_cl = None
-        if on_cpu:  # the CPU kernels read channels-last copies; the channel-first ones go unless NCC needs them
-            fixed_cl, moving_cl = channels_last(fixed_level), channels_last(moving_level)
-            moving_level = None
-            if not FORCES[settings.force].cpu_reads_fixed:
-                fixed_level = None
         tau_alpha_mm2 = settings.time_step * settings.diffusive_alpha_vox2 * min(spacing) ** 2
         denominator = diffusive_denominator(shape, spacing, tau_alpha_mm2, device)
         active = torch.ones(n, dtype=torch.bool, device=device)
