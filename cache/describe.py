@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import h5py
@@ -62,8 +63,8 @@ def info_lines(info: ScanInfo) -> list[str]:
 
 
 def qc_lines(path: str | Path) -> list[str]:
-    """The preprocessing's seconds per step and its memory (peak resident and CUDA, registration estimate), as
-    the pipeline recorded them in `/qc`; nothing for files written before these were recorded."""
+    """The preprocessing's seconds per step, its memory (peak resident and CUDA, registration estimate) and the
+    registration check, as the pipeline recorded them in `/qc`; nothing for files written before these were."""
     lines = []
     with h5py.File(path, "r", locking=False) as f:
         if schema.QC_TIMINGS_GROUP in f:
@@ -79,7 +80,24 @@ def qc_lines(path: str | Path) -> list[str]:
                 parts.append(f"registration estimate {memory['estimate_gib']:.2f} GiB of a "
                              f"{memory['budget_gib']:.2f} GiB budget, {memory['atlas_batch']} atlas(es) at once")
             lines.append("memory: " + ", ".join(parts))
+        if schema.QC_REGISTRATION_CHECK_GROUP in f:
+            lines.append(registration_check_text(dict(f[schema.QC_REGISTRATION_CHECK_GROUP].attrs)))
     return lines
+
+
+def registration_check_text(check: Mapping) -> str:
+    """One line for a person from `/qc/registration_check`: driving and held-out structure Dice, the Jacobian
+    range, and the flag with the limit each broken value is outside of."""
+    text = (f"registration check: structure Dice driving {float(check['driving_dice']):.3f}, held out "
+            f"{float(check['held_out_dice']):.3f} (worst atlas {float(check['held_out_dice_min']):.3f}); Jacobian "
+            f"{float(check['jacobian_min']):.2f} to {float(check['jacobian_max']):.2f}")
+    flags = str(check.get(schema.QC_FLAGS_ATTR, "")).split()
+    if not flags:
+        return text + "; within limits"
+    broken = {"held_out_dice": f"held-out Dice below {float(check['limit_held_out_dice_min']):.3f}",
+              "jacobian": f"Jacobian outside {float(check['limit_jacobian_min']):.2f} to "
+                          f"{float(check['limit_jacobian_max']):.2f}"}
+    return text + "; FLAG " + ", ".join(broken.get(flag, flag) for flag in flags)
 
 
 def file_differences(a: ScanInfo, b: ScanInfo) -> list[str]:

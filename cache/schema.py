@@ -73,6 +73,13 @@ QC_TIMINGS_GROUP = "qc/timings_s"
 QC_MEMORY_GROUP = "qc/memory"
 QC_PEAK_RSS_ATTR = "peak_rss_gib"
 QC_CUDA_PEAK_ATTR = "cuda_peak_gib"
+# The registration summed up after the deformable stage: driving_dice and held_out_dice (means over atlases of the
+# structure Dice of groups that drove the registration and of groups held out of it), held_out_dice_min (worst
+# atlas), jacobian_min and jacobian_max (over atlases), the preset's limits limit_held_out_dice_min,
+# limit_jacobian_min and limit_jacobian_max, and `flags` (str: "held_out_dice", "jacobian", both, or "" within
+# the limits).
+QC_REGISTRATION_CHECK_GROUP = "qc/registration_check"
+QC_FLAGS_ATTR = "flags"
 LESIONS = "lesions"  # optional uint8 external lesion mask
 # Attribute per dataset path ("image/ct") and per object's attribute set ("@labels", "@/" for the root): hex
 # content digest (cache.checksums).

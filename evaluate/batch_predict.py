@@ -10,7 +10,7 @@ traceback in the log) and the rest are done; the exit status is then 1.
 `<out>/summary.csv`, one row per scan: patient_id, scan_id, status (ok|failed), n_stage (empty when the unknown
 tumour side decides), n_stage_if_R, n_stage_if_L, folds, p_<station> (mean probability, empty when absent),
 sd_<station> (spread over folds), suvmax_<station>, positive (malignant stations), qa_dice_min,
-qa_folding_max, qa_flags (low_dice, folding), seconds, error.
+qa_folding_max, qa_flags (low_dice, folding, and the registration check's held_out_dice, jacobian), seconds, error.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def summary_rows(outcomes: list[ScanOutcome]) -> list[dict[str, str]]:
             row.update(positive=" ".join(s.name for s in p.stations if s.malignant),
                        qa_dice_min=_number(p.registration_qa["dice_min"], 4),
                        qa_folding_max=_number(p.registration_qa["folding_max"], 6),
-                       qa_flags=qa_flags(p.registration_qa))
+                       qa_flags=qa_flags(p.registration_qa, check=p.registration_check))
         row.update(seconds=f"{outcome.seconds:.1f}", error=outcome.error)
         rows.append(row)
     columns = ["patient_id", "scan_id", "status", "n_stage", "n_stage_if_R", "n_stage_if_L", "folds",

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 
 from cache.build_settings import BuildSettings, build_settings_for, expected_settings
 from cache.dataset import DatasetConfig, load_dataset
+from cache.describe import registration_check_text
 from cache.devices import resolve_device
 from cache.manifest import ManifestRow
 from cache.reader import open_scan
@@ -64,6 +65,7 @@ class ScanPrediction:
     timings_s: dict[str, float]
     folds: int = 1  # models averaged
     registration_qa: dict[str, float] = dataclasses.field(default_factory=dict)  # see registration_qa()
+    registration_check: dict[str, float | str] = dataclasses.field(default_factory=dict)  # see registration_check()
 
 
 @dataclass(frozen=True)
@@ -175,11 +177,24 @@ def registration_qa(cache_path: Path) -> dict[str, float]:
     return {"dice_min": min(dice, default=math.nan), "folding_max": max(folding, default=math.nan)}
 
 
-def qa_flags(qa: dict[str, float], dice_floor: float = 0.7) -> str:
+def registration_check(cache_path: Path) -> dict[str, float | str]:
+    """The scan's registration check from its cache file (`/qc/registration_check`: driving and held-out
+    structure Dice, Jacobian range, the preset's limits and `flags`); empty for files written before it."""
+    import h5py
+
+    from cache.schema import QC_REGISTRATION_CHECK_GROUP
+
+    with h5py.File(cache_path, "r") as f:
+        group = f.get(QC_REGISTRATION_CHECK_GROUP)
+        return {} if group is None else {k: v if isinstance(v, str) else float(v) for k, v in group.attrs.items()}
+
+
+def qa_flags(qa: dict[str, float], dice_floor: float = 0.7, check: dict[str, float | str] | None = None) -> str:
     """Words for a reader: 'low_dice' when an atlas matched the scan's structures poorly, 'folding' when a
-    deformation folded; empty when neither."""
+    deformation folded, and the registration check's flags ('held_out_dice', 'jacobian'); empty when none."""
     flags = [name for name, bad in (("low_dice", qa["dice_min"] < dice_floor), ("folding", qa["folding_max"] > 0))
              if bad]
+    flags += [f for f in str((check or {}).get("flags", "")).split() if f not in flags]
     return " ".join(flags)
 
 
@@ -246,7 +261,7 @@ def stage_scan(row: ManifestRow, staging: Staging, out: Path) -> ScanPrediction:
                                                                out / "stations.seg.dcm"))
     timings["total"] = time.perf_counter() - start
     prediction = ScanPrediction(stage, by_side, row.tumor_side, staging.config.rule_set, stations, timings,
-                                len(staging.models), registration_qa(cache_path))
+                                len(staging.models), registration_qa(cache_path), registration_check(cache_path))
     (out / "prediction.json").write_text(json.dumps(_json(prediction, staging), indent=1))
     return prediction
 
@@ -260,6 +275,8 @@ def _json(prediction: ScanPrediction, staging: Staging) -> dict:
         "tumor_side": prediction.tumor_side, "rule_set": prediction.rule_set,
         "probability_cutoff": staging.cutoff, "model": staging.model_path, "folds": prediction.folds,
         "registration_qa": {k: number(v) for k, v in prediction.registration_qa.items()},
+        "registration_check": {k: v if isinstance(v, str) else number(v) if math.isfinite(v) else None
+                               for k, v in prediction.registration_check.items()},
         "stations": [{"station": s.name, "probability": number(s.probability),
                       "probability_sd": number(s.probability_sd), "malignant": s.malignant,
                       "present": not math.isnan(s.probability), "suv_max": number(s.suv_max),
@@ -293,6 +310,8 @@ def run_predict(settings: PredictSettings) -> int:
     out = settings.output_dir
     print(n_stage_text(prediction))
     print(station_table_text(prediction))
+    if prediction.registration_check:
+        print(registration_check_text(prediction.registration_check))
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in prediction.timings_s.items()))
     print(f"outputs in {out}: prediction.json, stations.nii.gz (+ stations.ctbl for 3D Slicer, stations.itksnap.txt "
           f"for ITK-SNAP), suv.nii.gz, probability.nii.gz, agreement.nii.gz, qa.png; cache in {out / 'cache'}")

@@ -55,6 +55,7 @@ class ScanOutcome:
     seconds: float
     timings_s: dict[str, float]
     error: str = ""
+    flags: str = ""  # the registration check's flags of a written scan (`preprocess.register.qa.registration_check`)
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ def process_scan(row: ManifestRow, context: RunContext) -> ScanOutcome:
 def _process(row: ManifestRow, context: RunContext, timings: dict[str, float], start: float) -> ScanOutcome:
     from preprocess.prepare import prepare_scan
     from preprocess.register import map_stations
+    from preprocess.register.qa import registration_check
 
     registration = _registration_settings(context.build)
     settings = context.content_settings(registration)
@@ -228,6 +230,8 @@ def _process(row: ManifestRow, context: RunContext, timings: dict[str, float], s
           "registration_timings_s": qc_values(station_map.timings_s, numeric_only=True),
           "provenance": qc_values({k: v for k, v in prepared.provenance.items() if k != "inputs"}, numeric_only=True)}
     qc["memory"] = {**station_map.memory, **peak_memory_gib(context.device), "peak_is_per_scan": per_scan_peak}
+    qc["registration_check"] = registration_check(station_map.qa, registration.qa_held_out_dice_min,
+                                                  registration.qa_jacobian_min, registration.qa_jacobian_max)
     record = ScanRecord(
         dataset=context.dataset.name, patient_id=row.patient_id, scan_id=row.scan_id, grid=prepared.grid,
         ct_hu=prepared.ct_hu, suv=prepared.suv, station_labels=np.ascontiguousarray(station_map.labels, np.uint8),
@@ -236,7 +240,8 @@ def _process(row: ManifestRow, context: RunContext, timings: dict[str, float], s
     )
     timings["total"] = time.perf_counter() - start
     timed(timings, "write", lambda: write_scan(path, dataclasses.replace(record, qc={**qc, "timings_s": timings})))
-    return ScanOutcome(row.key, "written", time.perf_counter() - start, timings)
+    return ScanOutcome(row.key, "written", time.perf_counter() - start, timings,
+                       flags=str(qc["registration_check"]["flags"]))
 
 
 def _init_worker(threads: int) -> None:
@@ -262,13 +267,16 @@ class RunSummary:
         counts = {s: sum(o.status == s for o in self.outcomes) for s in ("written", "relabelled", "skipped", "failed")}
         lines = [f"{len(self.outcomes)} scan(s): {counts['written']} written, {counts['relabelled']} relabelled "
                  f"(labels only), {counts['skipped']} skipped (current), "
-                 f"{counts['failed']} failed; {len(self.manifest_problems)} manifest problem(s)"]
+                 f"{counts['failed']} failed; {len(self.manifest_problems)} manifest problem(s); "
+                 f"{sum(bool(o.flags) for o in self.outcomes)} flagged by the registration check"]
         written = [o for o in self.outcomes if o.status == "written"]
         if written:
             steps = sorted({step for o in written for step in o.timings_s})
             mean = {s: np.mean([o.timings_s.get(s, 0.0) for o in written]) for s in steps}
             lines.append("mean seconds per written scan: " + ", ".join(f"{s} {mean[s]:.2f}" for s in steps))
         lines.extend(f"FAILED {o.key}: {o.error}" for o in self.failed)
+        lines.extend(f"FLAGGED {o.key}: registration check {o.flags} outside the preset's limits (python -m cache "
+                     "info shows the figures)" for o in self.outcomes if o.flags)
         lines.extend(f"MANIFEST {problem}" for problem in self.manifest_problems)
         return lines
 

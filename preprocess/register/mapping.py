@@ -34,7 +34,7 @@ from preprocess.register.linear import (
     structure_centroids,
 )
 from preprocess.register.memory import GIB, available_bytes, choose_atlas_batch, estimate_registration, reused_heap
-from preprocess.register.qa import dice_scores, qa_record
+from preprocess.register.qa import QaTarget, dice_scores, qa_record
 from preprocess.register.settings import RegistrationSettings
 from preprocess.register.variational import jacobian_determinant, register_deformable
 from preprocess.register.warp import (
@@ -111,7 +111,7 @@ def map_stations(ct_hu: np.ndarray, structures: np.ndarray, grid: Grid, bank: At
         fixed_ct = (windowed_ct(ct_hu, settings.ct_window_low_hu, settings.ct_window_high_hu).to(dev)[None]
                     if settings.use_ct_channel else None)
         fixed = LabelChannels(torch.from_numpy(fixed_labels).to(dev)[None], tuple(range(1, len(groups) + 1)))
-        fixed_qa = _fixed_qa_labels(fixed, fixed_labels, grid.shape_zyx, spacing, settings)
+        fixed_qa = _qa_target(structures, groups, grid.shape_zyx, spacing, settings, dev)
     with timing(timings, "initial"):
         fixed_centroids = structure_centroids(structures, grid, CENTROID_STRUCTURES, settings.init_min_voxels)
     votes = VoteAccumulator(len(stations()), grid.shape_zyx, dev)
@@ -130,15 +130,32 @@ def map_stations(ct_hu: np.ndarray, structures: np.ndarray, grid: Grid, bank: At
                       linear_labels=kept.linear_votes.fused()[0] if kept else None)
 
 
-def _fixed_qa_labels(fixed: LabelChannels, fixed_labels: np.ndarray, shape: tuple[int, ...], spacing: float,
-                     settings: RegistrationSettings) -> torch.Tensor:
-    """Flat structure-group labels of the scan on the QA grid (the finest deformable level): the labels
-    themselves on the full grid (argmax of exact one-hot channels), else the argmax of the pooled channels."""
+def _qa_target(structures: np.ndarray, groups: tuple[str, ...], shape: tuple[int, ...], spacing: float,
+               settings: RegistrationSettings, device: torch.device) -> QaTarget:
+    """The scan's structure groups for the QA, those that drive the registration then the held-out ones, as flat
+    labels on the QA grid (the finest deformable level): the labels themselves on the full grid (argmax of exact
+    one-hot channels), else the argmax of the pooled channels."""
+    qa_groups = groups + settings.qa_held_out_channels
+    labels = group_labels(structures, qa_groups)
+    valid = present_groups(labels, len(qa_groups), settings.init_min_voxels)
     qa_shape = level_shape(shape, spacing, settings.deformable_levels_mm[-1])
     if tuple(qa_shape) == tuple(shape):
-        return torch.from_numpy(fixed_labels).to(fixed.device).reshape(-1)
-    pooled = fixed.level(qa_shape)
-    return torch.cat([(1.0 - pooled.sum(1, keepdim=True)).clamp_min(0.0), pooled], 1).argmax(1).reshape(-1)
+        return QaTarget(torch.from_numpy(labels).to(device).reshape(-1), valid, qa_groups)
+    pooled = LabelChannels(torch.from_numpy(labels).to(device)[None], tuple(range(1, len(qa_groups) + 1))).level(
+        qa_shape)
+    flat = torch.cat([(1.0 - pooled.sum(1, keepdim=True)).clamp_min(0.0), pooled], 1).argmax(1).reshape(-1)
+    return QaTarget(flat, valid, qa_groups)
+
+
+def _moving_qa_labels(chunk, moving_labels: np.ndarray, valid: np.ndarray, padded: tuple[int, ...],
+                      target: QaTarget, settings: RegistrationSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The atlases' structure groups for the QA (those of `target`) and which of them are in atlas and scan; the
+    registration's own labels when no group is held out."""
+    if len(target.groups) == valid.shape[1]:
+        return moving_labels, valid
+    labels = _padded([group_labels(a.structures, target.groups) for a in chunk], padded, 0, np.uint8)
+    present = np.stack([present_groups(m, len(target.groups), settings.init_min_voxels) for m in labels])
+    return labels, present & target.valid[None]
 
 
 def _register_batch(chunk, groups, padded, fixed, fixed_ct, fixed_valid, fixed_centroids, fixed_qa, votes, grid,
@@ -178,14 +195,15 @@ def _register_batch(chunk, groups, padded, fixed, fixed_ct, fixed_valid, fixed_c
         result = register_deformable(fixed_d, moving_d, weights_d, matrices["linear"], spacing, settings)
     del moving, moving_d, moving_ct
     with timing(stage_seconds, "warp_fuse_qa"):
-        records = _warp_and_fuse(grid, spacing, padded, chunk, fixed_qa, moving_labels, groups, valid, matrices,
+        qa_labels, qa_valid = _moving_qa_labels(chunk, moving_labels, valid, padded, fixed_qa, settings)
+        records = _warp_and_fuse(grid, spacing, padded, chunk, fixed_qa, qa_labels, qa_valid, matrices,
                                  result.field_mm, stage_seconds, votes, settings, dev, kept)
     for step, seconds in stage_seconds.items():
         timings[step] = timings.get(step, 0.0) + seconds
     return records
 
 
-def _warp_and_fuse(grid, spacing, padded, atlases, fixed_qa, moving_labels, groups, valid, matrices, field_mm,
+def _warp_and_fuse(grid, spacing, padded, atlases, fixed_qa, moving_labels, valid, matrices, field_mm,
                    stage_seconds, votes, settings, dev, kept=None) -> list[dict]:
     """Per atlas of a batch: station channels warped through the final transform onto the scan grid and added to
     `votes`, and QA per stage on the grid of the finest deformable level (the same as the scan's unless that
@@ -208,11 +226,13 @@ def _warp_and_fuse(grid, spacing, padded, atlases, fixed_qa, moving_labels, grou
         for stage in ("initial", "linear", "deformable"):
             field = resize_field(field_mm[n:n + 1], qa_shape) if stage == "deformable" else None
             matrix = matrices["linear" if stage == "deformable" else stage][n:n + 1]
-            warped = warp_labels(moving_labels[n], len(groups), matrix, shape, spacing, field, dev, qa_shape)
-            dice = dice_scores(fixed_qa, warped.argmax(1), len(groups)).cpu().numpy()
+            n_groups = len(fixed_qa.groups)
+            warped = warp_labels(moving_labels[n], n_groups, matrix, shape, spacing, field, dev, qa_shape)
+            dice = dice_scores(fixed_qa.labels, warped.argmax(1), n_groups).cpu().numpy()
             del warped
             determinant = float(np.linalg.det(to_mm["linear" if stage == "deformable" else stage][n][:3, :3]))
             jacobian = (jacobian_determinant(field, qa_spacing) * determinant if stage == "deformable"
                         else determinant)
-            records.append(qa_record(atlas.name, stage, groups, dice, valid[n], jacobian, stage_seconds[stage]))
+            records.append(qa_record(atlas.name, stage, fixed_qa.groups, dice, valid[n], jacobian,
+                                     stage_seconds[stage], settings.qa_held_out_channels))
     return records

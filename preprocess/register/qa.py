@@ -1,15 +1,20 @@
 """Registration QA per atlas and stage: structure Dice, Jacobian determinant range, folding fraction, time.
 
 One record per (atlas, stage) as a plain dict, ready for the cache's /qc group:
-`{"atlas", "stage" ('initial' | 'linear' | 'deformable'), "dice": {group: value}, "dice_mean", "jacobian_min",
-"jacobian_max", "folding_fraction", "seconds"}`. Dice compares the scan's structure groups with the atlas' groups
-warped by that stage (threshold 0.5), over groups present in both. `seconds` is the stage's time for the whole
-batch of atlases (they run together). The Jacobian is that of the whole map scan mm -> atlas mm.
+`{"atlas", "stage" ('initial' | 'linear' | 'deformable'), "dice": {group: value}, "dice_mean", "held_out_dice":
+{group: value}, "held_out_dice_mean", "jacobian_min", "jacobian_max", "folding_fraction", "seconds"}`. Dice
+compares the scan's structure groups with the atlas' groups warped by that stage (argmax), over groups present in
+both. `dice` covers the groups that drove the registration, so it is high by construction; `held_out_dice` the
+groups the preset holds out of registration (`qa_held_out_channels`), an independent check. `seconds` is the
+stage's time for the whole batch of atlases (they run together). The Jacobian is that of the whole map scan mm ->
+atlas mm. `registration_check` sums the records of a scan up against the preset's limits (a flag, stored in
+`/qc/registration_check` and shown by `cache.describe.registration_check_text`);
 `qa_figure` draws the fused stations over the CT for a person to check.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +27,16 @@ from cache.stations import station
 STAGES = ("initial", "linear", "deformable")
 
 
+@dataclass(frozen=True)
+class QaTarget:
+    """The scan's structure groups on the QA grid: flat labels (1-based positions in `groups`: the driving
+    groups, then the held-out ones) and which groups the scan has."""
+
+    labels: torch.Tensor
+    valid: np.ndarray
+    groups: tuple[str, ...]
+
+
 def dice_scores(fixed_labels: torch.Tensor, warped_labels: torch.Tensor, n_codes: int) -> torch.Tensor:
     """(n_codes,) Dice per code 1..n_codes of two flat label tensors (1 where a code is in neither)."""
     joint = torch.bincount(fixed_labels.long() * (n_codes + 1) + warped_labels.long(), minlength=(n_codes + 1) ** 2)
@@ -31,13 +46,15 @@ def dice_scores(fixed_labels: torch.Tensor, warped_labels: torch.Tensor, n_codes
     return torch.where(total > 0, 2.0 * overlap / total.clamp_min(1.0), torch.ones_like(total))
 
 
-def linear_determinant(matrix_to_moving_mm: np.ndarray) -> float:
-    return float(np.linalg.det(matrix_to_moving_mm[:3, :3]))
+def _mean(values) -> float:
+    values = list(values)
+    return float(np.mean(values)) if values else float("nan")
 
 
 def qa_record(atlas: str, stage: str, groups: tuple[str, ...], dice: np.ndarray, valid: np.ndarray,
-              jacobian: torch.Tensor | float, seconds: float) -> dict:
-    """One QA dict (see the module docstring); `jacobian` is a determinant map or one value (linear map)."""
+              jacobian: torch.Tensor | float, seconds: float, held_out: tuple[str, ...] = ()) -> dict:
+    """One QA dict (see the module docstring); `jacobian` is a determinant map or one value (linear map);
+    groups named in `held_out` are scored apart from those that drove the registration."""
     if isinstance(jacobian, torch.Tensor):
         j_min, j_max = float(jacobian.min()), float(jacobian.max())
         folding = float((jacobian <= 0).float().mean())
@@ -45,9 +62,11 @@ def qa_record(atlas: str, stage: str, groups: tuple[str, ...], dice: np.ndarray,
         j_min = j_max = float(jacobian)
         folding = float(jacobian <= 0)
     scores = {g: float(d) for g, d, ok in zip(groups, dice, valid, strict=True) if ok}
+    driving = {g: v for g, v in scores.items() if g not in held_out}
+    held = {g: v for g, v in scores.items() if g in held_out}
     return {
-        "atlas": atlas, "stage": stage, "dice": scores,
-        "dice_mean": float(np.mean(list(scores.values()))) if scores else float("nan"),
+        "atlas": atlas, "stage": stage, "dice": driving, "dice_mean": _mean(driving.values()),
+        "held_out_dice": held, "held_out_dice_mean": _mean(held.values()),
         "jacobian_min": j_min, "jacobian_max": j_max, "folding_fraction": folding, "seconds": float(seconds),
     }
 
@@ -56,6 +75,34 @@ def qa_summary(records: list[dict]) -> dict[str, float]:
     """Mean structure Dice per stage over atlases."""
     return {stage: float(np.mean([r["dice_mean"] for r in records if r["stage"] == stage]))
             for stage in STAGES if any(r["stage"] == stage for r in records)}
+
+
+def registration_check(records: list[dict], held_out_dice_min: float, jacobian_min: float,
+                       jacobian_max: float) -> dict[str, float | str]:
+    """One scan's registration summed up after the deformable stage, and its flag.
+
+    Driving and held-out structure Dice (means over atlases), the worst atlas' held-out Dice, the Jacobian
+    range over atlases, and `flags`: "held_out_dice" when the worst atlas' held-out Dice is below
+    `held_out_dice_min` (> 0) or no held-out structure could be scored, "jacobian" when the range leaves
+    [`jacobian_min`, `jacobian_max`]; "" when neither. The limits are stored beside the values.
+    """
+    final = [r for r in records if r["stage"] == "deformable"]
+    held = [r["held_out_dice_mean"] for r in final if np.isfinite(r["held_out_dice_mean"])]
+    values: dict[str, float | str] = {
+        "driving_dice": _mean(r["dice_mean"] for r in final), "held_out_dice": _mean(held),
+        "held_out_dice_min": min(held, default=float("nan")),
+        "jacobian_min": min((r["jacobian_min"] for r in final), default=float("nan")),
+        "jacobian_max": max((r["jacobian_max"] for r in final), default=float("nan")),
+        "limit_held_out_dice_min": held_out_dice_min, "limit_jacobian_min": jacobian_min,
+        "limit_jacobian_max": jacobian_max,
+    }
+    flags = []
+    if held_out_dice_min > 0 and not (held and min(held) >= held_out_dice_min):
+        flags.append("held_out_dice")
+    if final and not (jacobian_min <= values["jacobian_min"] and values["jacobian_max"] <= jacobian_max):
+        flags.append("jacobian")
+    values["flags"] = " ".join(flags)
+    return values
 
 
 def qa_figure(ct_hu: np.ndarray, labels: np.ndarray, path: str | Path, title: str = "", *, grid: Grid) -> Path:

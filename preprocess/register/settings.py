@@ -85,6 +85,22 @@ class RegistrationSettings:
     )
     # Output
     qa: bool = field(default=True, metadata={"help": "compute structure Dice and Jacobian QA per atlas and stage"})
+    # Registration check (QA that is not circular, and its limits)
+    qa_held_out_channels: tuple[str, ...] = field(
+        default=(),
+        metadata={"nargs": "*", "help": "structure groups left out of both registration stages and only scored by "
+                                        "the QA, so their Dice tells how well the map fits where it was not fitted"},
+    )
+    qa_held_out_dice_min: float = field(
+        default=0.0, metadata={"help": "flag a scan whose worst atlas has a lower held-out structure Dice (0: off); "
+                                       "python -m preprocess.register.validate measures it on the bank"}
+    )
+    qa_jacobian_min: float = field(
+        default=0.0, metadata={"help": "flag a scan whose deformation's Jacobian determinant goes below this"}
+    )
+    qa_jacobian_max: float = field(
+        default=float("inf"), metadata={"help": "flag a scan whose deformation's Jacobian determinant exceeds this"}
+    )
 
     def __post_init__(self) -> None:
         if len(self.linear_levels_mm) != len(self.linear_iterations):
@@ -95,6 +111,11 @@ class RegistrationSettings:
                                 f"{self.deformable_iterations} must have the same length")
         if not self.deformable_channels and not self.use_ct_channel:
             raise SettingsError("no deformable channel: give deformable_channels or use_ct_channel = true")
+        driving = set(self.linear_channels) | set(self.deformable_channels)
+        if driving & set(self.qa_held_out_channels):
+            raise SettingsError(f"qa_held_out_channels {sorted(driving & set(self.qa_held_out_channels))} also drive "
+                                "the registration (linear_channels or deformable_channels); a held-out structure "
+                                "must be in neither")
 
 
 def preset_names() -> tuple[str, ...]:

@@ -6,13 +6,20 @@ against the held-out atlas' own labels: Dice and symmetric mean surface distance
 vote, for each single atlas, and for both after the linear stage alone. This is the node-free analogue of the
 paper's node-to-station check, on the atlases a team already has. Outputs in `--out`: `loao_scores.csv` (one row
 per held-out atlas, method, source atlas and station), `loao_stations.csv` (one row per station, means over
-held-out atlases), `loao.md` (that table in markdown) and `validate.log`.
+held-out atlases), `loao_structures.csv` (structure Dice per group, driving or held out of the registration),
+`loao.md` (both tables in markdown, and what is left of the paper's eight-class structure check),
+`qa_limits.toml` and `validate.log`.
+
+`qa_limits.toml` holds the limits of the registration check (`preprocess.register.qa.registration_check`): the
+worst held-out structure Dice and the Jacobian range that the atlas-to-atlas registrations reached, as preset
+keys to copy into the registration preset that maps the scans; a scan beyond them is flagged.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +39,10 @@ from preprocess.register.settings import RegistrationSettings
 
 # (method, what it scores): the fused vote and single atlases, after the deformable stage and after the linear one.
 METHODS = ("fused", "single", "fused_linear", "single_linear")
+# The paper's structure check scores eight TotalSegmentator v1 classes: trachea, oesophagus, pulmonary artery and
+# five parts of the heart. v2 'total' masks (and v1 masks as read here, configs/totalsegmentator/v1_total.toml)
+# have one 'heart' and no pulmonary artery, so what is left of it is these three groups.
+PAPER_CHECK_GROUPS = ("trachea", "esophagus", "heart")
 
 
 @dataclass(frozen=True)
@@ -187,8 +198,37 @@ def markdown(rows: Sequence[dict], held_out: Sequence[str], preset: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def structure_rows(maps: Sequence[StationMap]) -> list[dict[str, float | str | int]]:
+    """One row per structure group, over every atlas-to-atlas registration after the deformable stage: whether it
+    drove the registration or was held out of it, and its mean and worst Dice."""
+    final = [r for m in maps for r in m.qa if r["stage"] == "deformable"]
+    rows = []
+    for role, key in (("driving", "dice"), ("held out", "held_out_dice")):
+        for group in dict.fromkeys(g for r in final for g in r[key]):
+            values = [r[key][group] for r in final if group in r[key]]
+            rows.append({"group": group, "role": role, "registrations": len(values),
+                         "dice_mean": _mean(values), "dice_min": float(min(values))})
+    return rows
+
+
+def paper_check_text(maps: Sequence[StationMap]) -> str:
+    """The paper's eight-class structure check as far as the masks allow (`PAPER_CHECK_GROUPS`): the mean Dice of
+    those groups per moving atlas, their range over atlases (the paper: 0.85 to 0.89)."""
+    per_atlas: dict[str, list[float]] = {}
+    for record in (r for m in maps for r in m.qa if r["stage"] == "deformable"):
+        scores = {**record["dice"], **record["held_out_dice"]}
+        if all(g in scores for g in PAPER_CHECK_GROUPS):
+            per_atlas.setdefault(record["atlas"], []).append(float(np.mean([scores[g] for g in PAPER_CHECK_GROUPS])))
+    if not per_atlas:
+        return "The paper's structure check: none of the registrations had all of " + ", ".join(PAPER_CHECK_GROUPS)
+    means = [float(np.mean(v)) for v in per_atlas.values()]
+    return (f"The paper's structure check, reduced to {', '.join(PAPER_CHECK_GROUPS)} (TotalSegmentator v2 'total' "
+            f"has one heart class and no pulmonary artery): mean Dice {min(means):.3f} to {max(means):.3f} "
+            f"depending on the moving atlas (the paper, eight v1 classes: 0.85 to 0.89).")
+
+
 def write_tables(out: Path, result: LoaoResult, preset: str) -> list[dict]:
-    """loao_scores.csv, loao_stations.csv and loao.md in `out`; returns the station rows."""
+    """loao_scores.csv, loao_stations.csv, loao_structures.csv and loao.md in `out`; returns the station rows."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "loao_scores.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[x.name for x in dataclasses.fields(StationScore)])
@@ -199,8 +239,49 @@ def write_tables(out: Path, result: LoaoResult, preset: str) -> list[dict]:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (out / "loao.md").write_text(markdown(rows, result.held_out, preset))
+    structures = structure_rows(result.registrations)
+    with open(out / "loao_structures.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(structures[0]))
+        writer.writeheader()
+        writer.writerows(structures)
+    structure_lines = ["| structure group | role | registrations | Dice mean | Dice worst |", "|---|---|---|---|---|"]
+    structure_lines += [f"| {r['group']} | {r['role']} | {r['registrations']} | {r['dice_mean']:.3f} | "
+                        f"{r['dice_min']:.3f} |" for r in structures]
+    (out / "loao.md").write_text("\n".join([markdown(rows, result.held_out, preset),
+                                            "Structure Dice after the deformable stage:", "", *structure_lines, "",
+                                            paper_check_text(result.registrations), ""]))
     return rows
+
+
+def observed_limits(maps: Sequence[StationMap]) -> dict[str, float]:
+    """The extremes of the registrations' QA after the deformable stage: worst held-out structure Dice (NaN when
+    none was held out), lowest and highest Jacobian determinant; and the mean driving and held-out Dice."""
+    final = [r for m in maps for r in m.qa if r["stage"] == "deformable"]
+    held = [r["held_out_dice_mean"] for r in final if np.isfinite(r["held_out_dice_mean"])]
+    return {"held_out_dice_min": min(held, default=float("nan")), "held_out_dice": _mean(held),
+            "driving_dice": _mean([r["dice_mean"] for r in final]),
+            "jacobian_min": min(r["jacobian_min"] for r in final),
+            "jacobian_max": max(r["jacobian_max"] for r in final),
+            "registrations": len(final)}
+
+
+def limits_toml(observed: dict[str, float], registration: RegistrationSettings, settings: ValidateSettings) -> str:
+    """`qa_limits.toml`: the registration check's limits as preset keys, with where they come from."""
+    held = observed["held_out_dice_min"]
+    lines = [f"# Registration check limits from python -m preprocess.register.validate on {settings.atlas_bank}",
+             f"# (preset {settings.preset}, {settings.spacing_mm:g} mm): the extremes of {observed['registrations']} "
+             "atlas-to-atlas registrations after the deformable stage.",
+             "# Copy these keys into the registration preset that maps the scans",
+             f"# (configs/registration/{settings.preset}.toml); a scan beyond them is flagged.",
+             f"# Mean structure Dice: driving {observed['driving_dice']:.3f}, held out {observed['held_out_dice']:.3f}"
+             f" ({', '.join(registration.qa_held_out_channels) or 'no group held out'})."]
+    if math.isfinite(held):
+        lines.append(f"qa_held_out_dice_min = {math.floor(held * 1000) / 1000}")
+    else:
+        lines.append("qa_held_out_dice_min = 0.0  # the preset holds no structure group out (qa_held_out_channels)")
+    lines += [f"qa_jacobian_min = {math.floor(observed['jacobian_min'] * 100) / 100}",
+              f"qa_jacobian_max = {math.ceil(observed['jacobian_max'] * 100) / 100}"]
+    return "\n".join(lines) + "\n"
 
 
 def validate(settings: ValidateSettings, registration: RegistrationSettings) -> int:
@@ -208,10 +289,16 @@ def validate(settings: ValidateSettings, registration: RegistrationSettings) -> 
     bank = load_atlas_bank(settings.atlas_bank, settings.spacing_mm, settings.crop_margin_mm)
     result = leave_one_atlas_out(bank, registration, settings)
     rows = write_tables(Path(settings.out), result, settings.preset)
+    observed = observed_limits(result.registrations)
+    (Path(settings.out) / "qa_limits.toml").write_text(limits_toml(observed, registration, settings))
     mean = rows[-1]
     print(f"mean station Dice over {len(rows) - 1} stations: fused {mean['dice_fused']:.3f}, single atlas "
           f"{mean['dice_single']:.3f}, fused after the linear stage {mean['dice_fused_linear']:.3f}; mean surface "
           f"distance fused {mean['msd_fused_mm']:.2f} mm; tables in {settings.out}")
+    print(f"structure Dice after the deformable stage: driving {observed['driving_dice']:.3f}, held out "
+          f"{observed['held_out_dice']:.3f} (worst {observed['held_out_dice_min']:.3f}); Jacobian "
+          f"{observed['jacobian_min']:.2f} to {observed['jacobian_max']:.2f}; limits in "
+          f"{Path(settings.out) / 'qa_limits.toml'}")
     return 0
 
 

@@ -1,8 +1,10 @@
 import numpy as np
+import pytest
 import torch
 
+from cache.describe import registration_check_text
 from cache.grid import Grid
-from preprocess.register.qa import STAGES, dice_scores, qa_figure, qa_record, qa_summary
+from preprocess.register.qa import STAGES, dice_scores, qa_figure, qa_record, qa_summary, registration_check
 
 
 def test_dice_of_known_overlaps():
@@ -46,3 +48,35 @@ def test_qa_figure_sets_no_global_matplotlib_backend(tmp_path):
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before)
+
+
+def test_held_out_groups_are_scored_apart_from_driving_ones():
+    record = qa_record("a", "deformable", ("trachea", "aorta", "esophagus"), np.array([0.9, 0.8, 0.4]),
+                       np.array([True, True, True]), 1.0, 1.0, held_out=("esophagus",))
+    assert record["dice"] == {"trachea": 0.9, "aorta": 0.8} and record["dice_mean"] == pytest.approx(0.85)
+    assert record["held_out_dice"] == {"esophagus": 0.4} and record["held_out_dice_mean"] == 0.4
+    assert np.isnan(qa_record("a", "linear", ("trachea",), np.array([0.5]), np.array([True]), 1.0, 1.0)[
+        "held_out_dice_mean"])
+
+
+def _deformable(held: float, j_min: float, j_max: float) -> dict:
+    return {"stage": "deformable", "dice_mean": 0.9, "held_out_dice_mean": held, "jacobian_min": j_min,
+            "jacobian_max": j_max}
+
+
+def test_registration_check_flags_values_outside_the_limits():
+    good = [_deformable(0.8, 0.5, 1.8), _deformable(0.7, 0.6, 1.5), {"stage": "linear", "dice_mean": 0.1,
+                                                                       "held_out_dice_mean": 0.0}]
+    check = registration_check(good, 0.65, 0.4, 2.0)
+    assert check["flags"] == "" and check["held_out_dice_min"] == 0.7 and check["held_out_dice"] == pytest.approx(0.75)
+    assert (check["jacobian_min"], check["jacobian_max"], check["driving_dice"]) == (0.5, 1.8, 0.9)
+    assert registration_check(good, 0.75, 0.4, 2.0)["flags"] == "held_out_dice"
+    assert registration_check(good, 0.65, 0.55, 2.0)["flags"] == "jacobian"
+    assert registration_check(good, 0.65, 0.4, 1.6)["flags"] == "jacobian"
+    assert registration_check(good, 0.0, 0.0, float("inf"))["flags"] == ""  # no limits: nothing flagged
+    no_held_out = [_deformable(float("nan"), 0.5, 1.8)]
+    assert registration_check(no_held_out, 0.65, 0.4, 2.0)["flags"] == "held_out_dice"  # a limit it cannot check
+    text = registration_check_text(registration_check(good, 0.75, 0.55, 2.0))
+    assert "held out 0.750 (worst atlas 0.700)" in text
+    assert "FLAG held-out Dice below 0.750, Jacobian outside 0.55 to 2.00" in text
+    assert registration_check_text(check).endswith("within limits")

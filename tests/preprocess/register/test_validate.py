@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import csv
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from cache.settings import read_toml
 from cache.stations import station_names
 from preprocess.phantom.cohort import generate_cohort
 from preprocess.phantom.settings import PhantomSettings
+from preprocess.register import registration_settings
 from preprocess.register.validate import cli, main, mean_surface_distance, station_dice
 
 FAST = ["--preset", "demo", "--spacing-mm", "6", "--crop-margin-mm", "12", "--device", "cpu",
@@ -50,6 +53,20 @@ def test_table_has_every_station_and_fusion_beats_a_single_atlas(clean_run):
     assert len(scores) == 3 * (2 + 2 * 2) * 17  # held out x (two fused + two single per other atlas) x stations
     assert "| mean |" in (clean_run / "loao.md").read_text()
     assert "fused" in (clean_run / "validate.log").read_text()
+
+
+def test_structures_are_scored_apart_and_the_limits_feed_a_preset(clean_run):
+    structures = _rows(clean_run / "loao_structures.csv")
+    held_out = {r["group"] for r in structures if r["role"] == "held out"}
+    assert held_out == set(registration_settings("demo").qa_held_out_channels)
+    assert all(r["registrations"] == "6" for r in structures if r["group"] in ("trachea", "heart", "esophagus"))
+    assert "The paper's structure check, reduced to trachea, esophagus, heart" in (clean_run / "loao.md").read_text()
+    limits = read_toml(clean_run / "qa_limits.toml")
+    assert set(limits) == {"qa_held_out_dice_min", "qa_jacobian_min", "qa_jacobian_max"}
+    means = [float(r["dice_mean"]) for r in structures if r["role"] == "held out"]
+    assert 0.3 < limits["qa_held_out_dice_min"] <= max(means)  # the worst registration's mean over held-out groups
+    settings = replace(registration_settings("demo"), **limits)  # the keys are preset keys
+    assert 0 < settings.qa_jacobian_min < 1 < settings.qa_jacobian_max
 
 
 def test_a_broken_atlas_lowers_its_row(phantom_bank, clean_run, tmp_path):
