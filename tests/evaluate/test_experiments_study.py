@@ -23,7 +23,7 @@ from train.loop import run_training
 
 FLAGS = ["--folds", "0-1", "--max-epochs", "1", "--device", "cpu", "--no-progress", "--n-permutations", "200",
          "--n-bootstrap", "50"]
-DX_SECOND_SCANS = (5, 11)  # two scans of one patient, as demo-dx has; P11's tumour side is unknown
+DX_SECOND_SCANS = (5, 11)  # two scans of one patient; every dx scan without tumour side, as demo-dx's
 # The demo's departures (configs/datasets/demo.toml), scaled to the tiny cohort: station mask channel, batch norm,
 # the best epoch by AUC, TS2/TS3 heads at their own rate after min_steps, TS3 on a bank of logit draws.
 DEMO_LIKE_TABLES = """
@@ -48,7 +48,7 @@ N_STATION_COLUMNS = 5  # LNS Acc., Bal. Acc., Sens., Spec., AUC; then the four N
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
-    study_file = write_tiny_study(root / "data", dx_second_scans=DX_SECOND_SCANS)
+    study_file = write_tiny_study(root / "data", second_scans=DX_SECOND_SCANS, unknown_side=tuple(range(len(LABELS))))
     with open(study_file, "a") as f:
         f.write(DEMO_LIKE_TABLES)
     runs = root / "runs"

@@ -54,17 +54,17 @@ def _station_table(name: str, corner: tuple[int, int, int]) -> StationTable:
 
 
 def write_tiny_cohort(root: Path, seed: int = 0, second_scans: tuple[int, ...] = (),
-                      inf_suv: tuple[int, ...] = ()) -> Path:
+                      inf_suv: tuple[int, ...] = (), unknown_side: tuple[int, ...] = (len(LABELS) - 1,)) -> Path:
     """Manifest, cache files and dataset config under `root`; returns the config path. The patients at
     `second_scans` (positions in LABELS) get a second scan "S<i>b" with the same labels; those at `inf_suv` an SUV
     of +inf on a one-voxel shell around each station (outside every station, inside its patches), as a broken PET
-    conversion might leave."""
+    conversion might leave; those at `unknown_side` no tumour side (the others R)."""
     rng = np.random.default_rng(seed)
     config = root / "tiny.toml"
     config.write_text(f'root = "{root}"\nmanifest = "manifest.csv"\ncache_root = "cache"\n' + TRAIN_TABLE)
     rows = []
     for i, (n, positive) in enumerate(LABELS):
-        side = "" if i == len(LABELS) - 1 else "R"
+        side = "" if i in unknown_side else "R"
         for scan_id in (f"S{i:02d}", f"S{i:02d}b")[:2 if i in second_scans else 1]:
             rows.append({"patient_id": f"P{i:02d}", "scan_id": scan_id, "ct": "ct.nii.gz", "pet": "pet.nii.gz",
                          "tumor_side": side, "n_clinical": str(n), "stations_clinical": positive})

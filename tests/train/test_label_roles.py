@@ -19,13 +19,13 @@ from train.settings import TrainSettings
 from .conftest import write_tiny_cohort
 
 
-def write_tiny_study(root: Path, dx_second_scans: tuple[int, ...] = ()) -> Path:
+def write_tiny_study(root: Path, **dx_changes) -> Path:
     """Study "pool" under `root`: the tiny cohort with station labels, and a copy "dx" without (same patient
-    ids, other draws; the patients at `dx_second_scans` with two scans); returns the study file."""
+    ids, other draws; `dx_changes`: keyword arguments of write_tiny_cohort for it); returns the study file."""
     (root / "tiny").mkdir(parents=True)
     (root / "dx").mkdir()
     labelled = write_tiny_cohort(root / "tiny")
-    dx = write_tiny_cohort(root / "dx", seed=1, second_scans=dx_second_scans)
+    dx = write_tiny_cohort(root / "dx", **{"seed": 1, **dx_changes})
     shutil.move(root / "dx" / "cache" / "tiny", root / "dx" / "cache" / "dx")
     text = dx.read_text().replace('cache_root = "cache"\n', 'cache_root = "cache"\nstation_labels = false\n')
     (root / "dx" / "dx.toml").write_text(text)
