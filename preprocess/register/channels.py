@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from preprocess.register.warp import channels_last, pool_to
+from preprocess.register.warp import OneHotLabels, channels_last, pool_to
 from preprocess.totalseg_labels import label_ids
 
 _VERTEBRAE = tuple(f"vertebrae_{v}" for v in ("C3", "C4", "C5", "C6", "C7")) + tuple(
@@ -140,15 +140,20 @@ def level_channels(images: torch.Tensor | LabelChannels, shape: tuple[int, ...])
     return images.level(shape) if isinstance(images, LabelChannels) else pool_to(images, shape)
 
 
-def level_channels_last(images: torch.Tensor | LabelChannels, shape: tuple[int, ...]) -> np.ndarray:
+def level_channels_last(images: torch.Tensor | LabelChannels, shape: tuple[int, ...],
+                        labels_if_one_hot: bool = False) -> np.ndarray | OneHotLabels:
     """`channels_last(level_channels(images, shape))`, the CPU kernels' (N, z, y, x, C) float32 layout. One-hot
-    label channels on their own grid (the `full` preset's finest level) are written straight from the uint8
-    labels by one parallel pass, without the channel-first copy (at 1 mm, 12 channels: 0.75 GB per atlas)."""
+    label channels on their own grid (the `full` preset's finest level) are made straight from the uint8 labels
+    by one parallel pass, without the channel-first copy (at 1 mm, 12 channels: 0.75 GB per atlas), or, with
+    `labels_if_one_hot`, left as the labels (`OneHotLabels`, for `warp_channels_last`)."""
     on_own_grid = tuple(shape) == tuple(images.shape[2:])
     if isinstance(images, LabelChannels) and images.ct is None and on_own_grid and images.device.type == "cpu":
         from preprocess.register.kernels import one_hot_channels_last_kernel
 
-        out = np.empty((*images.labels.shape, len(images.codes)), dtype=np.float32)
-        one_hot_channels_last_kernel(images.labels.numpy(), np.asarray(images.codes, dtype=np.int64), out)
+        labels, codes = images.labels.numpy(), np.asarray(images.codes, dtype=np.int64)
+        if labels_if_one_hot:
+            return OneHotLabels(labels, codes)
+        out = np.empty((*labels.shape, len(codes)), dtype=np.float32)
+        one_hot_channels_last_kernel(labels, codes, out)
         return out
     return channels_last(level_channels(images, shape))

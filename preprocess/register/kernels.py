@@ -95,6 +95,77 @@ def warp_kernel(moving, affine, axis_scale, axis_offset, field, out):  # pragma:
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
+def warp_one_hot_kernel(labels, codes, affine, axis_scale, axis_offset, field, out):  # pragma: no cover
+    """`warp_kernel` of the one-hot channels of uint8 labels (M, pz, py, px), channel c being code codes[c],
+    read from the labels (1 byte per corner, not 4 per channel); each channel's trilinear sum is the same
+    expression as in `warp_kernel`, with the corner's value 1.0 or 0.0, so the result is bit for bit the same."""
+    n_atlas, nz, ny, nx, n_channels = out.shape
+    pz, py, px = labels.shape[1], labels.shape[2], labels.shape[3]
+    has_field = field.shape[1] == 3
+    for job in numba.prange(n_atlas * nz):
+        n = job // nz
+        z = job % nz
+        m = n if labels.shape[0] > 1 else 0
+        a = affine[n]
+        for y in range(ny):
+            for x in range(nx):
+                uz = uy = ux = 0.0
+                if has_field:
+                    uz, uy, ux = field[n, 0, z, y, x], field[n, 1, z, y, x], field[n, 2, z, y, x]
+                sz, sy, sx = _source_position(z, y, x, axis_scale, axis_offset, uz, uy, ux, a)
+                z0 = int(np.floor(sz))
+                y0 = int(np.floor(sy))
+                x0 = int(np.floor(sx))
+                fz = sz - z0
+                fy = sy - y0
+                fx = sx - x0
+                if 0 <= z0 and 0 <= y0 and 0 <= x0 and z0 + 1 < pz and y0 + 1 < py and x0 + 1 < px:
+                    # all 8 corners inside (almost every voxel): no bounds checks, one write per channel
+                    w000 = (1.0 - fz) * (1.0 - fy) * (1.0 - fx)
+                    w001 = (1.0 - fz) * (1.0 - fy) * fx
+                    w010 = (1.0 - fz) * fy * (1.0 - fx)
+                    w011 = (1.0 - fz) * fy * fx
+                    w100 = fz * (1.0 - fy) * (1.0 - fx)
+                    w101 = fz * (1.0 - fy) * fx
+                    w110 = fz * fy * (1.0 - fx)
+                    w111 = fz * fy * fx
+                    l000, l001 = labels[m, z0, y0, x0], labels[m, z0, y0, x0 + 1]
+                    l010, l011 = labels[m, z0, y0 + 1, x0], labels[m, z0, y0 + 1, x0 + 1]
+                    l100, l101 = labels[m, z0 + 1, y0, x0], labels[m, z0 + 1, y0, x0 + 1]
+                    l110, l111 = labels[m, z0 + 1, y0 + 1, x0], labels[m, z0 + 1, y0 + 1, x0 + 1]
+                    for c in range(n_channels):
+                        k = codes[c]
+                        out[n, z, y, x, c] = (
+                            w000 * (1.0 if l000 == k else 0.0) + w001 * (1.0 if l001 == k else 0.0)
+                            + w010 * (1.0 if l010 == k else 0.0) + w011 * (1.0 if l011 == k else 0.0)
+                            + w100 * (1.0 if l100 == k else 0.0) + w101 * (1.0 if l101 == k else 0.0)
+                            + w110 * (1.0 if l110 == k else 0.0) + w111 * (1.0 if l111 == k else 0.0)
+                        )
+                    continue
+                for c in range(n_channels):
+                    out[n, z, y, x, c] = 0.0
+                if z0 < -1 or y0 < -1 or x0 < -1 or z0 >= pz or y0 >= py or x0 >= px:
+                    continue
+                for dz in range(2):
+                    zz = z0 + dz
+                    if zz < 0 or zz >= pz:
+                        continue
+                    wz = fz if dz else 1.0 - fz
+                    for dy in range(2):
+                        yy = y0 + dy
+                        if yy < 0 or yy >= py:
+                            continue
+                        wy = wz * (fy if dy else 1.0 - fy)
+                        for dx in range(2):
+                            xx = x0 + dx
+                            if xx < 0 or xx >= px:
+                                continue
+                            w = wy * (fx if dx else 1.0 - fx)
+                            for c in range(n_channels):
+                                out[n, z, y, x, c] += w * (1.0 if labels[m, zz, yy, xx] == codes[c] else 0.0)
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
 def demons_force_kernel(fixed, warped, weights, spacing, normaliser, gradient_mode, ssd, force, squared):
     """Demons (or SSD) force (N, 3, z, y, x) and per (atlas, slice) weighted squared differences (N, z).
 

@@ -228,7 +228,7 @@ def register_deformable(fixed: torch.Tensor | LabelChannels, moving: torch.Tenso
         moving_shape = level_shape(tuple(moving.shape[2:]), spacing_mm, level_mm)
         fixed_level = moving_level = fixed_cl = moving_cl = None
         if on_cpu:  # the CPU kernels read channels-last arrays; NCC also reads the channel-first fixed ones
-            fixed_cl, moving_cl = level_channels_last(fixed, shape), level_channels_last(moving, moving_shape)
+            fixed_cl, moving_cl = level_channels_last(fixed, shape), level_channels_last(moving, moving_shape, True)
             if FORCES[settings.force].cpu_reads_fixed:
                 fixed_level = level_channels(fixed, shape)
         else:

@@ -2,10 +2,13 @@ import numpy as np
 import torch
 
 from preprocess.register.warp import (
+    OneHotLabels,
+    channels_last,
     compose,
     compose_torch,
     index_to_normalised,
     pool_to,
+    warp_channels_last,
     warp_labels,
     warp_labels_argmax,
     warp_labels_torch,
@@ -112,3 +115,20 @@ def test_label_argmax_kernel_equals_the_argmax_of_the_warped_probabilities():
     argmax = warp_labels_argmax(labels, 5, shifted, labels.shape, 2.0, None, torch.device("cpu"))
     assert ((probabilities.max(1).values - 0.5).abs() < 1e-6).any()  # near-ties: the same rounding decides
     np.testing.assert_array_equal(argmax.numpy(), probabilities.argmax(1).numpy())
+
+
+def test_one_hot_labels_warp_bit_for_bit_as_their_float_channels():
+    g = torch.Generator().manual_seed(6)
+    labels = torch.randint(0, 7, (2, 9, 8, 10), generator=g).to(torch.uint8)
+    codes = np.array([3, 1, 6, 2], dtype=np.int64)  # a subset, out of order
+    channels = channels_last(torch.stack([(labels == int(k)).float() for k in codes], dim=1))
+    full, level = (9, 8, 10), (9, 8, 10)
+    matrices = _identity(labels.shape[1:], 2.0, n=2).clone()
+    matrices[:, :3, :3] += 0.03 * torch.randn(2, 3, 3, generator=g)
+    matrices[:, :3, 3] += 0.2 * torch.randn(2, 3, generator=g)  # some samples fall outside: the edge branch too
+    for field in (2.0 * torch.randn(2, 3, *level, generator=g), None):
+        a = warp_channels_last(OneHotLabels(labels.numpy(), codes), matrices, full, level, 2.0, field)
+        b = warp_channels_last(channels, matrices, full, level, 2.0, field)
+        np.testing.assert_array_equal(a, b)
+    shared = warp_channels_last(OneHotLabels(labels[:1].numpy(), codes), matrices, full, level, 2.0, None)
+    np.testing.assert_array_equal(shared, warp_channels_last(channels[:1], matrices, full, level, 2.0, None))
