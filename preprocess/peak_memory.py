@@ -27,12 +27,26 @@ def reset_peak_memory(device: str) -> bool:
     return True
 
 
+def _status_bytes(name: str) -> int | None:
+    """A memory line of /proc/self/status (VmHWM: peak, VmRSS: now) in bytes; None where there is none."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) * 1024 for line in lines if line.startswith(f"{name}:")), None)
+
+
+def resident_bytes() -> int:
+    """Resident memory of this process now (0 where the system does not say)."""
+    return _status_bytes("VmRSS") or 0
+
+
 def peak_memory_gib(device: str) -> dict[str, float]:
     """`{"peak_rss_gib": ..., "cuda_peak_gib": ... (CUDA only)}` since the last reset."""
     peak = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            peak[QC_PEAK_RSS_ATTR] = int(line.split()[1]) * 1024 / GIB
+    hwm = _status_bytes("VmHWM")
+    if hwm is not None:
+        peak[QC_PEAK_RSS_ATTR] = hwm / GIB
     if device == "cuda":
         import torch
 

@@ -15,6 +15,12 @@ from dataclasses import dataclass, field, replace
 from cache.devices import Device
 from cache.settings import SettingsError
 
+# Help of --atlas-batch and of the memory limit, shared by python -m preprocess and python -m preprocess.register
+ATLAS_BATCH_HELP = ("atlases registered at once: a number, or auto: as many as fit the memory (the device's free "
+                    "memory and the memory limit), on CPU no more than make 8 million voxels at the finest level "
+                    "(all 5 at 2 mm, one at a time at 1 mm: there a batch adds memory, not speed)")
+MEMORY_LIMIT_HELP = "on CPU the whole process counts: scan, atlas bank, libraries and registration"
+
 
 @dataclass(frozen=True)
 class PreprocessSettings:
@@ -30,11 +36,10 @@ class PreprocessSettings:
         default="", metadata={"help": "K/N: process only shard K (0..N-1) of N; auto: this task of a SLURM job array"}
     )
     device: Device = field(default="auto", metadata={"help": "registration device"})
-    atlas_batch: str = field(
-        default="auto", metadata={"help": "atlases registered at once: auto (as many as memory allows) or a number"}
-    )
+    atlas_batch: str = field(default="auto", metadata={"help": ATLAS_BATCH_HELP})
     max_memory_gb: float = field(
-        default=0.0, metadata={"help": "memory all scans of the run may use together, GiB (0: what is available)"}
+        default=0.0, metadata={"help": "memory all scans of the run may use together, GiB (0: what is available); "
+                                       + MEMORY_LIMIT_HELP}
     )
 
 

@@ -21,6 +21,7 @@ from preprocess.register.mapping import map_stations
 from preprocess.register.qa import qa_figure, qa_summary
 from preprocess.register.settings import RegistrationSettings
 from preprocess.resample import resample_like
+from preprocess.settings import ATLAS_BATCH_HELP, MEMORY_LIMIT_HELP
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,10 @@ class RegisterCommand:
     crop_margin_mm: float = field(default=20.0, metadata={"help": "margin around the lungs+trachea box, mm"})
     totalseg_version: Literal["auto", "v1", "v2"] = field(default="auto", metadata={"help": "ids of the masks"})
     device: Device = field(default="auto", metadata={"help": "registration device"})
-    atlas_batch: str = field(
-        default="auto", metadata={"help": "atlases registered at once: auto (as many as memory allows) or a number"}
-    )
+    atlas_batch: str = field(default="auto", metadata={"help": ATLAS_BATCH_HELP})
     max_memory_gb: float = field(
-        default=0.0, metadata={"help": "memory the registration may use, GiB (0: what the device has available)"}
+        default=0.0, metadata={"help": "memory the registration may use, GiB (0: what the device has available); "
+                                       + MEMORY_LIMIT_HELP}
     )
 
 

@@ -33,7 +33,13 @@ from preprocess.register.linear import (
     robust_fit,
     structure_centroids,
 )
-from preprocess.register.memory import GIB, available_bytes, choose_atlas_batch, estimate_registration, reused_heap
+from preprocess.register.memory import (
+    GIB,
+    choose_atlas_batch,
+    estimate_registration,
+    registration_budget,
+    reused_heap,
+)
 from preprocess.register.qa import QaTarget, dice_scores, qa_record
 from preprocess.register.settings import RegistrationSettings
 from preprocess.register.variational import jacobian_determinant, register_deformable
@@ -43,6 +49,7 @@ from preprocess.register.warp import (
     level_spacing_mm,
     resize_field,
     warp_labels,
+    warp_labels_argmax,
 )
 from preprocess.step_timing import timing
 
@@ -79,7 +86,8 @@ def map_stations(ct_hu: np.ndarray, structures: np.ndarray, grid: Grid, bank: At
 
     `ct_hu` and `structures` (TotalSegmentator v2 ids) are (z, y, x) arrays on `grid`; the bank must have been
     loaded at the same spacing (`load_atlas_bank`). `atlas_batch`: atlases registered at once, or "auto" (as
-    many as fit the device's available memory, and `memory_budget_gb` when it is > 0); `name` names the scan in
+    many as fit the device's free memory, on CPU up to `memory.CPU_BATCH_VOXELS`); `memory_budget_gb` (> 0)
+    limits the estimate, which on CPU counts the whole process (scan, bank, libraries); `name` names the scan in
     errors. A scan whose estimate does not fit with one atlas at a time raises `MemoryBudgetError` up front.
     `keep_atlas_labels`: also return each atlas' own labels after the linear and the deformable stage, and the
     linear stage's fused vote (for leave-one-atlas-out scoring, `preprocess.register.validate`).
@@ -97,13 +105,13 @@ def map_stations(ct_hu: np.ndarray, structures: np.ndarray, grid: Grid, bank: At
     atlases = bank.atlases
     groups = _union(settings.linear_channels, settings.deformable_channels)
     padded = tuple(max(a.structures.shape[i] for a in atlases) for i in range(3))
-    estimate = estimate_registration(grid.shape_zyx, padded, spacing, settings, dev.type)
-    budget = available_bytes(dev)
-    if memory_budget_gb > 0:  # a share of a limit (or of what was free when the run started), never beyond what is
-        budget = min(budget, int(memory_budget_gb * GIB))  # free now
+    held = ct_hu.nbytes + structures.nbytes + sum(a.ct_hu.nbytes + a.structures.nbytes + a.stations.nbytes
+                                                  for a in atlases)
+    estimate = estimate_registration(grid.shape_zyx, padded, spacing, settings, dev.type, held)
+    budget = registration_budget(dev, memory_budget_gb)
     crop = "x".join(str(n) for n in grid.shape_zyx)
     batch = choose_atlas_batch(estimate, len(atlases), atlas_batch, budget,
-                               f"{name} (crop {crop} voxels at {spacing:g} mm, {len(atlases)} atlases)")
+                               f"{name} (crop {crop} voxels at {spacing:g} mm, {len(atlases)} atlases)", dev.type)
 
     with timing(timings, "channels"):
         fixed_labels = group_labels(structures, groups)
@@ -227,8 +235,8 @@ def _warp_and_fuse(grid, spacing, padded, atlases, fixed_qa, moving_labels, vali
             field = resize_field(field_mm[n:n + 1], qa_shape) if stage == "deformable" else None
             matrix = matrices["linear" if stage == "deformable" else stage][n:n + 1]
             n_groups = len(fixed_qa.groups)
-            warped = warp_labels(moving_labels[n], n_groups, matrix, shape, spacing, field, dev, qa_shape)
-            dice = dice_scores(fixed_qa.labels, warped.argmax(1), n_groups).cpu().numpy()
+            warped = warp_labels_argmax(moving_labels[n], n_groups, matrix, shape, spacing, field, dev, qa_shape)
+            dice = dice_scores(fixed_qa.labels, warped, n_groups).cpu().numpy()
             del warped
             determinant = float(np.linalg.det(to_mm["linear" if stage == "deformable" else stage][n][:3, :3]))
             jacobian = (jacobian_determinant(field, qa_spacing) * determinant if stage == "deformable"

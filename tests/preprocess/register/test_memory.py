@@ -10,7 +10,9 @@ import torch
 from preprocess.register import registration_settings
 from preprocess.register.linear import RegistrationError
 from preprocess.register.memory import (
+    CPU_BATCH_VOXELS,
     GIB,
+    LIBRARY_BYTES,
     MARGIN_BYTES,
     MemoryBudgetError,
     MemoryEstimate,
@@ -18,6 +20,7 @@ from preprocess.register.memory import (
     choose_atlas_batch,
     estimate_registration,
     glibc,
+    registration_budget,
     reused_heap,
 )
 
@@ -26,8 +29,13 @@ def test_estimate_grows_linearly_with_voxels_and_atlases_add_per_atlas_memory():
     full = registration_settings("full")
     small = estimate_registration((100, 80, 90), (110, 90, 100), 2.0, full, "cpu")
     large = estimate_registration((200, 160, 180), (220, 180, 200), 1.0, full, "cpu")
-    ratio = (large.peak_bytes(1) - MARGIN_BYTES) / (small.peak_bytes(1) - MARGIN_BYTES)
+    fixed = MARGIN_BYTES + LIBRARY_BYTES
+    ratio = (large.peak_bytes(1) - fixed) / (small.peak_bytes(1) - fixed)
     assert ratio == pytest.approx(8.0, rel=1e-6)  # 8 times the voxels, 8 times the memory beyond a fixed margin
+    held = estimate_registration((200, 160, 180), (220, 180, 200), 1.0, full, "cpu", held_bytes=GIB)
+    assert held.shared_bytes == large.shared_bytes + GIB and held.per_atlas_bytes == large.per_atlas_bytes
+    on_card = estimate_registration((200, 160, 180), (220, 180, 200), 1.0, full, "cuda", held_bytes=GIB)
+    assert on_card.shared_bytes < held.shared_bytes  # the card holds no bank, scan or libraries
     assert large.peak_bytes(5) - large.peak_bytes(4) == large.per_atlas_bytes > 0
     # the demo preset's finest level is 4 mm: its fields and channels are far smaller at 1 mm
     demo = estimate_registration((200, 160, 180), (220, 180, 200), 1.0, registration_settings("demo"), "cpu")
@@ -36,11 +44,18 @@ def test_estimate_grows_linearly_with_voxels_and_atlases_add_per_atlas_memory():
     assert with_ct.per_atlas_bytes > large.per_atlas_bytes
 
 
-def test_auto_batch_takes_as_many_atlases_as_fit_and_a_number_is_kept():
+def test_auto_batch_takes_as_many_atlases_as_fit_on_cuda_one_on_cpu_and_a_number_is_kept():
     estimate = MemoryEstimate(shared_bytes=2 * GIB, per_atlas_bytes=GIB)
-    assert choose_atlas_batch(estimate, 5, "auto", 10 * GIB, "scan") == 5
-    assert choose_atlas_batch(estimate, 10, "auto", int(5.5 * GIB), "scan") == 3
-    assert choose_atlas_batch(estimate, 10, "auto", 3 * GIB, "scan") == 1
+    assert choose_atlas_batch(estimate, 5, "auto", 10 * GIB, "scan", "cuda") == 5
+    assert choose_atlas_batch(estimate, 10, "auto", int(5.5 * GIB), "scan", "cuda") == 3
+    assert choose_atlas_batch(estimate, 10, "auto", 3 * GIB, "scan", "cuda") == 1
+    # CPU: batched up to CPU_BATCH_VOXELS at the finest level (1 mm crops: one at a time, 2 mm: all 5)
+    large_level = MemoryEstimate(2 * GIB, GIB, level_voxels=15_000_000)
+    small_level = MemoryEstimate(2 * GIB, GIB, level_voxels=CPU_BATCH_VOXELS // 4)
+    assert choose_atlas_batch(large_level, 5, "auto", 10 * GIB, "scan", "cpu") == 1
+    assert choose_atlas_batch(small_level, 5, "auto", 10 * GIB, "scan", "cpu") == 4
+    assert choose_atlas_batch(small_level, 5, "auto", int(4.5 * GIB), "scan", "cpu") == 2  # and as memory allows
+    assert choose_atlas_batch(large_level, 5, "3", 10 * GIB, "scan", "cpu") == 3
     assert choose_atlas_batch(estimate, 10, "2", 100 * GIB, "scan") == 2
     assert choose_atlas_batch(estimate, 3, 7, 100 * GIB, "scan") == 3
     with pytest.raises(MemoryBudgetError, match=r"scan s1: .*3\.0 GiB with one atlas at a time, 2\.5 GiB available"):
@@ -72,3 +87,9 @@ def test_reused_heap_serves_freed_big_buffers_again_without_new_page_faults():
     assert first > 10000  # 32768 pages of 4 KiB touched for the first time
     assert max(again) < 100  # the same memory, still mapped
     assert _faults_of_a_fresh_buffer(2**26) > 10000  # outside the block each buffer is mapped and returned again
+
+
+def test_a_limit_caps_the_budget_and_without_one_the_process_own_memory_counts():
+    cpu = torch.device("cpu")
+    assert registration_budget(cpu, 0.5) == GIB // 2  # this machine has more than half a GiB available
+    assert registration_budget(cpu, 0.0) > GIB // 2
