@@ -265,9 +265,17 @@ def observed_limits(maps: Sequence[StationMap]) -> dict[str, float]:
             "registrations": len(final)}
 
 
+def limit_values(observed: dict[str, float]) -> dict[str, float]:
+    """The registration check's limits as preset keys, from `observed_limits` (rounded outwards); a held-out Dice
+    limit of 0 (off) when no group was held out."""
+    held = observed["held_out_dice_min"]
+    return {"qa_held_out_dice_min": math.floor(held * 1000) / 1000 if math.isfinite(held) else 0.0,
+            "qa_jacobian_min": math.floor(observed["jacobian_min"] * 100) / 100,
+            "qa_jacobian_max": math.ceil(observed["jacobian_max"] * 100) / 100}
+
+
 def limits_toml(observed: dict[str, float], registration: RegistrationSettings, settings: ValidateSettings) -> str:
     """`qa_limits.toml`: the registration check's limits as preset keys, with where they come from."""
-    held = observed["held_out_dice_min"]
     lines = [f"# Registration check limits from python -m preprocess.register.validate on {settings.atlas_bank}",
              f"# (preset {settings.preset}, {settings.spacing_mm:g} mm): the extremes of {observed['registrations']} "
              "atlas-to-atlas registrations after the deformable stage.",
@@ -275,12 +283,9 @@ def limits_toml(observed: dict[str, float], registration: RegistrationSettings, 
              f"# (configs/registration/{settings.preset}.toml); a scan beyond them is flagged.",
              f"# Mean structure Dice: driving {observed['driving_dice']:.3f}, held out {observed['held_out_dice']:.3f}"
              f" ({', '.join(registration.qa_held_out_channels) or 'no group held out'})."]
-    if math.isfinite(held):
-        lines.append(f"qa_held_out_dice_min = {math.floor(held * 1000) / 1000}")
-    else:
-        lines.append("qa_held_out_dice_min = 0.0  # the preset holds no structure group out (qa_held_out_channels)")
-    lines += [f"qa_jacobian_min = {math.floor(observed['jacobian_min'] * 100) / 100}",
-              f"qa_jacobian_max = {math.ceil(observed['jacobian_max'] * 100) / 100}"]
+    if not math.isfinite(observed["held_out_dice_min"]):
+        lines.append("# The preset holds no structure group out (qa_held_out_channels): no held-out Dice limit.")
+    lines += [f"{key} = {value!r}" for key, value in limit_values(observed).items()]
     return "\n".join(lines) + "\n"
 
 
