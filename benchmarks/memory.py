@@ -93,6 +93,8 @@ def run_one(tree: Path, root: Path, spacing_mm: float, atlases: int, args: argpa
         raise RuntimeError(f"{tree}: {spacing_mm} mm, {atlases} atlases failed (wait status {status})")
     result = json.loads(output.strip().splitlines()[-1])
     result["peak_rss_gib"] = usage.ru_maxrss / 2**20
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime  # on a shared machine a steadier figure than wall seconds
+    result["system_s"] = usage.ru_stime
     return result
 
 
@@ -194,23 +196,28 @@ def run_preprocess(root: Path, spacing_mm: float, args: argparse.Namespace) -> d
             timings = {k: float(v) for k, v in f[schema.QC_TIMINGS_GROUP].attrs.items()}
             shape = list(f[schema.CT].shape)
     result = {"spacing_mm": spacing_mm, "seconds": seconds, "peak_rss_gib": usage.ru_maxrss / 2**20,
+              "cpu_s": usage.ru_utime + usage.ru_stime, "system_s": usage.ru_stime, "minor_faults": usage.ru_minflt,
               "shape_zyx": shape, "qc_memory": memory, "timings_s": timings}
-    print(f"python -m preprocess at {spacing_mm} mm (crop {'x'.join(map(str, shape))}): {seconds:.1f} s, peak RSS "
-          f"{result['peak_rss_gib']:.2f} GiB (register {timings.get('register', float('nan')):.1f} s, atlas batch "
-          f"{memory.get('atlas_batch', float('nan')):.0f})", flush=True)
+    print(f"python -m preprocess at {spacing_mm} mm (crop {'x'.join(map(str, shape))}): {seconds:.1f} s, CPU "
+          f"{result['cpu_s']:.1f} s ({usage.ru_stime:.1f} s system), peak RSS {result['peak_rss_gib']:.2f} GiB "
+          f"(register {timings.get('register', float('nan')):.1f} s, atlas batch "
+          f"{memory.get('atlas_batch', float('nan')):.0f}, estimate {memory.get('estimate_gib', float('nan')):.2f} "
+          "GiB)", flush=True)
     return result
 
 
 def format_row(row: dict) -> str:
     new = row["new"]
     text = (f"{row['spacing_mm']:>4} mm {row['atlases']:>2} atlases, crop {'x'.join(map(str, new['shape_zyx']))} "
-            f"({new['voxels'] / 1e6:.2f} Mvox): {new['seconds']:.1f} s, peak RSS {new['peak_rss_gib']:.2f} GiB"
+            f"({new['voxels'] / 1e6:.2f} Mvox): {new['seconds']:.1f} s, CPU {new['cpu_s']:.1f} s, peak RSS "
+            f"{new['peak_rss_gib']:.2f} GiB"
             + (f", CUDA peak {new['cuda_peak_gib']:.2f} GiB" if new["cuda_peak_gib"] is not None else "")
             + f", nodes {new['node_hits']}/{new['nodes']}")
     if "old" in row:
         old = row["old"]
-        text += (f" | old {old['seconds']:.1f} s, {old['peak_rss_gib']:.2f} GiB: old/new time "
-                 f"{old['seconds'] / new['seconds']:.2f}, memory {old['peak_rss_gib'] / new['peak_rss_gib']:.2f}, "
+        text += (f" | old {old['seconds']:.1f} s, CPU {old['cpu_s']:.1f} s, {old['peak_rss_gib']:.2f} GiB: old/new "
+                 f"time {old['seconds'] / new['seconds']:.2f}, CPU {old['cpu_s'] / new['cpu_s']:.2f}, memory "
+                 f"{old['peak_rss_gib'] / new['peak_rss_gib']:.2f}, "
                  f"labels equal {row['labels_equal']} ({row['labels_differing_voxels']} voxels differ), "
                  f"old nodes {old['node_hits']}/{old['nodes']}")
     return text
