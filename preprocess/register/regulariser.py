@@ -45,11 +45,13 @@ def _idct_last(y: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def dct3(x: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-    """Orthonormal 3D DCT-II (or its inverse) over the last three axes."""
+def dct3(x: torch.Tensor, inverse: bool = False, overwrite: bool = False) -> torch.Tensor:
+    """Orthonormal 3D DCT-II (or its inverse) over the last three axes; `overwrite`: on CPU the transform may
+    work in x's memory (x is then garbage; no copy of a field, the same values)."""
     if x.device.type == "cpu":
         function = scipy.fft.idctn if inverse else scipy.fft.dctn
-        out = function(x.detach().numpy(), type=2, axes=(-3, -2, -1), norm="ortho", workers=torch.get_num_threads())
+        out = function(x.detach().numpy(), type=2, axes=(-3, -2, -1), norm="ortho", workers=torch.get_num_threads(),
+                       overwrite_x=overwrite)
         return torch.from_numpy(np.ascontiguousarray(out))
     transform = _idct_last if inverse else _dct_last
     for axis in (-1, -2, -3):
@@ -71,11 +73,12 @@ def diffusive_denominator(
     return total
 
 
-def diffusive_solve(rhs: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    """Solve (I - tau*alpha*Laplacian) u = rhs for every (z, y, x) volume of a (..., z, y, x) tensor."""
-    spectrum = dct3(rhs)
+def diffusive_solve(rhs: torch.Tensor, denominator: torch.Tensor, overwrite_rhs: bool = False) -> torch.Tensor:
+    """Solve (I - tau*alpha*Laplacian) u = rhs for every (z, y, x) volume of a (..., z, y, x) tensor; with
+    `overwrite_rhs` the transforms work in rhs' memory (the registration's update, not needed afterwards)."""
+    spectrum = dct3(rhs, overwrite=overwrite_rhs)
     spectrum /= denominator  # in place: the spectrum is a fresh tensor, one field less at the finest level
-    return dct3(spectrum, inverse=True)
+    return dct3(spectrum, inverse=True, overwrite=True)
 
 
 def gaussian_kernel(sigma_vox: float) -> torch.Tensor:

@@ -265,7 +265,7 @@ def register_deformable(fixed: torch.Tensor | LabelChannels, moving: torch.Tenso
                 updated = force.mul_(settings.time_step).add_(field)  # u + tau * f, in the force's memory
             del force
             if settings.regulariser == "diffusive":
-                updated = diffusive_solve(updated, denominator)
+                updated = diffusive_solve(updated, denominator, overwrite_rhs=True)
             else:
                 updated = gaussian_smooth(updated, settings.gaussian_sigma_mm, spacing)
             field = _select(active, updated, field)

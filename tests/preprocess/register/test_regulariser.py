@@ -60,3 +60,13 @@ def test_gaussian_keeps_constant_fields_and_smooths_a_spike():
     spike[0, 0, 4, 4, 4] = 1.0
     smoothed = gaussian_smooth(spike, 2.0, (2.0, 2.0, 2.0))
     assert smoothed.max() < 0.2 and abs(float(smoothed.sum()) - 1.0) < 1e-4
+
+
+def test_solving_in_the_right_hand_side_memory_gives_the_same_field():
+    g = torch.Generator().manual_seed(8)
+    rhs = torch.randn(2, 3, 9, 10, 11, generator=g)
+    denominator = diffusive_denominator((9, 10, 11), (2.0, 2.0, 2.0), 3.0, "cpu")
+    kept = diffusive_solve(rhs, denominator)
+    assert torch.equal(diffusive_solve(rhs.clone(), denominator, overwrite_rhs=True), kept)
+    assert torch.equal(dct3(rhs), dct3(rhs.clone(), overwrite=True))
+    assert torch.equal(kept, diffusive_solve(rhs, denominator))  # without overwrite_rhs the input is left as it was
