@@ -24,6 +24,14 @@ def _source_position(z, y, x, axis_scale, axis_offset, uz, uy, ux, a):  # pragma
     return sz, sy, sx
 
 
+@numba.njit(inline="always", fastmath=True, cache=True)
+def _corner_weights(fz, fy, fx):  # pragma: no cover (numba)
+    """Trilinear weights of the 8 corners (z, y, x offsets 000, 001, ..., 111) of fractional position (fz, fy, fx)."""
+    return ((1.0 - fz) * (1.0 - fy) * (1.0 - fx), (1.0 - fz) * (1.0 - fy) * fx, (1.0 - fz) * fy * (1.0 - fx),
+            (1.0 - fz) * fy * fx, fz * (1.0 - fy) * (1.0 - fx), fz * (1.0 - fy) * fx, fz * fy * (1.0 - fx),
+            fz * fy * fx)
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def warp_kernel(moving, affine, axis_scale, axis_offset, field, out):  # pragma: no cover (numba)
     """Trilinear samples (zero outside) of channels-last moving (M, pz, py, px, C) at affine[n] @ (q + u(q)).
@@ -55,14 +63,7 @@ def warp_kernel(moving, affine, axis_scale, axis_offset, field, out):  # pragma:
                 fx = sx - x0
                 if 0 <= z0 and 0 <= y0 and 0 <= x0 and z0 + 1 < pz and y0 + 1 < py and x0 + 1 < px:
                     # all 8 corners inside (almost every voxel): no bounds checks, one write per channel
-                    w000 = (1.0 - fz) * (1.0 - fy) * (1.0 - fx)
-                    w001 = (1.0 - fz) * (1.0 - fy) * fx
-                    w010 = (1.0 - fz) * fy * (1.0 - fx)
-                    w011 = (1.0 - fz) * fy * fx
-                    w100 = fz * (1.0 - fy) * (1.0 - fx)
-                    w101 = fz * (1.0 - fy) * fx
-                    w110 = fz * fy * (1.0 - fx)
-                    w111 = fz * fy * fx
+                    w000, w001, w010, w011, w100, w101, w110, w111 = _corner_weights(fz, fy, fx)
                     for c in range(n_channels):
                         out[n, z, y, x, c] = (
                             w000 * moving[m, z0, y0, x0, c] + w001 * moving[m, z0, y0, x0 + 1, c]
@@ -121,14 +122,7 @@ def warp_one_hot_kernel(labels, codes, affine, axis_scale, axis_offset, field, o
                 fx = sx - x0
                 if 0 <= z0 and 0 <= y0 and 0 <= x0 and z0 + 1 < pz and y0 + 1 < py and x0 + 1 < px:
                     # all 8 corners inside (almost every voxel): no bounds checks, one write per channel
-                    w000 = (1.0 - fz) * (1.0 - fy) * (1.0 - fx)
-                    w001 = (1.0 - fz) * (1.0 - fy) * fx
-                    w010 = (1.0 - fz) * fy * (1.0 - fx)
-                    w011 = (1.0 - fz) * fy * fx
-                    w100 = fz * (1.0 - fy) * (1.0 - fx)
-                    w101 = fz * (1.0 - fy) * fx
-                    w110 = fz * fy * (1.0 - fx)
-                    w111 = fz * fy * fx
+                    w000, w001, w010, w011, w100, w101, w110, w111 = _corner_weights(fz, fy, fx)
                     l000, l001 = labels[m, z0, y0, x0], labels[m, z0, y0, x0 + 1]
                     l010, l011 = labels[m, z0, y0 + 1, x0], labels[m, z0, y0 + 1, x0 + 1]
                     l100, l101 = labels[m, z0 + 1, y0, x0], labels[m, z0 + 1, y0, x0 + 1]

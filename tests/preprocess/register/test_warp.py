@@ -83,13 +83,19 @@ def test_warped_labels_keep_their_codes_under_identity():
         np.testing.assert_allclose(probabilities.sum(1).numpy(), 1.0, atol=1e-6)
 
 
-def test_label_kernel_equals_warped_one_hot_channels():
-    g = torch.Generator().manual_seed(4)
+def _labels_and_transform(seed: int, n: int = 1, shift: float = 0.1):
+    """Random labels (codes 0..5) and an identity matrix (n, 4, 4) perturbed at random, for the label warps."""
+    g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 6, (9, 8, 10), generator=g).to(torch.uint8).numpy()
+    matrix = _identity(labels.shape, 2.0, n).clone()
+    matrix[:, :3, :3] += 0.03 * torch.randn(n, 3, 3, generator=g)
+    matrix[:, :3, 3] += shift * torch.randn(n, 3, generator=g)
+    return labels, matrix, g
+
+
+def test_label_kernel_equals_warped_one_hot_channels():
+    labels, matrix, g = _labels_and_transform(4)
     full, level = (8, 9, 9), (4, 5, 4)
-    matrix = _identity(labels.shape, 2.0).clone()
-    matrix[:, :3, :3] += 0.03 * torch.randn(1, 3, 3, generator=g)
-    matrix[:, :3, 3] += 0.1 * torch.randn(1, 3, generator=g)
     field = 2.0 * torch.randn(1, 3, *level, generator=g)
     a = warp_labels(labels, 5, matrix, full, 2.0, field, torch.device("cpu"), level)
     b = warp_labels_torch(labels, 5, matrix, full, 2.0, field, torch.device("cpu"), level)
@@ -97,12 +103,8 @@ def test_label_kernel_equals_warped_one_hot_channels():
 
 
 def test_label_argmax_kernel_equals_the_argmax_of_the_warped_probabilities():
-    g = torch.Generator().manual_seed(5)
-    labels = torch.randint(0, 6, (9, 8, 10), generator=g).to(torch.uint8).numpy()
+    labels, matrix, g = _labels_and_transform(5)
     full, level = (8, 9, 9), (4, 5, 4)
-    matrix = _identity(labels.shape, 2.0).clone()
-    matrix[:, :3, :3] += 0.03 * torch.randn(1, 3, 3, generator=g)
-    matrix[:, :3, 3] += 0.1 * torch.randn(1, 3, generator=g)
     for field, shape in ((2.0 * torch.randn(1, 3, *level, generator=g), level), (None, full)):
         probabilities = warp_labels(labels, 5, matrix, full, 2.0, field, torch.device("cpu"), shape)
         argmax = warp_labels_argmax(labels, 5, matrix, full, 2.0, field, torch.device("cpu"), shape)
