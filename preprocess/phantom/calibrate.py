@@ -25,7 +25,7 @@ from sklearn.metrics import confusion_matrix
 from cache.cli import Command, Preset
 from cache.run_log import progress
 from cache.settings import SettingsError
-from cache.stations import n_stage, station_names
+from cache.stations import stage_scans, station_names
 from preprocess.phantom.cohort import dicom_pet_patients, draw_patient
 from preprocess.phantom.deformation import field_grid
 from preprocess.phantom.labels import RULE_SET
@@ -127,17 +127,11 @@ def choose_threshold(suv_max: np.ndarray, positive: np.ndarray) -> float:
     return PAPER_THRESHOLDS[int(np.argmax(scores))]
 
 
-def stage(predicted: np.ndarray, sides: Sequence[str]) -> np.ndarray:
-    """N-stage of each patient from its predicted positive stations and tumour side."""
-    names = np.array(station_names())
-    return np.array([n_stage(names[row].tolist(), side, RULE_SET) for row, side in zip(predicted, sides, strict=True)])
-
-
 def thresholding_figures(table: StationSuvTable, rows: np.ndarray, threshold: float) -> dict[str, float]:
     """The seven Table 4 figures of thresholding at `threshold` on the patients `rows`."""
     truth, predicted = table.positive[rows], predict_stations(table.suv_max[rows], threshold)
     tn, fp, fn, tp = confusion_matrix(truth.ravel(), predicted.ravel(), labels=[False, True]).ravel()
-    stages = confusion_matrix(table.n_stage[rows], stage(predicted, [table.sides[i] for i in rows]),
+    stages = confusion_matrix(table.n_stage[rows], stage_scans(predicted, [table.sides[i] for i in rows], RULE_SET),
                               labels=[0, 1, 2, 3])
     present = np.flatnonzero(stages.sum(axis=1))
     hits = np.diag(stages)[present]
@@ -168,7 +162,7 @@ def calibrate(table: StationSuvTable, seed: int) -> Calibration:
         thresholds.append(t)
         figures.append(thresholding_figures(table, test, t))
         predicted = predict_stations(table.suv_max[test], t)
-        staged = stage(predicted, [table.sides[i] for i in test])
+        staged = stage_scans(predicted, [table.sides[i] for i in test], RULE_SET)
         for i, row, n in zip(test, predicted, staged, strict=True):
             right[table.states[i]][0] += int(n == table.n_stage[i])
             right[table.states[i]][1] += 1
