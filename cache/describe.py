@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -88,8 +89,9 @@ def qc_lines(path: str | Path) -> list[str]:
 def registration_check_text(check: Mapping) -> str:
     """One line for a person from `/qc/registration_check`: driving and held-out structure Dice, the Jacobian
     range, and the flag with the limit each broken value is outside of."""
-    text = (f"registration check: structure Dice driving {float(check['driving_dice']):.3f}, held out "
-            f"{float(check['held_out_dice']):.3f} (worst atlas {float(check['held_out_dice_min']):.3f}); Jacobian "
+    held = (f"held out {float(check['held_out_dice']):.3f} (worst atlas {float(check['held_out_dice_min']):.3f})"
+            if math.isfinite(float(check["held_out_dice"])) else "no structure held out")
+    text = (f"registration check: structure Dice driving {float(check['driving_dice']):.3f}, {held}; Jacobian "
             f"{float(check['jacobian_min']):.2f} to {float(check['jacobian_max']):.2f}")
     flags = str(check.get(schema.QC_FLAGS_ATTR, "")).split()
     if not flags:

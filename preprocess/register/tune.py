@@ -86,7 +86,7 @@ def score(bank: AtlasBank, base: RegistrationSettings, changes: dict, validate: 
     result = leave_one_atlas_out(bank, settings, validate)
     seconds = time.perf_counter() - start
     mean = station_rows(result.scores)[-1]
-    settings = dataclasses.replace(settings, **limit_values(observed_limits(result.registrations)))
+    settings = dataclasses.replace(settings, **limit_values(observed_limits(result.final_qa)))
     return Candidate(settings, changes, float(mean["dice_fused"]), float(mean["dice_single"]),
                      float(mean["dice_fused_linear"]), seconds)
 

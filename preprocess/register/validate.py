@@ -83,7 +83,7 @@ class StationScore:
 @dataclass(frozen=True)
 class LoaoResult:
     scores: tuple[StationScore, ...]
-    registrations: tuple[StationMap, ...]  # one per held-out atlas, in bank order (QA records and timings)
+    final_qa: tuple[dict, ...]  # the QA records after the deformable stage of every atlas-to-atlas registration
     held_out: tuple[str, ...]
 
 
@@ -143,18 +143,18 @@ def leave_one_atlas_out(bank: AtlasBank, registration: RegistrationSettings, set
         raise AtlasBankError(f"atlas bank {bank.path} holds {len(bank.atlases)} atlas(es); leave-one-atlas-out "
                              "needs at least 3 (two to fuse for each held-out one)")
     scores: list[StationScore] = []
-    maps = []
+    final_qa: list[dict] = []
     for n, held in enumerate(bank.atlases):
         others = dataclasses.replace(bank, atlases=bank.atlases[:n] + bank.atlases[n + 1:])
         station_map = map_stations(held.ct_hu, held.structures, held.grid, others, registration, settings.device,
                                    settings.atlas_batch, settings.max_memory_gb, f"atlas {held.name}",
                                    keep_atlas_labels=True)
         scores += held_out_scores(held, station_map, bank.spacing_mm)
-        maps.append(station_map)
+        final_qa += [r for r in station_map.qa if r["stage"] == "deformable"]  # the map itself is let go
         fused = _mean([s.dice for s in scores if s.held_out == held.name and s.method == "fused"])
         print(f"held out {held.name} ({n + 1}/{len(bank.atlases)}): fused station Dice {fused:.3f}, "
               f"{station_map.timings_s['total']:.1f} s")
-    return LoaoResult(tuple(scores), tuple(maps), bank.names)
+    return LoaoResult(tuple(scores), tuple(final_qa), bank.names)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -198,10 +198,9 @@ def markdown(rows: Sequence[dict], held_out: Sequence[str], preset: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def structure_rows(maps: Sequence[StationMap]) -> list[dict[str, float | str | int]]:
-    """One row per structure group, over every atlas-to-atlas registration after the deformable stage: whether it
-    drove the registration or was held out of it, and its mean and worst Dice."""
-    final = [r for m in maps for r in m.qa if r["stage"] == "deformable"]
+def structure_rows(final: Sequence[dict]) -> list[dict[str, float | str | int]]:
+    """One row per structure group, over the QA records `final` (after the deformable stage): whether it drove
+    the registration or was held out of it, and its mean and worst Dice."""
     rows = []
     for role, key in (("driving", "dice"), ("held out", "held_out_dice")):
         for group in dict.fromkeys(g for r in final for g in r[key]):
@@ -211,11 +210,11 @@ def structure_rows(maps: Sequence[StationMap]) -> list[dict[str, float | str | i
     return rows
 
 
-def paper_check_text(maps: Sequence[StationMap]) -> str:
+def paper_check_text(final: Sequence[dict]) -> str:
     """The paper's eight-class structure check as far as the masks allow (`PAPER_CHECK_GROUPS`): the mean Dice of
     those groups per moving atlas, their range over atlases (the paper: 0.85 to 0.89)."""
     per_atlas: dict[str, list[float]] = {}
-    for record in (r for m in maps for r in m.qa if r["stage"] == "deformable"):
+    for record in final:
         scores = {**record["dice"], **record["held_out_dice"]}
         if all(g in scores for g in PAPER_CHECK_GROUPS):
             per_atlas.setdefault(record["atlas"], []).append(float(np.mean([scores[g] for g in PAPER_CHECK_GROUPS])))
@@ -239,7 +238,7 @@ def write_tables(out: Path, result: LoaoResult, preset: str) -> list[dict]:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    structures = structure_rows(result.registrations)
+    structures = structure_rows(result.final_qa)
     with open(out / "loao_structures.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(structures[0]))
         writer.writeheader()
@@ -249,14 +248,13 @@ def write_tables(out: Path, result: LoaoResult, preset: str) -> list[dict]:
                         f"{r['dice_min']:.3f} |" for r in structures]
     (out / "loao.md").write_text("\n".join([markdown(rows, result.held_out, preset),
                                             "Structure Dice after the deformable stage:", "", *structure_lines, "",
-                                            paper_check_text(result.registrations), ""]))
+                                            paper_check_text(result.final_qa), ""]))
     return rows
 
 
-def observed_limits(maps: Sequence[StationMap]) -> dict[str, float]:
+def observed_limits(final: Sequence[dict]) -> dict[str, float]:
     """The extremes of the registrations' QA after the deformable stage: worst held-out structure Dice (NaN when
     none was held out), lowest and highest Jacobian determinant; and the mean driving and held-out Dice."""
-    final = [r for m in maps for r in m.qa if r["stage"] == "deformable"]
     held = [r["held_out_dice_mean"] for r in final if np.isfinite(r["held_out_dice_mean"])]
     return {"held_out_dice_min": min(held, default=float("nan")), "held_out_dice": _mean(held),
             "driving_dice": _mean([r["dice_mean"] for r in final]),
@@ -294,7 +292,7 @@ def validate(settings: ValidateSettings, registration: RegistrationSettings) -> 
     bank = load_atlas_bank(settings.atlas_bank, settings.spacing_mm, settings.crop_margin_mm)
     result = leave_one_atlas_out(bank, registration, settings)
     rows = write_tables(Path(settings.out), result, settings.preset)
-    observed = observed_limits(result.registrations)
+    observed = observed_limits(result.final_qa)
     (Path(settings.out) / "qa_limits.toml").write_text(limits_toml(observed, registration, settings))
     mean = rows[-1]
     print(f"mean station Dice over {len(rows) - 1} stations: fused {mean['dice_fused']:.3f}, single atlas "

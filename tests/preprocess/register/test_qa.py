@@ -80,3 +80,5 @@ def test_registration_check_flags_values_outside_the_limits():
     assert "held out 0.750 (worst atlas 0.700)" in text
     assert "FLAG held-out Dice below 0.750, Jacobian outside 0.55 to 2.00" in text
     assert registration_check_text(check).endswith("within limits")
+    assert "driving 0.900, no structure held out" in registration_check_text(registration_check(no_held_out, 0.0, 0.4,
+                                                                                                  2.0))
