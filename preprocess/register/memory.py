@@ -8,7 +8,7 @@ summed probability for the whole crop, counts and sums in the stations' box, cou
 On CPU it also counts what the process holds while registering (the scan's and the atlas bank's arrays and
 the libraries), so that a limit (--max-memory-gb) bounds the whole scan's resident memory. On the 2 mm phantom
 the count lies above the measured growth of resident memory (benchmarks/memory.py), so it errs on the safe
-side; `MARGIN_BYTES` covers allocator slack. Available memory is MemAvailable of
+side; `MARGIN_BYTES` covers allocator slack and what the count leaves out. Available memory is MemAvailable of
 /proc/meminfo on CPU (no psutil) and the free memory of the card on CUDA.
 """
 
@@ -29,7 +29,8 @@ from preprocess.register.linear import RegistrationError
 from preprocess.register.warp import level_shape
 
 GIB = 2**30
-MARGIN_BYTES = GIB // 4
+MARGIN_BYTES = GIB  # allocator slack (freed blocks stay in the heap while registering) and the chain's PET/SUV:
+# the 1 mm phantom's whole chain peaked at 4.29 GiB, 0.52 GiB above the count with a quarter GiB here
 # CPU: atlases are batched until the finest level of a batch holds this many voxels. A batch shares each pass's
 # fixed cost (Python, thread start-up, transform plans) between its atlases, which pays on small levels (2 mm,
 # demo preset: 5 atlases at once take half the CPU time of one at a time); beyond this the kernels are busy
