@@ -13,6 +13,7 @@ from typing import Literal
 
 import SimpleITK as sitk
 
+from cache.build_settings import RegistrationPreset
 from cache.devices import Device
 from preprocess.images import read_image
 from preprocess.register.atlas_bank import load_atlas_bank, read_cropped_scan
@@ -36,7 +37,7 @@ class RegisterCommand:
     out: str = field(default="", metadata={"help": "output station label NIfTI (on the CT's grid)"})
     qa_png: str = field(default="", metadata={"help": "optional QA picture (PNG)"})
     qa_json: str = field(default="", metadata={"help": "optional QA records and timings (JSON)"})
-    preset: Literal["full", "demo"] = field(default="full", metadata={"help": "registration preset"})
+    preset: RegistrationPreset = field(default="full", metadata={"help": "registration preset"})
     spacing_mm: float = field(default=1.0, metadata={"help": "isotropic working spacing, mm"})
     crop_margin_mm: float = field(default=20.0, metadata={"help": "margin around the lungs+trachea box, mm"})
     totalseg_version: Literal["auto", "v1", "v2"] = field(default="auto", metadata={"help": "ids of the masks"})

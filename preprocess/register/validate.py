@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from cache.build_settings import RegistrationPreset
 from cache.cli import Command
 from cache.stations import station_names
 from preprocess.register.__main__ import registration_presets
@@ -53,7 +54,7 @@ class ValidateSettings:
         default="", metadata={"help": "atlas bank folder (format: docs/architecture.md#the-atlas-bank)"}
     )
     out: str = field(default="", metadata={"help": "output folder for the tables and the log"})
-    preset: Literal["full", "demo"] = field(default="full", metadata={"help": "registration preset"})
+    preset: RegistrationPreset = field(default="full", metadata={"help": "registration preset"})
     spacing_mm: float = field(default=1.0, metadata={"help": "isotropic working spacing, mm (as the scans')"})
     crop_margin_mm: float = field(default=20.0, metadata={"help": "margin around the lungs+trachea box, mm"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "registration device"})

@@ -18,7 +18,7 @@ from preprocess.phantom.settings import PhantomSettings
 from preprocess.register import registration_settings
 from preprocess.register.validate import cli, main, mean_surface_distance, station_dice
 
-FAST = ["--preset", "demo", "--spacing-mm", "6", "--crop-margin-mm", "12", "--device", "cpu",
+FAST = ["--preset", "demo-check", "--spacing-mm", "6", "--crop-margin-mm", "12", "--device", "cpu",
         "--linear-iterations", "20", "--deformable-levels-mm", "12", "6", "--deformable-iterations", "15", "10"]
 
 
@@ -58,14 +58,14 @@ def test_table_has_every_station_and_fusion_beats_a_single_atlas(clean_run):
 def test_structures_are_scored_apart_and_the_limits_feed_a_preset(clean_run):
     structures = _rows(clean_run / "loao_structures.csv")
     held_out = {r["group"] for r in structures if r["role"] == "held out"}
-    assert held_out == set(registration_settings("demo").qa_held_out_channels)
+    assert held_out == set(registration_settings("demo-check").qa_held_out_channels)
     assert all(r["registrations"] == "6" for r in structures if r["group"] in ("trachea", "heart", "esophagus"))
     assert "The paper's structure check, reduced to trachea, esophagus, heart" in (clean_run / "loao.md").read_text()
     limits = read_toml(clean_run / "qa_limits.toml")
     assert set(limits) == {"qa_held_out_dice_min", "qa_jacobian_min", "qa_jacobian_max"}
     means = [float(r["dice_mean"]) for r in structures if r["role"] == "held out"]
     assert 0.3 < limits["qa_held_out_dice_min"] <= max(means)  # the worst registration's mean over held-out groups
-    settings = replace(registration_settings("demo"), **limits)  # the keys are preset keys
+    settings = replace(registration_settings("demo-check"), **limits)  # the keys are preset keys
     assert 0 < settings.qa_jacobian_min < 1 < settings.qa_jacobian_max
 
 

@@ -24,7 +24,7 @@ from preprocess.register import registration_settings
 from preprocess.register.channels import STRUCTURE_GROUPS
 from preprocess.totalseg_labels import label_ids
 
-HELD_OUT = registration_settings("demo").qa_held_out_channels
+HELD_OUT = registration_settings("demo-check").qa_held_out_channels
 
 
 def _broken_cohort(root: Path) -> Path:
@@ -44,7 +44,7 @@ def _broken_cohort(root: Path) -> Path:
         sitk.WriteImage(out, str(path))
     config = root / "tiny.toml"
     config.write_text(f'root = "{root}"\ncache_root = "{root / "cache"}"\ntotalseg_version = "v2"\n'
-                      '[preprocess]\nspacing_mm = 6.0\nregistration_preset = "demo"\n')
+                      '[preprocess]\nspacing_mm = 6.0\nregistration_preset = "demo-check"\n')
     return config
 
 
@@ -58,8 +58,8 @@ def broken_run(tmp_path_factory) -> tuple[Path, str]:
     return cache_files(config.parent / "cache" / "tiny")[0], buffer.getvalue()
 
 
-def test_the_demo_preset_holds_structures_out_of_registration():
-    settings = registration_settings("demo")
+def test_the_demo_check_preset_holds_structures_out_of_registration():
+    settings = registration_settings("demo-check")
     assert HELD_OUT and not set(HELD_OUT) & set(settings.deformable_channels + settings.linear_channels)
     assert settings.qa_held_out_dice_min > 0.5 and settings.qa_jacobian_max < float("inf")  # limits of the demo bank
 
