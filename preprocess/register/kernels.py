@@ -25,6 +25,35 @@ def _source_position(z, y, x, axis_scale, axis_offset, uz, uy, ux, a):  # pragma
 
 
 @numba.njit(inline="always", fastmath=True, cache=True)
+def _source_cell(z, y, x, axis_scale, axis_offset, uz, uy, ux, a):  # pragma: no cover (numba)
+    """The moving voxel cell that fixed voxel (z, y, x) falls in: its lower corner and the fractions within it."""
+    sz, sy, sx = _source_position(z, y, x, axis_scale, axis_offset, uz, uy, ux, a)
+    z0 = int(np.floor(sz))
+    y0 = int(np.floor(sy))
+    x0 = int(np.floor(sx))
+    return z0, y0, x0, sz - z0, sy - y0, sx - x0
+
+
+@numba.njit(inline="always", fastmath=True, cache=True)
+def _add_label_weights(labels, z0, y0, x0, fz, fy, fx, target):  # pragma: no cover (numba)
+    """Add each corner's trilinear weight to target[its code] (code 0 for corners outside the labels)."""
+    pz, py, px = labels.shape
+    for dz in range(2):
+        zz = z0 + dz
+        wz = fz if dz else 1.0 - fz
+        for dy in range(2):
+            yy = y0 + dy
+            wy = wz * (fy if dy else 1.0 - fy)
+            for dx in range(2):
+                xx = x0 + dx
+                w = wy * (fx if dx else 1.0 - fx)
+                code = 0
+                if 0 <= zz < pz and 0 <= yy < py and 0 <= xx < px:
+                    code = labels[zz, yy, xx]
+                target[code] += w
+
+
+@numba.njit(inline="always", fastmath=True, cache=True)
 def _corner_weights(fz, fy, fx):  # pragma: no cover (numba)
     """Trilinear weights of the 8 corners (z, y, x offsets 000, 001, ..., 111) of fractional position (fz, fy, fx)."""
     return ((1.0 - fz) * (1.0 - fy) * (1.0 - fx), (1.0 - fz) * (1.0 - fy) * fx, (1.0 - fz) * fy * (1.0 - fx),
@@ -54,13 +83,7 @@ def warp_kernel(moving, affine, axis_scale, axis_offset, field, out):  # pragma:
                 uz = uy = ux = 0.0
                 if has_field:
                     uz, uy, ux = field[n, 0, z, y, x], field[n, 1, z, y, x], field[n, 2, z, y, x]
-                sz, sy, sx = _source_position(z, y, x, axis_scale, axis_offset, uz, uy, ux, a)
-                z0 = int(np.floor(sz))
-                y0 = int(np.floor(sy))
-                x0 = int(np.floor(sx))
-                fz = sz - z0
-                fy = sy - y0
-                fx = sx - x0
+                z0, y0, x0, fz, fy, fx = _source_cell(z, y, x, axis_scale, axis_offset, uz, uy, ux, a)
                 if 0 <= z0 and 0 <= y0 and 0 <= x0 and z0 + 1 < pz and y0 + 1 < py and x0 + 1 < px:
                     # all 8 corners inside (almost every voxel): no bounds checks, one write per channel
                     w000, w001, w010, w011, w100, w101, w110, w111 = _corner_weights(fz, fy, fx)
@@ -113,13 +136,7 @@ def warp_one_hot_kernel(labels, codes, affine, axis_scale, axis_offset, field, o
                 uz = uy = ux = 0.0
                 if has_field:
                     uz, uy, ux = field[n, 0, z, y, x], field[n, 1, z, y, x], field[n, 2, z, y, x]
-                sz, sy, sx = _source_position(z, y, x, axis_scale, axis_offset, uz, uy, ux, a)
-                z0 = int(np.floor(sz))
-                y0 = int(np.floor(sy))
-                x0 = int(np.floor(sx))
-                fz = sz - z0
-                fy = sy - y0
-                fx = sx - x0
+                z0, y0, x0, fz, fy, fx = _source_cell(z, y, x, axis_scale, axis_offset, uz, uy, ux, a)
                 if 0 <= z0 and 0 <= y0 and 0 <= x0 and z0 + 1 < pz and y0 + 1 < py and x0 + 1 < px:
                     # all 8 corners inside (almost every voxel): no bounds checks, one write per channel
                     w000, w001, w010, w011, w100, w101, w110, w111 = _corner_weights(fz, fy, fx)
@@ -280,7 +297,6 @@ def warp_labels_kernel(labels, affine, axis_scale, axis_offset, field, out):  # 
     background = 1 - sum. affine (3, 4), field (3, z, y, x) mm or shape (0, 1, 1, 1), as in `warp_kernel`.
     """
     nz, ny, nx, n_codes = out.shape
-    pz, py, px = labels.shape
     has_field = field.shape[0] == 3
     for z in numba.prange(nz):
         for y in range(ny):
@@ -288,28 +304,10 @@ def warp_labels_kernel(labels, affine, axis_scale, axis_offset, field, out):  # 
                 uz = uy = ux = 0.0
                 if has_field:
                     uz, uy, ux = field[0, z, y, x], field[1, z, y, x], field[2, z, y, x]
-                sz, sy, sx = _source_position(z, y, x, axis_scale, axis_offset, uz, uy, ux, affine)
-                z0 = int(np.floor(sz))
-                y0 = int(np.floor(sy))
-                x0 = int(np.floor(sx))
-                fz = sz - z0
-                fy = sy - y0
-                fx = sx - x0
+                z0, y0, x0, fz, fy, fx = _source_cell(z, y, x, axis_scale, axis_offset, uz, uy, ux, affine)
                 for c in range(n_codes):
                     out[z, y, x, c] = 0.0
-                for dz in range(2):
-                    zz = z0 + dz
-                    wz = fz if dz else 1.0 - fz
-                    for dy in range(2):
-                        yy = y0 + dy
-                        wy = wz * (fy if dy else 1.0 - fy)
-                        for dx in range(2):
-                            xx = x0 + dx
-                            w = wy * (fx if dx else 1.0 - fx)
-                            code = 0
-                            if 0 <= zz < pz and 0 <= yy < py and 0 <= xx < px:
-                                code = labels[zz, yy, xx]
-                            out[z, y, x, code] += w
+                _add_label_weights(labels, z0, y0, x0, fz, fy, fx, out[z, y, x])
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
@@ -318,7 +316,6 @@ def warp_labels_argmax_kernel(labels, n_codes, affine, axis_scale, axis_offset, 
     uint8, without the (z, y, x, n_codes + 1) array: each voxel's probabilities are summed in the same order
     and float32 rounding, and ties go to the lowest code, as torch's argmax does."""
     nz, ny, nx = out.shape
-    pz, py, px = labels.shape
     has_field = field.shape[0] == 3
     for z in numba.prange(nz):
         probability = np.empty(n_codes + 1, dtype=np.float32)
@@ -327,27 +324,9 @@ def warp_labels_argmax_kernel(labels, n_codes, affine, axis_scale, axis_offset, 
                 uz = uy = ux = 0.0
                 if has_field:
                     uz, uy, ux = field[0, z, y, x], field[1, z, y, x], field[2, z, y, x]
-                sz, sy, sx = _source_position(z, y, x, axis_scale, axis_offset, uz, uy, ux, affine)
-                z0 = int(np.floor(sz))
-                y0 = int(np.floor(sy))
-                x0 = int(np.floor(sx))
-                fz = sz - z0
-                fy = sy - y0
-                fx = sx - x0
+                z0, y0, x0, fz, fy, fx = _source_cell(z, y, x, axis_scale, axis_offset, uz, uy, ux, affine)
                 probability[:] = 0.0
-                for dz in range(2):
-                    zz = z0 + dz
-                    wz = fz if dz else 1.0 - fz
-                    for dy in range(2):
-                        yy = y0 + dy
-                        wy = wz * (fy if dy else 1.0 - fy)
-                        for dx in range(2):
-                            xx = x0 + dx
-                            w = wy * (fx if dx else 1.0 - fx)
-                            code = 0
-                            if 0 <= zz < pz and 0 <= yy < py and 0 <= xx < px:
-                                code = labels[zz, yy, xx]
-                            probability[code] += w
+                _add_label_weights(labels, z0, y0, x0, fz, fy, fx, probability)
                 best = 0
                 for c in range(1, n_codes + 1):
                     if probability[c] > probability[best]:
