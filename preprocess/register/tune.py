@@ -5,7 +5,8 @@
 one scale of the iterations per level, one force and the CT channel off or on), writes `tune_scores.csv` and the
 chosen preset (`<out>/<preset>.toml`, or `--write-preset FILE`, e.g. `configs/registration/demo.toml`) with every
 candidate's score as comments. The choice: the highest mean fused station Dice; candidates within
-`--dice-tolerance` of it go to the fastest.
+`--dice-tolerance` of it go to the fastest: by the process's CPU seconds on the CPU (wall seconds there follow
+whatever else the machine runs), by wall seconds on a GPU.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from cache.cli import Command, toml_value
+from cache.devices import resolve_device
 from preprocess.register.__main__ import registration_presets
 from preprocess.register.atlas_bank import AtlasBank, AtlasBankError, load_atlas_bank
 from preprocess.register.settings import RegistrationSettings
@@ -63,7 +65,8 @@ class Candidate:
     dice_fused: float
     dice_single: float
     dice_fused_linear: float
-    seconds: float
+    seconds: float  # wall
+    cpu_seconds: float = float("nan")  # this process's CPU time (all threads)
 
 
 def candidates(base: RegistrationSettings, tune: TuneSettings) -> list[dict]:
@@ -82,19 +85,20 @@ def score(bank: AtlasBank, base: RegistrationSettings, changes: dict, validate: 
     """One candidate's leave-one-atlas-out: mean station Dice (fused, single, linear), seconds; its settings carry
     the registration check's limits that this run reached."""
     settings = dataclasses.replace(base, **changes)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = leave_one_atlas_out(bank, settings, validate)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     mean = station_rows(result.scores)[-1]
     settings = dataclasses.replace(settings, **limit_values(observed_limits(result.final_qa)))
     return Candidate(settings, changes, float(mean["dice_fused"]), float(mean["dice_single"]),
-                     float(mean["dice_fused_linear"]), seconds)
+                     float(mean["dice_fused_linear"]), seconds, cpu_seconds)
 
 
-def choose(scored: Sequence[Candidate], tolerance: float) -> Candidate:
-    """The fastest of the candidates within `tolerance` of the best fused station Dice."""
+def choose(scored: Sequence[Candidate], tolerance: float,
+           by: Literal["seconds", "cpu_seconds"] = "seconds") -> Candidate:
+    """The fastest (by the field `by`) of the candidates within `tolerance` of the best fused station Dice."""
     best = max(c.dice_fused for c in scored)
-    return min((c for c in scored if c.dice_fused >= best - tolerance), key=lambda c: c.seconds)
+    return min((c for c in scored if c.dice_fused >= best - tolerance), key=lambda c: getattr(c, by))
 
 
 def _changes_text(changes: dict) -> str:
@@ -106,12 +110,12 @@ def preset_toml(chosen: Candidate, scored: Sequence[Candidate], validate: Valida
     the grid's scores as comments."""
     lines = [f"# Registration preset chosen by python -m preprocess.register.tune on {validate.atlas_bank}",
              f"# ({n_atlases} atlases, {validate.spacing_mm:g} mm, from preset {validate.preset}): mean fused station "
-             "Dice leave-one-atlas-out, and seconds for all of it.",
-             "# dice fused | single | linear | seconds | candidate"]
+             "Dice leave-one-atlas-out, and wall and CPU seconds for all of it.",
+             "# dice fused | single | linear | seconds | cpu seconds | candidate"]
     for c in sorted(scored, key=lambda c: -c.dice_fused):
         mark = "  <- chosen" if c is chosen else ""
         lines.append(f"# {c.dice_fused:.4f} | {c.dice_single:.4f} | {c.dice_fused_linear:.4f} | {c.seconds:7.1f} | "
-                     f"{_changes_text(c.changes)}{mark}")
+                     f"{c.cpu_seconds:7.1f} | {_changes_text(c.changes)}{mark}")
     defaults = RegistrationSettings()
     for f in dataclasses.fields(RegistrationSettings):
         value = getattr(chosen.settings, f.name)
@@ -133,7 +137,7 @@ def tune(validate: ValidateSettings, tune_settings: TuneSettings, base: Registra
         print(f"candidate {n}/{len(grid)}: {_changes_text(changes)}")
         scored.append(score(bank, base, changes, validate))
         print(f"candidate {n}/{len(grid)}: fused station Dice {scored[-1].dice_fused:.4f}, "
-              f"{scored[-1].seconds:.0f} s")
+              f"{scored[-1].seconds:.0f} s, {scored[-1].cpu_seconds:.0f} CPU s", flush=True)
     out = Path(validate.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "tune_scores.csv", "w", newline="") as f:
@@ -142,12 +146,14 @@ def tune(validate: ValidateSettings, tune_settings: TuneSettings, base: Registra
         writer.writeheader()
         writer.writerows({**{k: toml_value(v) for k, v in c.changes.items()},
                           **{k: getattr(c, k) for k in names}} for c in scored)
-    chosen = choose(scored, tune_settings.dice_tolerance)
+    on_cpu = resolve_device(validate.device).type == "cpu"
+    chosen = choose(scored, tune_settings.dice_tolerance, "cpu_seconds" if on_cpu else "seconds")
     path = Path(tune_settings.write_preset or out / f"{validate.preset}.toml")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(preset_toml(chosen, scored, validate, len(bank.atlases)))
     print(f"chosen: {_changes_text(chosen.changes)} (fused station Dice {chosen.dice_fused:.4f}, "
-          f"{chosen.seconds:.0f} s); preset written to {path}, scores in {out / 'tune_scores.csv'}")
+          f"{chosen.seconds:.0f} s, {chosen.cpu_seconds:.0f} CPU s); preset written to {path}, "
+          f"scores in {out / 'tune_scores.csv'}")
     return 0
 
 

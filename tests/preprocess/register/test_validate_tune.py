@@ -36,6 +36,15 @@ def test_the_fastest_of_the_nearly_best_is_chosen():
     assert choose([slow_best, fast_close, fast_poor], 0.0) is slow_best
 
 
+def test_on_the_cpu_the_least_cpu_time_wins_not_the_least_wall_time():
+    base = RegistrationSettings()
+    # a candidate that ran while the machine was busy: more wall seconds for less work
+    busy_cheap = Candidate(base, {"n": 1}, 0.900, 0.0, 0.0, seconds=300.0, cpu_seconds=100.0)
+    quiet_costly = Candidate(base, {"n": 2}, 0.900, 0.0, 0.0, seconds=150.0, cpu_seconds=140.0)
+    assert choose([busy_cheap, quiet_costly], 0.002, "cpu_seconds") is busy_cheap
+    assert choose([busy_cheap, quiet_costly], 0.002) is quiet_costly
+
+
 @pytest.fixture(scope="module")
 def phantom_bank(tmp_path_factory) -> Path:
     root = generate_cohort(PhantomSettings(out=str(tmp_path_factory.mktemp("tune") / "demo"), patients=1, atlases=3,
@@ -51,10 +60,11 @@ def test_tune_scores_each_candidate_and_writes_a_preset_that_loads(phantom_bank,
     with open(tmp_path / "out" / "tune_scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["diffusive_alpha_vox2"] for r in rows] == ["0.5", "4.0"]
-    assert all(0.5 < float(r["dice_fused"]) <= 1 and float(r["seconds"]) > 0 for r in rows)
+    assert all(0.5 < float(r["dice_fused"]) <= 1 and float(r["seconds"]) > 0 and float(r["cpu_seconds"]) > 0
+               for r in rows)
     best = max(rows, key=lambda r: float(r["dice_fused"]))
     text = preset.read_text()
-    assert text.count("<- chosen") == 1 and "dice fused | single | linear | seconds" in text
+    assert text.count("<- chosen") == 1 and "dice fused | single | linear | seconds | cpu seconds" in text
     chosen = from_toml(RegistrationSettings, preset)
     assert chosen.diffusive_alpha_vox2 in (0.5, 4.0) and chosen.deformable_iterations == (8, 5)
     assert 0 < chosen.qa_held_out_dice_min < 1 and chosen.qa_jacobian_max < float("inf")
