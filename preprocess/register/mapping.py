@@ -16,6 +16,7 @@ import torch
 
 from cache.devices import resolve_device
 from cache.grid import Grid
+from cache.heap import reused_heap
 from cache.stations import stations
 from preprocess.register.atlas_bank import AtlasBank
 from preprocess.register.channels import (
@@ -38,7 +39,6 @@ from preprocess.register.memory import (
     choose_atlas_batch,
     estimate_registration,
     registration_budget,
-    reused_heap,
 )
 from preprocess.register.qa import QaTarget, dice_scores, qa_record
 from preprocess.register.settings import RegistrationSettings

@@ -1,8 +1,6 @@
 """Memory estimate, available memory and the atlas batch it allows."""
 
-import resource
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +17,7 @@ from preprocess.register.memory import (
     available_bytes,
     choose_atlas_batch,
     estimate_registration,
-    glibc,
     registration_budget,
-    reused_heap,
 )
 
 
@@ -68,25 +64,6 @@ def test_available_memory_of_the_cpu_is_read_from_the_system():
     available = available_bytes(torch.device("cpu"))
     total = int(open("/proc/meminfo").read().split("MemTotal:")[1].split()[0]) * 1024
     assert 0 < available <= total
-
-
-def _faults_of_a_fresh_buffer(n_bytes: int) -> int:
-    """Minor page faults of making a zero-filled buffer of `n_bytes` with malloc (then freed)."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    buffer = bytearray(n_bytes)
-    del buffer
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-
-def test_reused_heap_serves_freed_big_buffers_again_without_new_page_faults():
-    if not Path("/proc/self/status").exists() or glibc() is None:
-        pytest.skip("glibc only")
-    with reused_heap():
-        first = _faults_of_a_fresh_buffer(2**27)
-        again = [_faults_of_a_fresh_buffer(2**26) for _ in range(3)]
-    assert first > 10000  # 32768 pages of 4 KiB touched for the first time
-    assert max(again) < 100  # the same memory, still mapped
-    assert _faults_of_a_fresh_buffer(2**26) > 10000  # outside the block each buffer is mapped and returned again
 
 
 def test_a_limit_caps_the_budget_and_without_one_the_process_own_memory_counts():
