@@ -7,6 +7,7 @@ predictions_test.csv from the best checkpoint (format in train/inference.py).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -24,6 +25,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from cache.build_settings import build_settings_for, expected_settings
 from cache.dataset import load_study, study_rows
+from cache.heap import reused_heap
 from cache.run_log import progress as progress_bar
 from cache.settings import format_settings, settings_dict
 from cache.stations import station_names
@@ -73,7 +75,9 @@ def run_training(settings: TrainSettings) -> int:
     """Train one stage on one fold (all ranks under torchrun); returns the exit status."""
     ranks = setup(settings.device)
     try:
-        return train(settings, ranks)
+        # each step's crops, patches and activations reuse the last step's pages
+        with reused_heap() if settings.reuse_heap else contextlib.nullcontext():
+            return train(settings, ranks)
     finally:
         teardown()
 
@@ -91,7 +95,7 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
 
     model = build_model(settings).to(device)
     if settings.stage != "ts1" and not settings.resume:
-        init_classifier_from_ts1(model, settings, device, log)
+        init_from_checkpoint(model, settings, device, log)
     if settings.stage == "ts3":
         model.classifier.requires_grad_(False)
     optimizer = torch.optim.Adam(parameter_groups(model, settings), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -408,8 +412,9 @@ def check_resume_settings(settings: TrainSettings, state: dict, run_dir: Path) -
                             "the same settings, or start a new run (--overwrite or another --run-name)")
 
 
-def init_classifier_from_ts1(model: NStageModel, settings: TrainSettings, device: torch.device, log) -> None:
-    """TS2/TS3 start from the TS1 classifier of the same fold."""
+def init_from_checkpoint(model: NStageModel, settings: TrainSettings, device: torch.device, log) -> None:
+    """TS2/TS3 start from the TS1 classifier of the same fold; TS2 may also start from a TS3 run of that fold,
+    whose head was already fitted on the frozen classifier's logits (classifier and head are both loaded)."""
     path = Path(settings.init_from) if settings.init_from else (
         Path(settings.runs_dir) / Path(settings.dataset).stem / "ts1" / f"fold{settings.fold}" / "best.pt")
     if not path.is_file():
@@ -417,14 +422,24 @@ def init_classifier_from_ts1(model: NStageModel, settings: TrainSettings, device
                               f"does not exist; run: python -m train ts1 --fold {settings.fold} first, or pass "
                               "--init-from PATH")
     state = load_checkpoint(path, map_location=device)
-    ts1 = settings_from_checkpoint(state)
-    different = [f"{name}: {getattr(ts1, name)!r} vs {getattr(settings, name)!r}" for name in ARCHITECTURE
-                 if getattr(ts1, name) != getattr(settings, name)]
-    if different or ts1.stage != "ts1" or ts1.fold != settings.fold:
-        raise TrainingError(f"{path} is not a TS1 classifier of fold {settings.fold} with this architecture "
-                            f"(stage {ts1.stage}, fold {ts1.fold}; {'; '.join(different) or 'same architecture'})")
-    model.classifier.load_state_dict(state["model"])
-    log(f"classifier initialised from {path} (epoch {state['epoch']}, val metric {state['best_metric']:.3f})")
+    source = settings_from_checkpoint(state)
+    allowed = ("ts1", "ts3") if settings.stage == "ts2" else ("ts1",)
+    different = [f"{name}: {getattr(source, name)!r} vs {getattr(settings, name)!r}" for name in ARCHITECTURE
+                 if getattr(source, name) != getattr(settings, name)]
+    if source.stage == "ts3":
+        different += [f"head_hidden: {source.head_hidden} vs {settings.head_hidden}"] * (
+            source.head_hidden != settings.head_hidden)
+    if different or source.stage not in allowed or source.fold != settings.fold:
+        raise TrainingError(f"{path} is not a {' or '.join(s.upper() for s in allowed)} checkpoint of fold "
+                            f"{settings.fold} with this architecture (stage {source.stage}, fold {source.fold}; "
+                            f"{'; '.join(different) or 'same architecture'})")
+    if source.stage == "ts1":
+        model.classifier.load_state_dict(state["model"])
+    else:
+        model.load_state_dict(state["model"])
+    what = "classifier" if source.stage == "ts1" else "classifier and N-stage head"
+    log(f"{what} initialised from {path} ({source.stage.upper()}, epoch {state['epoch']}, "
+        f"val metric {state['best_metric']:.3f})")
 
 
 def write_config(run_dir: Path, settings: TrainSettings, cohort: TrainingCohort, ranks: Ranks) -> None:

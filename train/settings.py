@@ -20,7 +20,8 @@ STAGES = ("ts1", "ts2", "ts3")
 PRESETS_DIR = CONFIG_DIR / "train"
 # Settings that may differ between a run and its resume: where, how fast and how long it runs, not what each
 # epoch computes.
-RESUMABLE_CHANGES = ("resume", "overwrite", "stop_after_epoch", "max_epochs", "device", "num_workers", "progress")
+RESUMABLE_CHANGES = ("resume", "overwrite", "stop_after_epoch", "max_epochs", "device", "num_workers", "reuse_heap",
+                     "progress")
 
 
 def _tuple(help_text: str, kind: type = int) -> dict:
@@ -44,7 +45,8 @@ class TrainSettings:
     runs_dir: str = field(default="runs", metadata={"help": "runs land in <runs_dir>/<dataset>/<run_name>/fold<K>/"})
     run_name: str = field(default="", metadata={"help": "run folder name (empty: the stage name)"})
     init_from: str = field(
-        default="", metadata={"help": "TS2/TS3: classifier checkpoint (empty: <runs>/<dataset>/ts1/fold<K>/best.pt)"}
+        default="", metadata={"help": "TS2/TS3: the TS1 checkpoint to start from, or for TS2 a TS3 one (classifier "
+                                      "and head) (empty: <runs>/<dataset>/ts1/fold<K>/best.pt)"}
     )
     resume: bool = field(default=False, metadata={"help": "continue the run from its last checkpoint"})
     overwrite: bool = field(default=False, metadata={"help": "start over in a run folder that holds checkpoints"})
@@ -145,6 +147,10 @@ class TrainSettings:
         metadata={"type": threads_setting, "metavar": "{auto,N}",
                   "help": "threads cutting the next batch's crops while the model trains (0: in the training loop; "
                           "auto: as many as keep the model fed, up to the cores)"},
+    )
+    reuse_heap: bool = field(
+        default=True, metadata={"help": "keep freed memory for the next step instead of returning it to the system: "
+                                        "1.6x faster CPU epochs for 2-3 GB more resident memory (glibc only)"}
     )
     inference_samples: int = field(
         default=0, metadata={"help": "validation/test: average over K weight-map patches besides the centroid"}

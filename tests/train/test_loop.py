@@ -100,6 +100,16 @@ def test_ts2_starts_from_the_ts1_classifier_of_the_same_fold_and_ts3_keeps_it_fr
     with open(tmp_path / "tiny" / "ts2" / "fold1" / "predictions_val.csv") as f:
         rows = list(csv.DictReader(f))
     assert all(r["n_prob_0"] for r in rows) and {r["stage"] for r in rows} == {"ts2"}
+    # TS2 may start from TS3 (classifier and fitted head; with both rates 0 nothing moves); TS3 only from TS1
+    ts3_best = str(tmp_path / "tiny" / "ts3" / "fold1" / "best.pt")
+    warm = ("--fold", "1", "--max-epochs", "1", "--init-from", ts3_best, "--run-name", "ts2-from-ts3")
+    assert main(["ts2", *args(tiny_dataset, tmp_path, *warm, "--lr", "0", "--head-lr", "0")]) == 0
+    ts2_warm = weights(tmp_path / "tiny" / "ts2-from-ts3" / "fold1" / "last.pt")
+    started = weights(ts3_best)
+    for key in ("head.0.weight", "head.2.bias", "classifier.classifier.weight"):
+        torch.testing.assert_close(ts2_warm[key], started[key], rtol=0, atol=0, msg=key)
+    with pytest.raises(TrainingError, match="is not a TS1 checkpoint of fold 1"):
+        main(["ts3", *args(tiny_dataset, tmp_path, "--fold", "1", "--init-from", ts3_best, "--run-name", "t")])
 
 
 def test_ts2_refuses_a_ts1_checkpoint_of_another_architecture(tiny_dataset, tmp_path):
