@@ -130,7 +130,8 @@ def load_dataset(dataset: str, root: str | None = None, cache_root: str | None =
 def stage_overrides(dataset: str, stage: str) -> dict:
     """The `[stage]` table of a dataset config: that stage's setting values for this dataset.
 
-    For a study: `[train]`/`[evaluate]` are its first member's table updated by the study's own; `[preprocess]`
+    For a study: `[train]`/`[evaluate]` are its first member's table updated by the study's own, sub-tables such as
+    `[train.ts2]` key by key; `[preprocess]`
     and `[phantom]` belong to each member (`python -m preprocess` runs per member), so asking a study is an error.
     """
     assert stage in STAGE_TABLES
@@ -141,7 +142,11 @@ def stage_overrides(dataset: str, stage: str) -> dict:
     if stage not in ("train", "evaluate"):
         raise SettingsError(f"{path}: a study has no [{stage}] table; each member's own applies, e.g. "
                             f"python -m preprocess --dataset {data['members'][0]}")
-    return {**stage_overrides(data["members"][0], stage), **data.get(stage, {})}
+    merged = stage_overrides(data["members"][0], stage)
+    for key, value in data.get(stage, {}).items():
+        both_tables = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = {**merged[key], **value} if both_tables else value
+    return merged
 
 
 def study_names() -> tuple[str, ...]:

@@ -20,16 +20,17 @@ def _study(tmp_path, *members, extra=""):
 
 
 def test_a_study_loads_its_members_and_namespaces_ids_a_dataset_does_not(tmp_path):
-    a = _config(tmp_path, "a", '[train]\nlr = 0.001\nbatch_size = 4\n')
+    a = _config(tmp_path, "a", '[train]\nlr = 0.001\nbatch_size = 4\n[train.ts2]\nhead_lr = 0.01\nmax_epochs = 20\n')
     b = _config(tmp_path, "b", "station_labels = false\n")
-    study = load_study(str(_study(tmp_path, a, b, extra="[train]\nbatch_size = 8\n")))
+    study = load_study(str(_study(tmp_path, a, b, extra="[train]\nbatch_size = 8\n[train.ts2]\nmax_epochs = 10\n")))
     assert study.name == "pool" and [m.name for m in study.members] == ["a", "b"] and study.namespaced
     assert [m.station_labels for m in study.members] == [True, False]
     assert study.patient_id(study.members[1], "P1") == "b/P1"
     single = load_study(str(a))
     assert not single.namespaced and single.patient_id(single.members[0], "P1") == "P1"
-    # [train]: the first member's table, updated by the study's own
-    assert stage_overrides(str(tmp_path / "pool.toml"), "train") == {"lr": 0.001, "batch_size": 8}
+    # [train]: the first member's table, updated by the study's own, a stage's sub-table key by key
+    assert stage_overrides(str(tmp_path / "pool.toml"), "train") == {
+        "lr": 0.001, "batch_size": 8, "ts2": {"head_lr": 0.01, "max_epochs": 10}}
     assert load_study("paper").members[2].name == "LungPETCTDx"  # the shipped study
 
 
