@@ -98,6 +98,9 @@ class ScanInfo:
 
 
 def _open_h5(path: Path) -> h5py.File:
+    if path.is_dir():
+        raise CacheError(f"{path} is a folder, not a cache file; pass one of its .h5 files, or list them with: "
+                         f"python -m cache ls {path}")
     try:
         return h5py.File(path, "r", locking=False)
     except FileNotFoundError:

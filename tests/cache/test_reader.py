@@ -78,6 +78,8 @@ def test_a_file_that_is_not_hdf5_is_refused(tmp_path):
     bad.write_bytes(b"not hdf5")
     with pytest.raises(CacheError, match="not a readable HDF5 file"):
         read_info(bad)
+    with pytest.raises(CacheError, match="is a folder, not a cache file; .* python -m cache ls"):
+        read_info(tmp_path)
 
 
 def test_reader_keeps_at_most_max_open_files(tmp_path):
