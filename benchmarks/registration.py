@@ -1,8 +1,12 @@
 """Multi-atlas registration benchmark: station mapping on the phantom cohort, and our demons vs SimpleITK's.
 
-Part 1 (phantom): every scan of a phantom cohort (generated when missing) is registered to its 5-atlas bank with
-the `full` and `demo` presets; reported: the fraction of truth node centres (nodes.csv) inside the fused station
-of the right name, the same for the linear stage alone, mean structure Dice per stage, seconds per scan.
+Part 1 (phantom): every scan of a phantom cohort (generated when missing; `--root data/demo` reads the demo's and
+writes nothing there) is registered to its 5-atlas bank with the `full` and `demo` presets; reported: the fraction
+of truth node centres (nodes.csv) inside the fused station of the right name, the same for the linear stage alone,
+mean structure Dice per stage, seconds per scan, and the registration check (`preprocess.register.qa`) with the
+preset's limits: driving and held-out structure Dice, Jacobian range, flag, and node accuracy of flagged scans
+beside unflagged ones. `--rows-jsonl` appends each scan's row as it finishes. `--score-cache DIR` scores the station
+labels and stored registration check of a cache folder already built instead, with no registration.
 
 Part 2 (real CT): the CT of ../shared/data/ct/totalsegmentator/mediastinum_crop against a copy of itself warped by
 a known smooth field (7 mm peak, seeded), CT channel only. Side by side on the same pair and the same number of
@@ -12,8 +16,8 @@ FastSymmetricForcesDemonsRegistrationFilter and DiffeomorphicDemonsRegistrationF
 megavoxel, mean endpoint error inside the body, aorta Dice; plus SimpleITK's FastSymmetricForces with three times
 the iterations and our multi-level run with its stop rules (at most 250 iterations, most of them at coarse levels).
 
-    .venv/bin/python benchmarks/registration.py --json OUT.json [--root /tmp/lnstage-reg] [--scans 20]
-        [--presets demo full] [--full-scans 20] [--device cpu] [--skip-phantom] [--skip-real-ct]
+    .venv/bin/python benchmarks/registration.py --json OUT.json [--root /tmp/lnstage-reg] [--scans 20] [--skip-scans 0]
+        [--presets demo full] [--full-scans 20] [--device cpu] [--skip-phantom] [--skip-real-ct] [--rows-jsonl F]
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from cache.stations import station_names
 from preprocess.register import load_atlas_bank, map_stations, registration_settings
 from preprocess.register.atlas_bank import read_cropped_scan
 from preprocess.register.channels import windowed_ct
-from preprocess.register.qa import qa_summary
+from preprocess.register.qa import qa_summary, registration_check
 from preprocess.register.settings import RegistrationSettings
 from preprocess.register.variational import register_deformable
 from preprocess.register.warp import fixed_normaliser, warp_through
@@ -46,21 +50,48 @@ from tests.preprocess.register.known_field import smooth_random_field  # noqa: E
 REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "totalsegmentator" / "mediastinum_crop"
 
 
+def _truth_nodes(grid, nodes_csv: Path, shape: tuple[int, ...]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The truth nodes' station names, their centres' (z, y, x) voxel indices and whether each is on the grid."""
+    with open(nodes_csv, newline="") as f:
+        nodes = list(csv.DictReader(f))
+    points = np.array([[float(n["x_mm"]), float(n["y_mm"]), float(n["z_mm"])] for n in nodes]).reshape(-1, 3)
+    index = np.rint(grid.physical_to_index(points)).astype(int).reshape(-1, 3)
+    inside = np.all((index >= 0) & (index < np.asarray(shape)), axis=1)
+    return [n["station"] for n in nodes], index, inside
+
+
 def node_hits(labels: np.ndarray, grid, nodes_csv: Path) -> tuple[int, int]:
     """How many truth node centres fall in the fused station of their name, of how many nodes."""
     names = station_names()
-    with open(nodes_csv, newline="") as f:
-        nodes = list(csv.DictReader(f))
-    if not nodes:
-        return 0, 0
-    points = np.array([[float(n["x_mm"]), float(n["y_mm"]), float(n["z_mm"])] for n in nodes])
-    index = np.rint(grid.physical_to_index(points)).astype(int)
-    inside = np.all((index >= 0) & (index < np.asarray(labels.shape)), axis=1)
+    truth, index, inside = _truth_nodes(grid, nodes_csv, labels.shape)
     hits = 0
-    for node, (z, y, x), ok in zip(nodes, index, inside, strict=True):
+    for name, (z, y, x), ok in zip(truth, index, inside, strict=True):
         code = labels[z, y, x] if ok else 0
-        hits += bool(code) and names[code - 1] == node["station"]
-    return hits, len(nodes)
+        hits += bool(code) and names[code - 1] == name
+    return hits, len(truth)
+
+
+def node_vote_share(votes: np.ndarray, n_atlases: int, grid, nodes_csv: Path) -> float:
+    """Mean fraction of atlases that put each truth node centre in its own station (finer than the fused hit: a
+    node still mapped right by the vote loses share when single atlases miss it); NaN without nodes."""
+    codes = {name: n for n, name in enumerate(station_names())}
+    truth, index, inside = _truth_nodes(grid, nodes_csv, votes.shape[1:])
+    shares = [votes[codes[name], z, y, x] / n_atlases if ok else 0.0
+              for name, (z, y, x), ok in zip(truth, index, inside, strict=True)]
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+def _accuracy(rows: list[dict]) -> float | None:
+    """Fraction of the rows' truth nodes in the right station (None without nodes)."""
+    nodes = sum(r["nodes"] for r in rows)
+    return sum(r["hits"] for r in rows) / nodes if nodes else None
+
+
+def _append_row(path: str, row: dict) -> None:
+    """One scan's row as a JSON line, so a long run's finished scans survive its interruption."""
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def ensure_cohort(root: Path, scans: int, spacing_mm: float) -> None:
@@ -78,7 +109,8 @@ def run_phantom(args: argparse.Namespace) -> dict:
     bank = load_atlas_bank(root / "atlases", args.spacing_mm, args.crop_margin_mm)
     results = {}
     for preset in args.presets:
-        scan_dirs = sorted((root / "scans").iterdir())[: args.full_scans if preset == "full" else args.scans]
+        scan_dirs = sorted((root / "scans").iterdir())[args.skip_scans:][: args.full_scans if preset == "full"
+                                                                          else args.scans]
         settings = registration_settings(preset)
         linear_only = replace(settings, deformable_iterations=(0,) * len(settings.deformable_iterations), qa=False)
         rows = []
@@ -90,17 +122,26 @@ def run_phantom(args: argparse.Namespace) -> dict:
             seconds = time.perf_counter() - start
             nodes_csv = root / "truth" / scan_dir.name / "nodes.csv"
             hits, total = node_hits(station_map.labels, scan.grid, nodes_csv)
+            vote_share = node_vote_share(station_map.votes, station_map.n_atlases, scan.grid, nodes_csv)
             linear_hits = None
             if preset in args.linear_only_presets:
                 linear_map = map_stations(scan.ct_hu, scan.structures, scan.grid, bank, linear_only, args.device)
                 linear_hits, _ = node_hits(linear_map.labels, scan.grid, nodes_csv)
             dice = qa_summary(station_map.qa)
             folding = max(r["folding_fraction"] for r in station_map.qa if r["stage"] == "deformable")
-            rows.append({"scan": scan_dir.name, "shape_zyx": list(scan.grid.shape_zyx), "seconds": seconds,
-                         "nodes": total, "hits": hits, "linear_hits": linear_hits, "dice": dice,
-                         "max_folding_fraction": folding, "timings_s": station_map.timings_s})
-            print(f"{preset} {scan_dir.name}: {hits}/{total} nodes (linear {linear_hits}), Dice "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()) + f", {seconds:.1f} s", flush=True)
+            check = registration_check(station_map.qa, settings.qa_held_out_dice_min, settings.qa_jacobian_min,
+                                       settings.qa_jacobian_max)
+            rows.append({"preset": preset, "scan": scan_dir.name, "shape_zyx": list(scan.grid.shape_zyx),
+                         "seconds": seconds, "nodes": total, "hits": hits, "node_vote_share": vote_share,
+                         "linear_hits": linear_hits, "dice": dice,
+                         "max_folding_fraction": folding, "check": check, "timings_s": station_map.timings_s})
+            _append_row(args.rows_jsonl, rows[-1])
+            print(f"{preset} {scan_dir.name}: {hits}/{total} nodes (vote share {vote_share:.3f}, linear "
+                  f"{linear_hits}), Dice "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
+                  + f", held out {check['held_out_dice']:.3f} (worst {check['held_out_dice_min']:.3f}), Jacobian "
+                  f"{check['jacobian_min']:.2f} to {check['jacobian_max']:.2f}, flags '{check['flags']}', "
+                  f"{seconds:.1f} s", flush=True)
         nodes = sum(r["nodes"] for r in rows)
         results[preset] = {
             "scans": len(rows),
@@ -112,9 +153,52 @@ def run_phantom(args: argparse.Namespace) -> dict:
             "seconds_per_scan_mean": float(np.mean([r["seconds"] for r in rows])),
             "seconds_per_scan_max": float(np.max([r["seconds"] for r in rows])),
             "max_folding_fraction": float(max(r["max_folding_fraction"] for r in rows)),
+            "flagged_scans": sum(bool(r["check"]["flags"]) for r in rows),
+            "node_station_accuracy_flagged": _accuracy([r for r in rows if r["check"]["flags"]]),
+            "node_station_accuracy_unflagged": _accuracy([r for r in rows if not r["check"]["flags"]]),
+            "node_vote_share_mean": float(np.nanmean([r["node_vote_share"] for r in rows])),
             "per_scan": rows,
         }
     return results
+
+
+def _stored_check(f, settings: RegistrationSettings) -> dict:
+    """The file's `/qc/registration_check`, or for a file written before it existed, the check summed up again
+    from its per-atlas deformable-stage records with the preset's limits (no group held out there)."""
+    from cache import schema
+
+    if schema.QC_REGISTRATION_CHECK_GROUP in f:
+        attrs = f[schema.QC_REGISTRATION_CHECK_GROUP].attrs
+        return {k: v.item() if hasattr(v, "item") else str(v) for k, v in attrs.items()}
+    records = [{"stage": "deformable", "held_out_dice_mean": float("nan"),
+                **{k: float(v) for k, v in atlas["deformable"].attrs.items()}}
+               for atlas in f["qc/registration"].values()]
+    return registration_check(records, settings.qa_held_out_dice_min, settings.qa_jacobian_min,
+                              settings.qa_jacobian_max)
+
+
+def score_cache(args: argparse.Namespace) -> dict:
+    """Node-to-station accuracy and the stored registration check of a cache folder already built (e.g. the
+    lead's `data/demo/cache/demo`), against the phantom truth under `--root`: no registration is run."""
+    import h5py
+
+    from cache import schema
+    from cache.reader import cache_files, read_info
+
+    rows = []
+    for path in cache_files(args.score_cache)[args.skip_scans:][: args.scans]:
+        info = read_info(path)
+        preset = info.settings["BuildSettings"]["registration_preset"]
+        with h5py.File(path, "r") as f:
+            labels = f[schema.STATION_LABELS][...]
+            check = _stored_check(f, registration_settings(preset))
+        hits, total = node_hits(labels, info.grid, Path(args.root) / "truth" / info.scan_id / "nodes.csv")
+        rows.append({"preset": preset, "scan": info.scan_id, "nodes": total, "hits": hits, "check": check})
+        _append_row(args.rows_jsonl, rows[-1])
+    print(f"{args.score_cache}: {sum(r['hits'] for r in rows)}/{sum(r['nodes'] for r in rows)} nodes in the right "
+          f"station over {len(rows)} scans", flush=True)
+    return {"cache": args.score_cache, "scans": len(rows), "node_station_accuracy": _accuracy(rows),
+            "per_scan": rows}
 
 
 def _real_ct_pair(device: str):
@@ -210,6 +294,7 @@ def main() -> None:
     parser.add_argument("--crop-margin-mm", type=float, default=20.0)
     parser.add_argument("--presets", nargs="+", default=["demo", "full"])
     parser.add_argument("--full-scans", type=int, default=20, help="scans for the (slower) full preset")
+    parser.add_argument("--skip-scans", type=int, default=0, help="start after this many scans (resume a run)")
     parser.add_argument("--linear-only-presets", nargs="*", default=["demo"],
                         help="presets whose linear stage alone is also scored (one more registration per scan)")
     parser.add_argument("--iterations", type=int, default=50, help="iterations of the side-by-side comparison")
@@ -217,12 +302,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--skip-phantom", action="store_true")
     parser.add_argument("--skip-real-ct", action="store_true")
+    parser.add_argument("--score-cache", default="",
+                        help="score a cache folder's station labels against --root's truth (no registration)")
+    parser.add_argument("--rows-jsonl", default="", help="append each phantom scan's row to this file as it ends")
     args = parser.parse_args()
     result = {"device": args.device, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
               "load_average_start": os.getloadavg()}
-    if not args.skip_real_ct:
+    if args.score_cache:
+        result["cache"] = score_cache(args)
+    elif not args.skip_real_ct:
         result["real_ct"] = run_real_ct(args)
-    if not args.skip_phantom:
+    if not args.skip_phantom and not args.score_cache:
         result["phantom"] = run_phantom(args)
     result["load_average_end"] = os.getloadavg()
     Path(args.json).write_text(json.dumps(result, indent=1))
