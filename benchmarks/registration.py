@@ -3,7 +3,8 @@
 Part 1 (phantom): every scan of a phantom cohort (generated when missing; `--root data/demo` reads the demo's and
 writes nothing there) is registered to its 5-atlas bank with the `full` and `demo` presets; reported: the fraction
 of truth node centres (nodes.csv) inside the fused station of the right name, the same for the linear stage alone,
-mean structure Dice per stage, seconds per scan, and the registration check (`preprocess.register.qa`) with the
+mean structure Dice per stage, the mean station Dice against the phantom's own station labels, seconds per scan,
+and the registration check (`preprocess.register.qa`) with the
 preset's limits: driving and held-out structure Dice, Jacobian range, flag, and node accuracy of flagged scans
 beside unflagged ones. `--rows-jsonl` appends each scan's row as it finishes. `--score-cache DIR` scores the station
 labels and stored registration check of a cache folder already built instead, with no registration.
@@ -35,14 +36,16 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from cache.settings import from_toml
 from cache.stations import station_names
 from preprocess.register import load_atlas_bank, map_stations, registration_settings
 from preprocess.register.atlas_bank import read_cropped_scan
 from preprocess.register.channels import windowed_ct
-from preprocess.register.qa import qa_summary, registration_check
+from preprocess.register.qa import dice_scores, qa_summary, registration_check
 from preprocess.register.settings import RegistrationSettings
 from preprocess.register.variational import register_deformable
 from preprocess.register.warp import fixed_normaliser, warp_through
+from preprocess.resample import resample_like
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/ holds the known fields
 from tests.preprocess.register.known_field import smooth_random_field  # noqa: E402
@@ -81,6 +84,17 @@ def node_vote_share(votes: np.ndarray, n_atlases: int, grid, nodes_csv: Path) ->
     return float(np.mean(shares)) if shares else float("nan")
 
 
+def truth_station_dice(labels: np.ndarray, grid, stations_path: Path) -> float:
+    """Mean Dice over the 17 stations of fused `labels` (z, y, x on `grid`) against the phantom's own station
+    labels (`truth/<scan>/stations.nii.gz`, resampled nearest): how well the whole map fits, beyond node hits."""
+    reference = sitk.Image([int(n) for n in labels.shape[::-1]], sitk.sitkUInt8)
+    grid.apply_to_sitk(reference)
+    truth = sitk.GetArrayFromImage(resample_like(sitk.ReadImage(str(stations_path)), reference, "nearest", 0))
+    dice = dice_scores(torch.from_numpy(truth.astype(np.int64).ravel()), torch.from_numpy(
+        labels.astype(np.int64).ravel()), len(station_names()))
+    return float(dice.mean())
+
+
 def _accuracy(rows: list[dict]) -> float | None:
     """Fraction of the rows' truth nodes in the right station (None without nodes)."""
     nodes = sum(r["nodes"] for r in rows)
@@ -92,6 +106,12 @@ def _append_row(path: str, row: dict) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def preset_settings(preset: str) -> RegistrationSettings:
+    """A preset of configs/registration/ by name, or any preset file by its path (ending in .toml), e.g. one that
+    `python -m preprocess.register.tune` wrote, so it is measured before it joins the shipped presets."""
+    return from_toml(RegistrationSettings, preset) if preset.endswith(".toml") else registration_settings(preset)
 
 
 def ensure_cohort(root: Path, scans: int, spacing_mm: float) -> None:
@@ -111,7 +131,7 @@ def run_phantom(args: argparse.Namespace) -> dict:
     for preset in args.presets:
         scan_dirs = sorted((root / "scans").iterdir())[args.skip_scans:][: args.full_scans if preset == "full"
                                                                           else args.scans]
-        settings = registration_settings(preset)
+        settings = preset_settings(preset)
         linear_only = replace(settings, deformable_iterations=(0,) * len(settings.deformable_iterations), qa=False)
         rows = []
         for scan_dir in scan_dirs:
@@ -123,6 +143,7 @@ def run_phantom(args: argparse.Namespace) -> dict:
             nodes_csv = root / "truth" / scan_dir.name / "nodes.csv"
             hits, total = node_hits(station_map.labels, scan.grid, nodes_csv)
             vote_share = node_vote_share(station_map.votes, station_map.n_atlases, scan.grid, nodes_csv)
+            station_dice = truth_station_dice(station_map.labels, scan.grid, nodes_csv.parent / "stations.nii.gz")
             linear_hits = None
             if preset in args.linear_only_presets:
                 linear_map = map_stations(scan.ct_hu, scan.structures, scan.grid, bank, linear_only, args.device)
@@ -133,11 +154,12 @@ def run_phantom(args: argparse.Namespace) -> dict:
                                        settings.qa_jacobian_max)
             rows.append({"preset": preset, "scan": scan_dir.name, "shape_zyx": list(scan.grid.shape_zyx),
                          "seconds": seconds, "nodes": total, "hits": hits, "node_vote_share": vote_share,
+                         "truth_station_dice": station_dice,
                          "linear_hits": linear_hits, "dice": dice,
                          "max_folding_fraction": folding, "check": check, "timings_s": station_map.timings_s})
             _append_row(args.rows_jsonl, rows[-1])
             print(f"{preset} {scan_dir.name}: {hits}/{total} nodes (vote share {vote_share:.3f}, linear "
-                  f"{linear_hits}), Dice "
+                  f"{linear_hits}), station Dice against truth {station_dice:.3f}, structure Dice "
                   + ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
                   + f", held out {check['held_out_dice']:.3f} (worst {check['held_out_dice_min']:.3f}), Jacobian "
                   f"{check['jacobian_min']:.2f} to {check['jacobian_max']:.2f}, flags '{check['flags']}', "
@@ -157,6 +179,7 @@ def run_phantom(args: argparse.Namespace) -> dict:
             "node_station_accuracy_flagged": _accuracy([r for r in rows if r["check"]["flags"]]),
             "node_station_accuracy_unflagged": _accuracy([r for r in rows if not r["check"]["flags"]]),
             "node_vote_share_mean": float(np.nanmean([r["node_vote_share"] for r in rows])),
+            "truth_station_dice_mean": float(np.mean([r["truth_station_dice"] for r in rows])),
             "per_scan": rows,
         }
     return results
@@ -192,8 +215,10 @@ def score_cache(args: argparse.Namespace) -> dict:
         with h5py.File(path, "r") as f:
             labels = f[schema.STATION_LABELS][...]
             check = _stored_check(f, registration_settings(preset))
-        hits, total = node_hits(labels, info.grid, Path(args.root) / "truth" / info.scan_id / "nodes.csv")
-        rows.append({"preset": preset, "scan": info.scan_id, "nodes": total, "hits": hits, "check": check})
+        truth = Path(args.root) / "truth" / info.scan_id
+        hits, total = node_hits(labels, info.grid, truth / "nodes.csv")
+        rows.append({"preset": preset, "scan": info.scan_id, "nodes": total, "hits": hits, "check": check,
+                     "truth_station_dice": truth_station_dice(labels, info.grid, truth / "stations.nii.gz")})
         _append_row(args.rows_jsonl, rows[-1])
     print(f"{args.score_cache}: {sum(r['hits'] for r in rows)}/{sum(r['nodes'] for r in rows)} nodes in the right "
           f"station over {len(rows)} scans", flush=True)
@@ -292,7 +317,7 @@ def main() -> None:
     parser.add_argument("--scans", type=int, default=20)
     parser.add_argument("--spacing-mm", type=float, default=2.0)
     parser.add_argument("--crop-margin-mm", type=float, default=20.0)
-    parser.add_argument("--presets", nargs="+", default=["demo", "full"])
+    parser.add_argument("--presets", nargs="+", default=["demo", "full"], help="preset names or .toml files")
     parser.add_argument("--full-scans", type=int, default=20, help="scans for the (slower) full preset")
     parser.add_argument("--skip-scans", type=int, default=0, help="start after this many scans (resume a run)")
     parser.add_argument("--linear-only-presets", nargs="*", default=["demo"],
