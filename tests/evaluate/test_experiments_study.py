@@ -131,6 +131,6 @@ def test_a_rerun_reuses_every_run(study):
     assert mtimes() == before
     with open(study["out"] / "runs.csv", newline="") as f:
         runs = list(csv.DictReader(f))
-    assert len(runs) == 12 and all(r["reused"] == "True" for r in runs)  # six rows on two folds
+    assert len(runs) == 10 and all(r["reused"] == "True" for r in runs)  # five rows on two folds
     assert all((planned.run_dir / "fold0" / MARKER).is_file() for planned in study["plan"].runs.values())
     assert len(LABELS) == 12  # the fold sizes asserted above assume the tiny cohort's 12 patients
