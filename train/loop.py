@@ -424,11 +424,9 @@ def init_from_checkpoint(model: NStageModel, settings: TrainSettings, device: to
     state = load_checkpoint(path, map_location=device)
     source = settings_from_checkpoint(state)
     allowed = ("ts1", "ts3") if settings.stage == "ts2" else ("ts1",)
-    different = [f"{name}: {getattr(source, name)!r} vs {getattr(settings, name)!r}" for name in ARCHITECTURE
+    shared = ARCHITECTURE + (("head_hidden",) if source.stage == "ts3" else ())
+    different = [f"{name}: {getattr(source, name)!r} vs {getattr(settings, name)!r}" for name in shared
                  if getattr(source, name) != getattr(settings, name)]
-    if source.stage == "ts3":
-        different += [f"head_hidden: {source.head_hidden} vs {settings.head_hidden}"] * (
-            source.head_hidden != settings.head_hidden)
     if different or source.stage not in allowed or source.fold != settings.fold:
         raise TrainingError(f"{path} is not a {' or '.join(s.upper() for s in allowed)} checkpoint of fold "
                             f"{settings.fold} with this architecture (stage {source.stage}, fold {source.fold}; "
