@@ -16,7 +16,7 @@ from cache.dataset import read_study_file, stage_overrides, study_file
 from cache.settings import SettingsError, settings_dict, values_from_mapping
 
 # The registration presets of configs/registration/ (a test checks that this list names exactly those files).
-RegistrationPreset = Literal["full", "demo", "demo-check"]
+RegistrationPreset = Literal["full", "demo", "demo-check", "demo-tuned"]
 
 
 @dataclass(frozen=True)
