@@ -144,7 +144,7 @@ def tune(validate: ValidateSettings, tune_settings: TuneSettings, base: Registra
         names = [x.name for x in dataclasses.fields(Candidate) if x.name not in ("settings", "changes")]
         writer = csv.DictWriter(f, fieldnames=[*grid[0], *names])
         writer.writeheader()
-        writer.writerows({**{k: toml_value(v) for k, v in c.changes.items()},
+        writer.writerows({**{k: v if isinstance(v, str) else toml_value(v) for k, v in c.changes.items()},
                           **{k: getattr(c, k) for k in names}} for c in scored)
     on_cpu = resolve_device(validate.device).type == "cpu"
     chosen = choose(scored, tune_settings.dice_tolerance, "cpu_seconds" if on_cpu else "seconds")

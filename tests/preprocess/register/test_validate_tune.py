@@ -59,7 +59,7 @@ def test_tune_scores_each_candidate_and_writes_a_preset_that_loads(phantom_bank,
                  "--write-preset", str(preset)]) == 0
     with open(tmp_path / "out" / "tune_scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["diffusive_alpha_vox2"] for r in rows] == ["0.5", "4.0"]
+    assert [r["diffusive_alpha_vox2"] for r in rows] == ["0.5", "4.0"] and {r["force"] for r in rows} == {"demons"}
     assert all(0.5 < float(r["dice_fused"]) <= 1 and float(r["seconds"]) > 0 and float(r["cpu_seconds"]) > 0
                for r in rows)
     best = max(rows, key=lambda r: float(r["dice_fused"]))
