@@ -89,7 +89,7 @@ def score(bank: AtlasBank, base: RegistrationSettings, changes: dict, validate: 
     result = leave_one_atlas_out(bank, settings, validate)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     mean = station_rows(result.scores)[-1]
-    settings = dataclasses.replace(settings, **limit_values(observed_limits(result.final_qa)))
+    settings = dataclasses.replace(settings, **limit_values(observed_limits(result.final_qa), len(bank.atlases)))
     return Candidate(settings, changes, float(mean["dice_fused"]), float(mean["dice_single"]),
                      float(mean["dice_fused_linear"]), seconds, cpu_seconds)
 

@@ -10,9 +10,12 @@ held-out atlases), `loao_structures.csv` (structure Dice per group, driving or h
 `loao.md` (both tables in markdown, and what is left of the paper's eight-class structure check),
 `qa_limits.toml` and `validate.log`.
 
-`qa_limits.toml` holds the limits of the registration check (`preprocess.register.qa.registration_check`): the
-worst held-out structure Dice and the Jacobian range that the atlas-to-atlas registrations reached, as preset
-keys to copy into the registration preset that maps the scans; a scan beyond them is flagged.
+`qa_limits.toml` holds the limits of the registration check (`preprocess.register.qa.registration_check`) as
+preset keys to copy into the registration preset that maps the scans; a scan beyond them is flagged. A scan's check
+takes the worst of its registrations (one per atlas of the bank), so the limits are not the extremes that the
+atlas-to-atlas registrations reached (a scan as good as the atlases would cross those by chance alone, in 5 scans
+of 25 for a bank of 5) but their mean -/+ z standard deviations, z such that the worst of the bank's registrations
+crosses a limit by chance in 1 scan of 20 (`CHANCE_FLAG_RATE`; normal values assumed).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from cache.build_settings import RegistrationPreset
 from cache.cli import Command
@@ -44,6 +47,8 @@ METHODS = ("fused", "single", "fused_linear", "single_linear")
 # five parts of the heart. v2 'total' masks (and v1 masks as read here, configs/totalsegmentator/v1_total.toml)
 # have one 'heart' and no pulmonary artery, so what is left of it is these three groups.
 PAPER_CHECK_GROUPS = ("trachea", "esophagus", "heart")
+# How often a scan registered as well as the atlases register to each other may be flagged by each limit.
+CHANCE_FLAG_RATE = 0.05
 
 
 @dataclass(frozen=True)
@@ -254,37 +259,63 @@ def write_tables(out: Path, result: LoaoResult, preset: str) -> list[dict]:
 
 
 def observed_limits(final: Sequence[dict]) -> dict[str, float]:
-    """The extremes of the registrations' QA after the deformable stage: worst held-out structure Dice (NaN when
-    none was held out), lowest and highest Jacobian determinant; and the mean driving and held-out Dice."""
+    """The registrations' QA after the deformable stage: worst held-out structure Dice (NaN when none was held
+    out), lowest and highest Jacobian determinant, the mean and standard deviation over registrations of the
+    held-out Dice and of each registration's Jacobian minimum and maximum; and the mean driving Dice."""
     held = [r["held_out_dice_mean"] for r in final if np.isfinite(r["held_out_dice_mean"])]
+    lows, highs = [r["jacobian_min"] for r in final], [r["jacobian_max"] for r in final]
     return {"held_out_dice_min": min(held, default=float("nan")), "held_out_dice": _mean(held),
-            "driving_dice": _mean([r["dice_mean"] for r in final]),
-            "jacobian_min": min(r["jacobian_min"] for r in final),
-            "jacobian_max": max(r["jacobian_max"] for r in final),
+            "held_out_dice_sd": _sd(held), "driving_dice": _mean([r["dice_mean"] for r in final]),
+            "jacobian_min": min(lows), "jacobian_max": max(highs),
+            "jacobian_min_mean": _mean(lows), "jacobian_min_sd": _sd(lows),
+            "jacobian_max_mean": _mean(highs), "jacobian_max_sd": _sd(highs),
             "registrations": len(final)}
 
 
-def limit_values(observed: dict[str, float]) -> dict[str, float]:
-    """The registration check's limits as preset keys, from `observed_limits` (rounded outwards); a held-out Dice
-    limit of 0 (off) when no group was held out."""
-    held = observed["held_out_dice_min"]
+def _sd(values: Sequence[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
+def chance_z(n_atlases: int, rate: float = CHANCE_FLAG_RATE) -> float:
+    """Standard deviations from the mean at which the worst of `n_atlases` normal values crosses by chance with
+    probability `rate`."""
+    return float(-stats.norm.ppf(1.0 - (1.0 - rate) ** (1.0 / n_atlases)))
+
+
+def limit_values(observed: dict[str, float], n_atlases: int) -> dict[str, float]:
+    """The registration check's limits as preset keys for scans mapped with `n_atlases` atlases: mean -/+
+    `chance_z` standard deviations of `observed_limits` (rounded outwards); a held-out Dice limit of 0 (off)
+    when no group was held out."""
+    z = chance_z(n_atlases)
+    held = observed["held_out_dice"] - z * observed["held_out_dice_sd"]
     return {"qa_held_out_dice_min": math.floor(held * 1000) / 1000 if math.isfinite(held) else 0.0,
-            "qa_jacobian_min": math.floor(observed["jacobian_min"] * 100) / 100,
-            "qa_jacobian_max": math.ceil(observed["jacobian_max"] * 100) / 100}
+            "qa_jacobian_min": math.floor((observed["jacobian_min_mean"] - z * observed["jacobian_min_sd"]) * 100)
+            / 100,
+            "qa_jacobian_max": math.ceil((observed["jacobian_max_mean"] + z * observed["jacobian_max_sd"]) * 100)
+            / 100}
 
 
-def limits_toml(observed: dict[str, float], registration: RegistrationSettings, settings: ValidateSettings) -> str:
+def limits_toml(observed: dict[str, float], registration: RegistrationSettings, settings: ValidateSettings,
+                n_atlases: int) -> str:
     """`qa_limits.toml`: the registration check's limits as preset keys, with where they come from."""
+    z = chance_z(n_atlases)
     lines = [f"# Registration check limits from python -m preprocess.register.validate on {settings.atlas_bank}",
-             f"# (preset {settings.preset}, {settings.spacing_mm:g} mm): the extremes of {observed['registrations']} "
-             "atlas-to-atlas registrations after the deformable stage.",
+             f"# (preset {settings.preset}, {settings.spacing_mm:g} mm): the mean -/+ {z:.2f} SD of "
+             f"{observed['registrations']} atlas-to-atlas registrations after the deformable stage, so that a scan",
+             f"# mapped with {n_atlases} atlases as well as they map each other crosses each limit by chance in 1 "
+             f"scan of {round(1 / CHANCE_FLAG_RATE)}.",
+             f"# Held-out Dice {observed['held_out_dice']:.3f} +- {observed['held_out_dice_sd']:.3f} (worst "
+             f"{observed['held_out_dice_min']:.3f}); Jacobian minimum {observed['jacobian_min_mean']:.3f} +- "
+             f"{observed['jacobian_min_sd']:.3f} (lowest {observed['jacobian_min']:.3f}), maximum "
+             f"{observed['jacobian_max_mean']:.3f} +- {observed['jacobian_max_sd']:.3f} (highest "
+             f"{observed['jacobian_max']:.3f}).",
              "# Copy these keys into the registration preset that maps the scans",
              f"# (configs/registration/{settings.preset}.toml); a scan beyond them is flagged.",
              f"# Mean structure Dice: driving {observed['driving_dice']:.3f}, held out {observed['held_out_dice']:.3f}"
              f" ({', '.join(registration.qa_held_out_channels) or 'no group held out'})."]
     if not math.isfinite(observed["held_out_dice_min"]):
         lines.append("# The preset holds no structure group out (qa_held_out_channels): no held-out Dice limit.")
-    lines += [f"{key} = {value!r}" for key, value in limit_values(observed).items()]
+    lines += [f"{key} = {value!r}" for key, value in limit_values(observed, n_atlases).items()]
     return "\n".join(lines) + "\n"
 
 
@@ -294,7 +325,8 @@ def validate(settings: ValidateSettings, registration: RegistrationSettings) -> 
     result = leave_one_atlas_out(bank, registration, settings)
     rows = write_tables(Path(settings.out), result, settings.preset)
     observed = observed_limits(result.final_qa)
-    (Path(settings.out) / "qa_limits.toml").write_text(limits_toml(observed, registration, settings))
+    (Path(settings.out) / "qa_limits.toml").write_text(limits_toml(observed, registration, settings,
+                                                                   len(bank.atlases)))
     mean = rows[-1]
     print(f"mean station Dice over {len(rows) - 1} stations: fused {mean['dice_fused']:.3f}, single atlas "
           f"{mean['dice_single']:.3f}, fused after the linear stage {mean['dice_fused_linear']:.3f}; mean surface "

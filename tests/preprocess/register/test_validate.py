@@ -16,7 +16,14 @@ from cache.stations import station_names
 from preprocess.phantom.cohort import generate_cohort
 from preprocess.phantom.settings import PhantomSettings
 from preprocess.register import registration_settings
-from preprocess.register.validate import cli, main, mean_surface_distance, station_dice
+from preprocess.register.validate import (
+    chance_z,
+    cli,
+    limit_values,
+    main,
+    mean_surface_distance,
+    station_dice,
+)
 
 FAST = ["--preset", "demo-check", "--spacing-mm", "6", "--crop-margin-mm", "12", "--device", "cpu",
         "--linear-iterations", "20", "--deformable-levels-mm", "12", "6", "--deformable-iterations", "15", "10"]
@@ -66,7 +73,19 @@ def test_structures_are_scored_apart_and_the_limits_feed_a_preset(clean_run):
     means = [float(r["dice_mean"]) for r in structures if r["role"] == "held out"]
     assert 0.3 < limits["qa_held_out_dice_min"] <= max(means)  # the worst registration's mean over held-out groups
     settings = replace(registration_settings("demo-check"), **limits)  # the keys are preset keys
-    assert 0 < settings.qa_jacobian_min < 1 < settings.qa_jacobian_max
+    assert settings.qa_jacobian_min < 1 < settings.qa_jacobian_max
+    assert "crosses each limit by chance in 1 scan of 20" in (clean_run / "qa_limits.toml").read_text()
+
+
+def test_a_scan_as_good_as_the_atlases_crosses_a_limit_by_chance_in_one_scan_of_twenty():
+    worst_of_five = np.random.default_rng(0).normal(0.85, 0.01, (100_000, 5)).min(axis=1)
+    assert abs(float(np.mean(worst_of_five < 0.85 - chance_z(5) * 0.01)) - 0.05) < 0.003
+    # the extreme of 20 registrations would flag 5 in 25 such scans; the demo bank's check limits (demo-check.toml)
+    observed = {"held_out_dice": 0.854, "held_out_dice_sd": 0.013, "jacobian_min_mean": 0.209,
+                "jacobian_min_sd": 0.147, "jacobian_max_mean": 1.725, "jacobian_max_sd": 0.340}
+    assert limit_values(observed, 5) == {"qa_held_out_dice_min": 0.823, "qa_jacobian_min": -0.14,
+                                         "qa_jacobian_max": 2.52}
+    assert limit_values({**observed, "held_out_dice": float("nan")}, 5)["qa_held_out_dice_min"] == 0.0
 
 
 def test_a_broken_atlas_lowers_its_row(phantom_bank, clean_run, tmp_path):
