@@ -26,8 +26,9 @@ class BuildSettings:
     spacing_mm: float = field(default=1.0, metadata={"help": "isotropic voxel size of the cache, in mm"})
     crop_margin_mm: float = field(default=20.0, metadata={"help": "margin around the lungs+trachea box, mm"})
     registration_preset: RegistrationPreset = field(
-        default="full", metadata={"help": "registration settings: full (finest level = data), demo (4 mm) or "
-                                          "demo-check (4 mm, three structure groups held out for the check)"}
+        default="full", metadata={"help": "registration settings: full (finest level = data), demo (4 mm), "
+                                          "demo-check (4 mm, three structure groups held out for the check) or "
+                                          "demo-tuned (demo as the tuning command chose it)"}
     )
 
 

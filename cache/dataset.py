@@ -131,8 +131,8 @@ def stage_overrides(dataset: str, stage: str) -> dict:
     """The `[stage]` table of a dataset config: that stage's setting values for this dataset.
 
     For a study: `[train]`/`[evaluate]` are its first member's table updated by the study's own, sub-tables such as
-    `[train.ts2]` key by key; `[preprocess]`
-    and `[phantom]` belong to each member (`python -m preprocess` runs per member), so asking a study is an error.
+    `[train.ts2]` key by key; `[preprocess]` and `[phantom]` belong to each member (`python -m preprocess` runs per
+    member), so asking a study is an error.
     """
     assert stage in STAGE_TABLES
     path = study_file(dataset)
