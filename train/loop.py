@@ -28,7 +28,7 @@ from cache.dataset import load_study, study_rows
 from cache.heap import reused_heap
 from cache.run_log import progress as progress_bar
 from cache.settings import format_settings, settings_dict
-from cache.stations import station_names
+from cache.stations import STATION_CUTOFF, group_mask, station_names
 from train.augment import AugmentSettings, augment, centre_crop
 from train.checkpoint import CheckpointError, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from train.data import (
@@ -49,7 +49,7 @@ from train.distributed import Ranks, setup, teardown, unwrap, wrap
 from train.folds import fold_file_path, load_or_make_study_folds
 from train.inference import predict, settings_from_checkpoint, write_predictions
 from train.losses import LossWeights, n_stage_loss, station_bce
-from train.model import N_STATIONS, NStageModel, build_model
+from train.model import N_STATIONS, SIDE_CODES, NStageModel, build_model, init_head_at_rule, rule_head_units
 from train.settings import RESUMABLE_CHANGES, TrainSettings
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_ce", "train_mse", "train_pseudo", "train_bce",
@@ -95,6 +95,8 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
 
     model = build_model(settings).to(device)
     if settings.stage != "ts1" and not settings.resume:
+        if settings.head_init == "rule":
+            start_head_at_rule(model, settings, cohort.train.rule_set)
         init_from_checkpoint(model, settings, device, log)
     if settings.stage == "ts3":
         model.classifier.requires_grad_(False)
@@ -410,6 +412,17 @@ def check_resume_settings(settings: TrainSettings, state: dict, run_dir: Path) -
     if different:
         raise TrainingError(f"{run_dir / 'last.pt'} was made with other settings ({'; '.join(different)}); resume with "
                             "the same settings, or start a new run (--overwrite or another --run-name)")
+
+
+def start_head_at_rule(model: NStageModel, settings: TrainSettings, rule_set: str) -> None:
+    """TS2/TS3's head set to compute the cohort's rule set on the station logits (head_init = rule)."""
+    masks = np.stack([group_mask(side, rule_set) for side in SIDE_CODES])
+    needed = len(rule_head_units(masks))
+    if needed > settings.head_hidden:
+        raise TrainingError(f"head_init = rule needs head_hidden >= {needed} for rule set {rule_set!r} (one unit per "
+                            f"station and per side-dependent station), got {settings.head_hidden}; raise "
+                            "--head-hidden or pass --head-init random")
+    init_head_at_rule(model.head, masks, STATION_CUTOFF)
 
 
 def init_from_checkpoint(model: NStageModel, settings: TrainSettings, device: torch.device, log) -> None:

@@ -5,6 +5,9 @@ Patches are (batch, channels, z, y, x): CT and SUV windowed to [0, 1], optionall
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -119,6 +122,52 @@ class NStageModel(nn.Module):
             station_logits = self.station_logits(patches)
         stage_logits = self.head(torch.cat([station_logits, side.to(station_logits.dtype)], dim=1))
         return stage_logits, station_logits
+
+
+def rule_head_units(group_masks: np.ndarray) -> list[tuple[int, int | None, int, int]]:
+    """The hidden units a head needs to compute a rule set: (station, side code or None, from group, to group).
+
+    `group_masks` (2, 3, 17) is cache.stations' per side (in SIDE_CODES order) and group. Every station gets a
+    unit for its lower group of the two sides (0 to low); a station whose group depends on the side gets a second
+    unit, for that side only, that lifts it to the higher group (low to high).
+    """
+    groups = (group_masks * np.arange(1, group_masks.shape[1] + 1)[None, :, None]).max(axis=1)  # (2, 17)
+    low, high = groups.min(axis=0), groups.max(axis=0)
+    units = [(station, None, 0, int(low[station])) for station in range(groups.shape[1]) if low[station]]
+    return units + [(station, int(groups[:, station].argmax()), int(low[station]), int(high[station]))
+                    for station in range(groups.shape[1]) if high[station] > low[station]]
+
+
+@torch.no_grad()
+def init_head_at_rule(head: nn.Sequential, group_masks: np.ndarray, cutoff: float = 0.5, sharpness: float = 10.0,
+                      gate: float = 1000.0) -> None:
+    """Set the head's weights so that it computes the rule-based stager on station logits and the side: the
+    N-stage is the highest group holding a station with logit above the cutoff's.
+
+    A hidden unit is relu(sharpness * (logit - cut) + 1/2), so only stations less than 0.05 (at sharpness 10) below
+    the cut can add up to a call; it is gated off by `gate` when it lifts a station's group for
+    the other side; output m sums (min(m, to) - min(m, from)) * unit - m/2, so the argmax is the highest group
+    whose units sum above 1/2. With the side unknown each station counts at its lower group. Units the rule does
+    not use keep their random input weights and start with no say in the output. Training then refines the rule
+    instead of learning it from a few dozen scans (benchmarks/README.md, "TS3 starts at the rule").
+    """
+    first, second = head[0], head[2]
+    units = rule_head_units(group_masks)
+    if len(units) > first.out_features:
+        raise ValueError(f"the rule set needs {len(units)} hidden units; head_hidden is {first.out_features}")
+    cut = math.log(cutoff / (1.0 - cutoff))
+    n_stations = first.in_features - len(SIDE_CODES)
+    stages = torch.arange(second.out_features)
+    second.weight.zero_()
+    second.bias.copy_(-0.5 * stages)
+    for unit, (station, side, low, high) in enumerate(units):
+        first.weight[unit].zero_()
+        first.weight[unit, station] = sharpness
+        first.bias[unit] = 0.5 - sharpness * cut
+        if side is not None:
+            first.weight[unit, n_stations + side] = gate
+            first.bias[unit] -= gate
+        second.weight[:, unit] = (stages.clamp(max=high) - stages.clamp(max=low)).to(second.weight.dtype)
 
 
 def build_classifier(settings) -> StationClassifier:

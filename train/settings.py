@@ -77,6 +77,12 @@ class TrainSettings:
                           "relative to the patch) or batch (keeps it)"},
     )
     head_hidden: int = field(default=32, metadata={"help": "TS2/TS3: width of the head's hidden linear layer"})
+    head_init: Literal["rule", "random"] = field(
+        default="rule",
+        metadata={"help": "TS2/TS3: start the N-stage head at the rule-based stager on the station logits (rule) or "
+                          "at PyTorch's random init (random); benchmarks/README.md, \"TS3 starts at the rule\", "
+                          "compares them. A TS3 checkpoint given to TS2 brings its own head"},
+    )
     # patches and augmentation
     patch_size_vox: int = field(default=64, metadata={"help": "edge of the cubic input patch, in voxels"})
     margin_vox: int = field(
@@ -104,8 +110,7 @@ class TrainSettings:
     )
     lr: float = field(default=5e-4, metadata={"help": "Adam learning rate"})
     head_lr: float = field(
-        default=0.0, metadata={"help": "TS2/TS3: Adam learning rate of the N-stage head, which starts untrained "
-                                       "(0: lr)"}
+        default=0.0, metadata={"help": "TS2/TS3: Adam learning rate of the N-stage head (0: lr)"}
     )
     weight_decay: float = field(default=1e-3, metadata={"help": "Adam weight decay"})
     max_epochs: int = field(default=150, metadata={"help": "most epochs"})

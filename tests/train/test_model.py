@@ -2,10 +2,27 @@ import numpy as np
 import pytest
 import torch
 
-from cache.stations import n_stage, station_names
+from cache.stations import (
+    STATION_CUTOFF,
+    group_mask,
+    n_stage,
+    rule_set_names,
+    stage_scans,
+    station_calls,
+    station_names,
+)
 from train.data import balanced_weights
 from train.losses import LossWeights, group_masks, n_stage_loss, pseudo_targets
-from train.model import N_STAGES, N_STATIONS, NStageModel, StationClassifier, encode_side
+from train.model import (
+    N_STAGES,
+    N_STATIONS,
+    SIDE_CODES,
+    NStageModel,
+    StationClassifier,
+    encode_side,
+    init_head_at_rule,
+    rule_head_units,
+)
 
 
 def test_six_blocks_reduce_64_patch_to_one_logit_per_sample():
@@ -114,3 +131,35 @@ def test_a_ts3_head_trained_on_logits_generated_by_the_rule_set_recovers_the_rul
         assert (predicted[truth == stage] == stage).float().mean() >= 0.6, stage
     for side in (right_side, ~right_side):  # side-dependent groups: 4R is N2 with a right tumour, N3 with a left
         assert (predicted[side] == truth[side]).float().mean() >= 0.8
+
+
+@pytest.mark.parametrize("rule_set", rule_set_names())
+def test_a_head_started_at_the_rule_stages_as_the_rule_set_does(rule_set):
+    """Random station logits (none within 0.05 of the cutoff) and both sides: the head's argmax is the rule's
+    N-stage for every scan; with the side unknown it counts each station at its lower group."""
+    torch.manual_seed(0)
+    model = NStageModel(StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4), hidden=32)
+    masks = np.stack([group_mask(side, rule_set) for side in SIDE_CODES])
+    init_head_at_rule(model.head, masks, STATION_CUTOFF)
+    rng = np.random.default_rng(1)
+    # sparse positives, so every stage occurs: each station malignant with probability 0.08
+    logits = np.where(rng.random((4000, N_STATIONS)) < 0.08, rng.uniform(0.05, 8, (4000, N_STATIONS)),
+                      rng.uniform(-8, -0.05, (4000, N_STATIONS)))
+    sides = [("R", "L", None)[i] for i in rng.integers(0, 3, len(logits))]
+    stage_logits, _ = model(None, encode_side(sides), station_logits=torch.tensor(logits, dtype=torch.float32))
+    head = stage_logits.argmax(1).numpy()
+    calls = station_calls(1 / (1 + np.exp(-logits)))
+    known = np.array([side is not None for side in sides])
+    rule = stage_scans(calls, sides, rule_set)
+    assert set(rule[known]) == {0, 1, 2, 3}
+    np.testing.assert_array_equal(head[known], rule[known])
+    lower = (masks * np.arange(1, 4)[None, :, None]).max(axis=1).min(axis=0)  # each station's lower group
+    np.testing.assert_array_equal(head[~known], (calls[~known] * lower).max(axis=1))
+
+
+def test_the_rule_needs_fewer_units_than_the_default_head_and_a_narrow_head_is_refused():
+    masks = np.stack([group_mask(side, "paper") for side in SIDE_CODES])
+    assert len(rule_head_units(masks)) == 27  # 17 stations, 10 of them lifted a group for one side
+    narrow = NStageModel(StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4), hidden=8)
+    with pytest.raises(ValueError, match="needs 27 hidden units; head_hidden is 8"):
+        init_head_at_rule(narrow.head, masks)
