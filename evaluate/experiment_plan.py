@@ -23,6 +23,9 @@ from train.settings import TrainSettings, preset_values
 # TrainSettings fields that say where or how fast a run goes, not what it computes: left out of the run key.
 NOT_IN_KEY = ("fold", "dataset", "root", "cache_root", "runs_dir", "run_name", "init_from", "resume", "overwrite",
               "device", "num_workers", "reuse_heap", "stop_after_epoch", "progress")
+# Fields only some stages read: in the key of those stages' runs only, so a field added for TS2/TS3 leaves the TS1
+# runs already trained valid.
+STAGE_ONLY = {"head_init": ("ts2", "ts3")}
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,10 @@ def _digest(value: object) -> str:
 
 
 def run_key(settings: TrainSettings, parent_key: str, data_key: str) -> str:
-    """Hash of what a run computes: settings (NOT_IN_KEY left out), the parent run's key, the data's key."""
-    values = {k: v for k, v in settings_dict(settings)["TrainSettings"].items() if k not in NOT_IN_KEY}
+    """Hash of what a run computes: settings (NOT_IN_KEY, and STAGE_ONLY of other stages, left out), the parent
+    run's key, the data's key."""
+    values = {k: v for k, v in settings_dict(settings)["TrainSettings"].items()
+              if k not in NOT_IN_KEY and settings.stage in STAGE_ONLY.get(k, (settings.stage,))}
     return _digest({"settings": values, "parent": parent_key, "data": data_key})
 
 

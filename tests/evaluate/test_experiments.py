@@ -15,12 +15,13 @@ from scipy.stats import binomtest
 from cache.writer import write_scan
 from evaluate.__main__ import main
 from evaluate.evaluation import EvaluationError
-from evaluate.experiment_plan import ExperimentSettings, differing_settings, plan_runs
+from evaluate.experiment_plan import ExperimentSettings, differing_settings, plan_runs, run_key
 from evaluate.experiments import MARKER, STOPPED, plan_study, run_experiments
 from evaluate.timing_table import PREPROCESSING, per_scan, preprocessing_steps, recorded_step_times, totals
 from tests.preprocess.synthetic_scan import synthetic_record
 from tests.train.conftest import write_tiny_cohort
 from train.loop import run_training
+from train.settings import TrainSettings
 
 FLAGS = ["--folds", "0-1", "--max-epochs", "1", "--device", "cpu", "--no-progress", "--n-permutations", "200"]
 
@@ -88,6 +89,13 @@ def test_the_ablated_factor_changes_the_key_and_a_shared_factor_does_not(tmp_pat
     d = plan_runs(settings, "data-b")
     assert all(a[n].key != c[n].key and a[n].key != d[n].key for n in a)
     assert a["TS3"].parent is a["TS1"] and a["TS2"].parent is a["TS3"] and a["TS2, no pseudo-labels"].parent is a["TS3"]
+
+
+def test_a_setting_only_ts2_and_ts3_read_keys_their_runs_and_leaves_ts1_runs_valid():
+    for stage in ("ts1", "ts2", "ts3"):
+        rule, random = (TrainSettings(stage=stage, head_init=init) for init in ("rule", "random"))
+        same = run_key(rule, "", "data") == run_key(random, "", "data")
+        assert same == (stage == "ts1"), stage
 
 
 def test_a_stopped_study_resumes_without_retraining_complete_runs(study):
