@@ -45,6 +45,16 @@ def test_on_the_cpu_the_least_cpu_time_wins_not_the_least_wall_time():
     assert choose([busy_cheap, quiet_costly], 0.002) is quiet_costly
 
 
+def test_a_field_that_folds_is_not_chosen_however_well_it_scores():
+    base = RegistrationSettings()
+    folding_best = Candidate(base, {"n": 1}, 0.856, 0.0, 0.0, 70.0, jacobian_min=-0.14)
+    smooth = Candidate(base, {"n": 2}, 0.854, 0.0, 0.0, 90.0, jacobian_min=-0.02)
+    smoother = Candidate(base, {"n": 3}, 0.850, 0.0, 0.0, 60.0, jacobian_min=0.10)
+    assert choose([folding_best, smooth, smoother], 0.002) is folding_best  # no limit: the old choice
+    assert choose([folding_best, smooth, smoother], 0.002, fold_limit=-0.05) is smooth
+    assert choose([folding_best, smooth], 0.002, fold_limit=0.0) is smooth  # all fold: the least folding one
+
+
 @pytest.fixture(scope="module")
 def phantom_bank(tmp_path_factory) -> Path:
     root = generate_cohort(PhantomSettings(out=str(tmp_path_factory.mktemp("tune") / "demo"), patients=1, atlases=3,
@@ -61,10 +71,11 @@ def test_tune_scores_each_candidate_and_writes_a_preset_that_loads(phantom_bank,
         rows = list(csv.DictReader(f))
     assert [r["diffusive_alpha_vox2"] for r in rows] == ["0.5", "4.0"] and {r["force"] for r in rows} == {"demons"}
     assert all(0.5 < float(r["dice_fused"]) <= 1 and float(r["seconds"]) > 0 and float(r["cpu_seconds"]) > 0
-               for r in rows)
+               and float(r["jacobian_min"]) < 1 for r in rows)
     best = max(rows, key=lambda r: float(r["dice_fused"]))
     text = preset.read_text()
-    assert text.count("<- chosen") == 1 and "dice fused | single | linear | seconds | cpu seconds" in text
+    assert text.count("<- chosen") == 1
+    assert "dice fused | single | linear | seconds | cpu seconds | jacobian min" in text
     chosen = from_toml(RegistrationSettings, preset)
     assert chosen.diffusive_alpha_vox2 in (0.5, 4.0) and chosen.deformable_iterations == (8, 5)
     assert 0 < chosen.qa_held_out_dice_min < 1 and chosen.qa_jacobian_max < float("inf")
