@@ -74,10 +74,11 @@ def finished_unmarked(fold_dir: Path) -> bool:
 
 
 def training_time(fold_dir: Path) -> tuple[float, int]:
-    """(seconds over all epochs, epochs) from the trainer's metrics.csv (survives resumes)."""
+    """(seconds over all epochs, epochs trained) from the trainer's metrics.csv (survives resumes; its epoch 0 is
+    the start's validation)."""
     with open(fold_dir / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    return sum(float(r["seconds"]) for r in rows), len(rows)
+    return sum(float(r["seconds"]) for r in rows), sum(int(r["epoch"]) > 0 for r in rows)
 
 
 def mark_complete(fold_dir: Path, planned: PlannedRun, fold: int, reused: bool = False) -> FoldRun:

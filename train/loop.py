@@ -138,6 +138,29 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
         bank = logit_bank(model, dataset, settings, device)
         log(f"logit bank: {settings.head_logit_draws} patch draws of each of {len(dataset)} training scans")
 
+    def record(epoch: int, improved: bool, since_best: int, row: dict) -> None:
+        """Checkpoints (best.pt when improved, last.pt) and the metrics row of an epoch, on the main rank."""
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                 "best_metric": best_metric, "best_epoch": best_epoch, "epochs_since_best": since_best,
+                 "stage": settings.stage, "settings": settings_dict(settings)["TrainSettings"],
+                 "rng": rng_states(data_rng, augment_generator)}
+        if improved:
+            save_checkpoint(run_dir / "best.pt", state)
+        save_checkpoint(run_dir / "last.pt", state)
+        append_metrics(run_dir / "metrics.csv", {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+                                                 "best_metric": best_metric, **row})
+
+    if settings.stage != "ts1" and settings.head_init == "rule" and not settings.resume:
+        # the start (the rule-based stager, or a TS3 head) is the first candidate: an epoch must beat it
+        started = time.monotonic()
+        scores = validate(model, cohort.val, settings, device)
+        best_metric, best_epoch = selection_metric(scores, settings), 0
+        if ranks.is_main:
+            record(0, True, 0, {**{f"val_{name}": value for name, value in scores.items()},
+                                "val_metric": best_metric, "seconds": time.monotonic() - started})
+        log(f"epoch 0 (the start, before training): val N bacc {scores['n_bacc']:.3f}")
+
     for epoch in range(start_epoch, settings.max_epochs + 1):
         started = time.monotonic()
         plan = epoch_plan(classes, samples, batch_per_rank, data_rng, ranks.world_size)[ranks.rank::ranks.world_size]
@@ -160,18 +183,8 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
         elif settled:
             since_best += 1
         if ranks.is_main:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                     "best_metric": best_metric, "best_epoch": best_epoch, "epochs_since_best": since_best,
-                     "stage": settings.stage, "settings": settings_dict(settings)["TrainSettings"],
-                     "rng": rng_states(data_rng, augment_generator)}
-            if improved:
-                save_checkpoint(run_dir / "best.pt", state)
-            save_checkpoint(run_dir / "last.pt", state)
-            append_metrics(run_dir / "metrics.csv", {
-                "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **losses,
-                **{f"val_{name}": value for name, value in scores.items()}, "val_metric": metric,
-                "best_metric": best_metric, "seconds": time.monotonic() - started})
+            record(epoch, improved, since_best, {**losses, **{f"val_{name}": value for name, value in scores.items()},
+                                                 "val_metric": metric, "seconds": time.monotonic() - started})
             log(f"epoch {epoch}: loss {losses['train_loss']:.4f}, val station bacc {scores['station_bacc']:.3f}, "
                 f"AUC {scores['station_auc']:.3f}, N bacc {scores['n_bacc']:.3f}, best {best_metric:.3f} "
                 f"(epoch {best_epoch})")

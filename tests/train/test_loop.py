@@ -185,7 +185,25 @@ def test_ts3_on_a_logit_bank_trains_the_head_alone_and_resumes_to_the_same_weigh
     assert main(["ts3", *args(tiny_dataset, tmp_path, *bank, "--resume")]) == 0
     assert_same_weights(whole, weights(tmp_path / "tiny" / "ts3" / "fold2" / "last.pt"))
     with open(tmp_path / "tiny" / "ts3" / "fold2" / "metrics.csv") as f:
-        assert all(float(r["train_ce"]) > 0 for r in csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]  # epoch 0: the start's validation, before any step
+    assert all(float(r["train_ce"]) > 0 for r in rows[1:])
+
+
+def test_ts3_starts_as_the_rule_on_ts1s_calls_and_keeps_the_start_unless_an_epoch_beats_it(tiny_dataset, tmp_path):
+    """With nothing learnt (learning rate 0) TS3's best checkpoint is its start, and its test N-stages are those
+    of the rule set on TS1's station calls of the same fold."""
+    assert main(["ts1", *args(tiny_dataset, tmp_path, "--fold", "1", "--max-epochs", "1")]) == 0
+    assert main(["ts3", *args(tiny_dataset, tmp_path, "--fold", "1", "--max-epochs", "2", "--lr", "0",
+                              "--head-lr", "0")]) == 0
+    assert load_checkpoint(tmp_path / "tiny" / "ts3" / "fold1" / "best.pt")["epoch"] == 0
+
+    def stages(stage):
+        with open(tmp_path / "tiny" / stage / "fold1" / "predictions_test.csv") as f:
+            return {r["scan_id"]: int(r["n_pred"]) for r in csv.DictReader(f) if r["tumor_side"]}
+
+    rule, ts3 = stages("ts1"), stages("ts3")
+    assert rule and ts3 == rule
 
 
 INF_PATIENTS = tuple(i for i, (n, _) in enumerate(LABELS) if n == 0)  # every N0 patient: some train in fold 0
