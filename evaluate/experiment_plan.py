@@ -82,9 +82,9 @@ ROWS = (  # parents first
     StudyRow("TS1, centroid patch", "ts1", (("train_patch_sampling", "centroid"),),
              description="TS1 trained on a fixed patch at the station centroid (Table 5 ablation)"),
     StudyRow("TS3", "ts3", parent="TS1", description="TS2 head on the frozen TS1 classifier"),
-    # TS2 starts from TS3: the TS1 classifier with a head already fitted on its frozen logits, so the joint
-    # training does not begin by pushing a random head's gradients into the classifier (benchmarks/README.md)
-    StudyRow("TS2", "ts2", parent="TS3", description="end-to-end N-stage from TS3 (TS1 classifier, fitted head), "
+    # TS2 starts from TS3: the TS1 classifier with TS3's head (the rule, refined on the frozen logits), so the
+    # study's few joint steps start from a head that already stages (benchmarks/README.md)
+    StudyRow("TS2", "ts2", parent="TS3", description="end-to-end N-stage from TS3 (TS1 classifier, refined head), "
                                                      "pseudo-labels on"),
     # both TS2 rows start from the one TS3: its pseudo-label term acts on station logits only, which TS3 freezes
     # (TS3 with and without it gave bit-identical checkpoints on the demo study's five folds)

@@ -201,7 +201,7 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
 
 
 def parameter_groups(model: torch.nn.Module, settings: TrainSettings) -> list[dict]:
-    """The trainable parameters for Adam: TS2/TS3's untrained head at `head_lr` (when set), the rest at `lr`."""
+    """The trainable parameters for Adam: TS2/TS3's head at `head_lr` (when set), the rest at `lr`."""
     if settings.stage == "ts1" or not settings.head_lr:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
     head = list(model.head.parameters())
@@ -440,7 +440,7 @@ def start_head_at_rule(model: NStageModel, settings: TrainSettings, rule_set: st
 
 def init_from_checkpoint(model: NStageModel, settings: TrainSettings, device: torch.device, log) -> None:
     """TS2/TS3 start from the TS1 classifier of the same fold; TS2 may also start from a TS3 run of that fold,
-    whose head was already fitted on the frozen classifier's logits (classifier and head are both loaded)."""
+    whose head was already refined on the frozen classifier's logits (classifier and head are both loaded)."""
     path = Path(settings.init_from) if settings.init_from else (
         Path(settings.runs_dir) / Path(settings.dataset).stem / "ts1" / f"fold{settings.fold}" / "best.pt")
     if not path.is_file():
