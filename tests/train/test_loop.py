@@ -225,4 +225,9 @@ def test_a_non_finite_loss_stops_the_run_naming_stage_epoch_and_the_scans_with_n
     named = named.split(": check those scans' images")[0].split("; ")
     assert named and {item.split(" ")[0] for item in named} <= {f"P{i:02d}" for i in INF_PATIENTS}
     fold = tmp_path / "runs" / "tiny" / stage / "fold0"
-    assert not (fold / "last.pt").exists() and not (fold / "metrics.csv").exists()  # no step taken on it, no epoch
+    if stage == "ts1":
+        assert not (fold / "last.pt").exists() and not (fold / "metrics.csv").exists()  # no step taken, no epoch
+    else:  # TS2 recorded its start (epoch 0, the rule-started head) before the first step, and nothing after
+        assert load_checkpoint(fold / "last.pt")["epoch"] == 0
+        with open(fold / "metrics.csv") as f:
+            assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0]
