@@ -21,7 +21,7 @@ def test_demo_maps_as_before_and_demo_check_only_moves_three_groups_to_the_check
 
 def test_demo_tuned_maps_as_demo_but_with_the_settings_the_tuning_command_chose():
     demo, tuned = registration_settings("demo"), registration_settings("demo-tuned")
-    assert tuned.diffusive_alpha_vox2 == 0.25 and tuned.deformable_iterations == (30, 20, 15)
+    assert tuned.diffusive_alpha_vox2 == demo.diffusive_alpha_vox2 and tuned.deformable_iterations == (30, 20, 15)
     assert (tuned.deformable_channels, tuned.deformable_levels_mm) == (demo.deformable_channels,
                                                                       demo.deformable_levels_mm)
-    assert tuned.qa_jacobian_min < demo.qa_jacobian_min  # the less smooth field folds more on the bank itself
+    assert tuned.qa_jacobian_min < 0 < tuned.qa_jacobian_max < float("inf")  # its own limits, written by tune
