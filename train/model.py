@@ -144,12 +144,12 @@ def init_head_at_rule(head: nn.Sequential, group_masks: np.ndarray, cutoff: floa
     """Set the head's weights so that it computes the rule-based stager on station logits and the side: the
     N-stage is the highest group holding a station with logit above the cutoff's.
 
-    A hidden unit is relu(sharpness * (logit - cut) + 1/2), so only stations less than 0.05 (at sharpness 10) below
-    the cut can add up to a call; it is gated off by `gate` when it lifts a station's group for
-    the other side; output m sums (min(m, to) - min(m, from)) * unit - m/2, so the argmax is the highest group
-    whose units sum above 1/2. With the side unknown each station counts at its lower group. Units the rule does
-    not use keep their random input weights and start with no say in the output. Training then refines the rule
-    instead of learning it from a few dozen scans (benchmarks/README.md, "TS3 starts at the rule").
+    A hidden unit is relu(sharpness * (logit - cut) + 1/2): only stations less than 0.05 (at sharpness 10) below
+    the cut can add up to a call. A unit that lifts a station's group for one side is gated off by `gate` for the
+    other. Output m sums (min(m, to) - min(m, from)) * unit - m/2, so the argmax is the highest group whose units
+    sum above 1/2; with the side unknown each station counts at its lower group. Units the rule does not use keep
+    their random input weights and start with no say in the output. Training then refines the rule instead of
+    learning it from a few dozen scans (benchmarks/README.md, "TS3 starts at the rule").
     """
     first, second = head[0], head[2]
     units = rule_head_units(group_masks)
