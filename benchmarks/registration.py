@@ -45,7 +45,7 @@ from preprocess.register.qa import dice_scores, qa_summary, registration_check
 from preprocess.register.settings import RegistrationSettings
 from preprocess.register.variational import register_deformable
 from preprocess.register.warp import fixed_normaliser, warp_through
-from preprocess.resample import resample_like
+from preprocess.resample import grid_image, resample_like
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/ holds the known fields
 from tests.preprocess.register.known_field import smooth_random_field  # noqa: E402
@@ -87,9 +87,7 @@ def node_vote_share(votes: np.ndarray, n_atlases: int, grid, nodes_csv: Path) ->
 def truth_station_dice(labels: np.ndarray, grid, stations_path: Path) -> float:
     """Mean Dice over the 17 stations of fused `labels` (z, y, x on `grid`) against the phantom's own station
     labels (`truth/<scan>/stations.nii.gz`, resampled nearest): how well the whole map fits, beyond node hits."""
-    reference = sitk.Image([int(n) for n in labels.shape[::-1]], sitk.sitkUInt8)
-    grid.apply_to_sitk(reference)
-    truth = sitk.GetArrayFromImage(resample_like(sitk.ReadImage(str(stations_path)), reference, "nearest", 0))
+    truth = sitk.GetArrayFromImage(resample_like(sitk.ReadImage(str(stations_path)), grid_image(grid), "nearest", 0))
     dice = dice_scores(torch.from_numpy(truth.astype(np.int64).ravel()), torch.from_numpy(
         labels.astype(np.int64).ravel()), len(station_names()))
     return float(dice.mean())
