@@ -49,7 +49,7 @@ from train.distributed import Ranks, setup, teardown, unwrap, wrap
 from train.folds import fold_file_path, load_or_make_study_folds
 from train.inference import predict, settings_from_checkpoint, write_predictions
 from train.losses import LossWeights, n_stage_loss, station_bce
-from train.model import N_STATIONS, SIDE_CODES, NStageModel, build_model, init_head_at_rule, rule_head_units
+from train.model import N_STATIONS, SIDE_CODES, NStageModel, build_model, init_head_at_rule
 from train.settings import RESUMABLE_CHANGES, TrainSettings
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_ce", "train_mse", "train_pseudo", "train_bce",
@@ -429,13 +429,11 @@ def check_resume_settings(settings: TrainSettings, state: dict, run_dir: Path) -
 
 def start_head_at_rule(model: NStageModel, settings: TrainSettings, rule_set: str) -> None:
     """TS2/TS3's head set to compute the cohort's rule set on the station logits (head_init = rule)."""
-    masks = np.stack([group_mask(side, rule_set) for side in SIDE_CODES])
-    needed = len(rule_head_units(masks))
-    if needed > settings.head_hidden:
-        raise TrainingError(f"head_init = rule needs head_hidden >= {needed} for rule set {rule_set!r} (one unit per "
-                            f"station and per side-dependent station), got {settings.head_hidden}; raise "
-                            "--head-hidden or pass --head-init random")
-    init_head_at_rule(model.head, masks, STATION_CUTOFF)
+    try:
+        init_head_at_rule(model.head, np.stack([group_mask(side, rule_set) for side in SIDE_CODES]), STATION_CUTOFF)
+    except ValueError as error:  # the head is narrower than the rule set needs
+        raise TrainingError(f"head_init = rule with rule set {rule_set!r}: {error}; raise --head-hidden or pass "
+                            "--head-init random") from error
 
 
 def init_from_checkpoint(model: NStageModel, settings: TrainSettings, device: torch.device, log) -> None:
