@@ -50,6 +50,7 @@ from evaluate.timing_table import (
     recorded_peak_memory,
     recorded_step_times,
 )
+from train.cross_fit import PARTS_DIR
 from train.data import open_study_part, sampler_settings
 from train.folds import Fold, fold_file_path, load_or_make_study_folds
 from train.inference import load_trained, predict
@@ -75,10 +76,14 @@ def finished_unmarked(fold_dir: Path) -> bool:
 
 def training_time(fold_dir: Path) -> tuple[float, int]:
     """(seconds over all epochs, epochs trained) from the trainer's metrics.csv (survives resumes; its epoch 0 is
-    the start's validation)."""
-    with open(fold_dir / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return sum(float(r["seconds"]) for r in rows), sum(int(r["epoch"]) > 0 for r in rows)
+    the start's validation); the seconds include a cross-fitted TS3's part runs (train.cross_fit)."""
+    def rows(path: Path) -> list[dict]:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    own = rows(fold_dir / "metrics.csv")
+    parts = [r for path in sorted(fold_dir.glob(f"{PARTS_DIR}/*/metrics.csv")) for r in rows(path)]
+    return sum(float(r["seconds"]) for r in own + parts), sum(int(r["epoch"]) > 0 for r in own)
 
 
 def mark_complete(fold_dir: Path, planned: PlannedRun, fold: int, reused: bool = False) -> FoldRun:

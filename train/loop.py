@@ -8,8 +8,8 @@ predictions_test.csv from the best checkpoint (format in train/inference.py).
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
-import dataclasses
 import functools
 import json
 import math
@@ -31,6 +31,15 @@ from cache.settings import format_settings, settings_dict
 from cache.stations import STATION_CUTOFF, group_mask, station_names
 from train.augment import AugmentSettings, augment, centre_crop
 from train.checkpoint import CheckpointError, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from train.cross_fit import (
+    changed_settings,
+    deal_parts,
+    mark_part_run,
+    part_rows,
+    part_run_complete,
+    part_run_dir,
+    part_settings,
+)
 from train.data import (
     BatchRequest,
     CohortPart,
@@ -50,7 +59,7 @@ from train.folds import fold_file_path, load_or_make_study_folds
 from train.inference import predict, settings_from_checkpoint, write_predictions
 from train.losses import LossWeights, n_stage_loss, station_bce
 from train.model import N_STATIONS, SIDE_CODES, NStageModel, build_model, init_head_at_rule
-from train.settings import RESUMABLE_CHANGES, TrainSettings
+from train.settings import TrainSettings
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_ce", "train_mse", "train_pseudo", "train_bce",
                   "val_station_bacc", "val_station_auc", "val_n_bacc", "val_metric", "best_metric", "seconds")
@@ -82,12 +91,16 @@ def run_training(settings: TrainSettings) -> int:
         teardown()
 
 
-def train(settings: TrainSettings, ranks: Ranks) -> int:
-    device, run_dir = ranks.device, settings.run_dir
+def train(settings: TrainSettings, ranks: Ranks, patients: tuple[tuple[str, ...], ...] | None = None,
+          run_dir: Path | None = None) -> int:
+    """The run; `patients` (train, val, test pool ids) and `run_dir` replace the fold's for TS3's part runs."""
+    device, run_dir = ranks.device, run_dir or settings.run_dir
     log = print if ranks.is_main else (lambda *args, **kwargs: None)
     log(format_settings(settings))
-    cohort = load_training_cohort(settings, log)
+    cohort = load_training_cohort(settings, log, patients)
     check_run_dir(settings, run_dir, clear=ranks.is_main)
+    # before the seeds below: a part run trained or reused leaves the same draws for this run
+    part_classifiers = train_part_classifiers(settings, cohort, ranks, log) if cross_fitted(settings) else []
     # every draw flows from these: the data plan (same on all ranks), augmentation and dropout (rank-offset)
     torch.manual_seed(settings.seed + ranks.rank)
     data_rng = np.random.default_rng(settings.seed)
@@ -135,8 +148,11 @@ def train(settings: TrainSettings, ranks: Ranks) -> int:
     batch_per_rank = max(1, settings.batch_size // ranks.world_size)
     bank = None
     if settings.stage == "ts3" and settings.head_logit_draws:
-        bank = logit_bank(model, dataset, settings, device)
-        log(f"logit bank: {settings.head_logit_draws} patch draws of each of {len(dataset)} training scans")
+        bank = (cross_fit_bank(model, dataset, settings, device, part_classifiers) if part_classifiers
+                else logit_bank(model, dataset, settings, device))
+        source = f"the {len(part_classifiers)} part runs" if part_classifiers else "the fold's TS1"
+        log(f"logit bank: {settings.head_logit_draws} patch draws of each of {len(dataset)} training scans, "
+            f"from {source}")
 
     def record(epoch: int, improved: bool, since_best: int, row: dict) -> None:
         """Checkpoints (best.pt when improved, last.pt) and the metrics row of an epoch, on the main rank."""
@@ -328,6 +344,19 @@ def logit_bank(model: NStageModel, dataset: ScanBatches, settings: TrainSettings
     return bank
 
 
+def cross_fit_bank(model: NStageModel, dataset: ScanBatches, settings: TrainSettings, device: torch.device,
+                   part_classifiers: list[tuple[Path, np.ndarray]]) -> torch.Tensor:
+    """TS3 cross-fitted: the logit bank with each training scan's logits from the part run that left it out (the
+    same patch draws as `logit_bank`); the model's own classifier is restored after."""
+    own = copy.deepcopy(model.classifier.state_dict())
+    bank = torch.empty(len(dataset), settings.head_logit_draws, N_STATIONS)
+    for path, rows in part_classifiers:
+        model.classifier.load_state_dict(load_checkpoint(path, map_location=device)["model"])
+        bank[rows] = logit_bank(model, dataset, settings, device)[rows]
+    model.classifier.load_state_dict(own)
+    return bank
+
+
 def bank_batches(bank: torch.Tensor, part: CohortPart, plan: list[BatchRequest]) -> list[LogitBatch]:
     """The batches of an epoch plan from the logit bank: each scan's draw picked by the request's seed."""
     batches = []
@@ -380,15 +409,17 @@ def selection_metric(scores: dict[str, float], settings: TrainSettings) -> float
     return scores["station_auc"] if settings.val_metric == "auc" else scores["station_bacc"]
 
 
-def load_training_cohort(settings: TrainSettings, log) -> TrainingCohort:
-    """The dataset's (or study's pooled) manifests, the stored folds, and the cache files of this fold's parts."""
+def load_training_cohort(settings: TrainSettings, log,
+                         patients: tuple[tuple[str, ...], ...] | None = None) -> TrainingCohort:
+    """The dataset's (or study's pooled) manifests, the stored folds, and the cache files of this fold's parts
+    (or of the given train, val and test patients)."""
     study = load_study(settings.dataset, settings.root or None, settings.cache_root or None)
     rows = study_rows(study, log)
     folds = load_or_make_study_folds(fold_file_path(settings.runs_dir, settings.dataset, study.label_column), study,
                                      rows, settings.n_folds, settings.val_fraction, settings.fold_seed, log)
     fold = folds[settings.fold]
     expected = expected_settings(build_settings_for(settings.dataset))
-    parts = (open_study_part(rows, patients, expected) for patients in (fold.train, fold.val, fold.test))
+    parts = (open_study_part(rows, ids, expected) for ids in (patients or (fold.train, fold.val, fold.test)))
     cohort = TrainingCohort(*parts, study.label_column)
     for name in ("train", "val", "test"):
         part = getattr(cohort, name)
@@ -418,10 +449,7 @@ def check_run_dir(settings: TrainSettings, run_dir: Path, clear: bool) -> None:
 
 
 def check_resume_settings(settings: TrainSettings, state: dict, run_dir: Path) -> None:
-    saved = settings_from_checkpoint(state)
-    different = [f"{f.name}: checkpoint {getattr(saved, f.name)!r}, now {getattr(settings, f.name)!r}"
-                 for f in dataclasses.fields(TrainSettings)
-                 if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(settings, f.name)]
+    different = changed_settings(settings_from_checkpoint(state), settings)
     if different:
         raise TrainingError(f"{run_dir / 'last.pt'} was made with other settings ({'; '.join(different)}); resume with "
                             "the same settings, or start a new run (--overwrite or another --run-name)")
@@ -436,9 +464,44 @@ def start_head_at_rule(model: NStageModel, settings: TrainSettings, rule_set: st
                             "--head-init random") from error
 
 
-def init_from_checkpoint(model: NStageModel, settings: TrainSettings, device: torch.device, log) -> None:
-    """TS2/TS3 start from the TS1 classifier of the same fold; TS2 may also start from a TS3 run of that fold,
-    whose head was already refined on the frozen classifier's logits (classifier and head are both loaded)."""
+def cross_fitted(settings: TrainSettings) -> bool:
+    """TS3 with `head_cross_fit` parts; refused without a logit bank, the only way TS3 reads them."""
+    if settings.stage != "ts3" or not settings.head_cross_fit:
+        return False
+    if not settings.head_logit_draws:
+        raise TrainingError("head_cross_fit needs the logit bank: pass --head-logit-draws N (e.g. 4) or "
+                            "--head-cross-fit 0")
+    if settings.head_cross_fit < 2:
+        raise TrainingError(f"head_cross_fit = {settings.head_cross_fit}: needs at least 2 parts (0: off)")
+    return True
+
+
+def train_part_classifiers(settings: TrainSettings, cohort: TrainingCohort, ranks: Ranks,
+                           log) -> list[tuple[Path, np.ndarray]]:
+    """TS3 cross-fitted: TS1 trained again without each part of the fold's training patients (train.cross_fit),
+    a complete part run reused; each part's best.pt with the positions of its scans in the training part."""
+    ts1 = start_state(settings)[1]
+    parts = deal_parts(cohort.train, settings.head_cross_fit, settings.seed)
+    training, validation = (tuple(dict.fromkeys(part.patient_ids)) for part in (cohort.train, cohort.val))
+    inner = part_settings(settings, ts1)
+    for k, left_out in enumerate(parts):
+        run_dir = part_run_dir(settings.run_dir, k, len(parts))
+        if part_run_complete(run_dir, inner, left_out):
+            log(f"cross-fit part {k + 1}/{len(parts)}: complete in {run_dir}, reused")
+            continue
+        log(f"cross-fit part {k + 1}/{len(parts)}: TS1 without {len(left_out)} of the fold's {len(training)} "
+            f"training patients, in {run_dir}")
+        kept = tuple(p for p in training if p not in set(left_out))
+        train(inner, ranks, (kept, validation, left_out), run_dir)
+        if ranks.is_main:
+            mark_part_run(run_dir, left_out)
+    rows = part_rows(cohort.train.patient_ids, parts)
+    return [(part_run_dir(settings.run_dir, k, len(parts)) / "best.pt", rows[k]) for k in range(len(parts))]
+
+
+def start_state(settings: TrainSettings, device: torch.device | str = "cpu") -> tuple[dict, TrainSettings, Path]:
+    """The checkpoint TS2/TS3 start from (`init_from`, else the fold's TS1 under the dataset's runs), its settings
+    and path, refused unless it is a TS1 (for TS2 also a TS3) checkpoint of this fold and architecture."""
     path = Path(settings.init_from) if settings.init_from else (
         Path(settings.runs_dir) / Path(settings.dataset).stem / "ts1" / f"fold{settings.fold}" / "best.pt")
     if not path.is_file():
@@ -455,6 +518,13 @@ def init_from_checkpoint(model: NStageModel, settings: TrainSettings, device: to
         raise TrainingError(f"{path} is not a {' or '.join(s.upper() for s in allowed)} checkpoint of fold "
                             f"{settings.fold} with this architecture (stage {source.stage}, fold {source.fold}; "
                             f"{'; '.join(different) or 'same architecture'})")
+    return state, source, path
+
+
+def init_from_checkpoint(model: NStageModel, settings: TrainSettings, device: torch.device, log) -> None:
+    """TS2/TS3 start from the TS1 classifier of the same fold; TS2 may also start from a TS3 run of that fold,
+    whose head was already refined on the frozen classifier's logits (classifier and head are both loaded)."""
+    state, source, path = start_state(settings, device)
     if source.stage == "ts1":
         model.classifier.load_state_dict(state["model"])
     else:

@@ -128,6 +128,13 @@ class TrainSettings:
                           "draws (weight map, augmentation) per training scan, and train the head on them; 0: run "
                           "the classifier at every step"},
     )
+    head_cross_fit: int = field(
+        default=0,
+        metadata={"help": "TS3: fit the head on station logits from TS1 models that did not train on each scan: TS1 "
+                          "trained again on K parts of the fold's training patients, each left out once (K extra TS1 "
+                          "runs; needs head_logit_draws); 0: the fold's TS1 on its own training scans, as the paper "
+                          "(benchmarks/README.md, \"TS3 cross-fitted\")"},
+    )
     min_steps: int = field(
         default=0,
         metadata={"help": "optimizer steps before an epoch may count as best, lower the learning rate or stop early "
