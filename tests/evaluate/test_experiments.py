@@ -16,10 +16,11 @@ from cache.writer import write_scan
 from evaluate.__main__ import main
 from evaluate.evaluation import EvaluationError
 from evaluate.experiment_plan import ExperimentSettings, differing_settings, plan_runs, run_key
-from evaluate.experiments import MARKER, STOPPED, plan_study, run_experiments
+from evaluate.experiments import MARKER, STOPPED, plan_study, run_experiments, training_time
 from evaluate.timing_table import PREPROCESSING, per_scan, preprocessing_steps, recorded_step_times, totals
 from tests.preprocess.synthetic_scan import synthetic_record
 from tests.train.conftest import write_tiny_cohort
+from train.cross_fit import PARTS_DIR
 from train.loop import run_training
 from train.settings import TrainSettings
 
@@ -96,6 +97,21 @@ def test_a_setting_only_ts2_and_ts3_read_keys_their_runs_and_leaves_ts1_runs_val
         rule, random = (TrainSettings(stage=stage, head_init=init) for init in ("rule", "random"))
         same = run_key(rule, "", "data") == run_key(random, "", "data")
         assert same == (stage == "ts1"), stage
+        in_sample, cross_fitted = (TrainSettings(stage=stage, head_cross_fit=k) for k in (0, 3))
+        same = run_key(in_sample, "", "data") == run_key(cross_fitted, "", "data")
+        assert same == (stage != "ts3"), stage
+
+
+def test_a_cross_fitted_ts3_counts_its_part_runs_seconds_and_its_own_epochs(tmp_path):
+    def metrics(folder, seconds_per_epoch):
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = [{"epoch": e, "seconds": seconds_per_epoch} for e in range(3)]
+        pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)
+
+    metrics(tmp_path, 1.0)
+    for k in (1, 2):
+        metrics(tmp_path / PARTS_DIR / f"part{k}of2", 10.0)
+    assert training_time(tmp_path) == (63.0, 2)  # epoch 0 of TS3 is its start's validation, not an epoch trained
 
 
 def test_a_stopped_study_resumes_without_retraining_complete_runs(study):
