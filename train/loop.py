@@ -320,39 +320,41 @@ class LogitBatch:
 
 
 @torch.no_grad()
-def logit_bank(model: NStageModel, dataset: ScanBatches, settings: TrainSettings,
-               device: torch.device) -> torch.Tensor:
+def logit_bank(model: NStageModel, dataset: ScanBatches, settings: TrainSettings, device: torch.device,
+               rows: np.ndarray | None = None) -> torch.Tensor:
     """TS3: (scans, head_logit_draws, 17) station logits of the frozen classifier, one fresh patch draw (weight
-    map and augmentation, as in training) per scan and draw, computed once instead of at every step.
+    map and augmentation, as in training) per scan and draw, computed once instead of at every step; with `rows`
+    only those scans' (in that order).
 
     Its draws come from their own seeds, so a resumed run rebuilds the same bank.
     """
+    scans = np.arange(len(dataset)) if rows is None else np.asarray(rows)
     rng = np.random.default_rng([settings.seed, 3])
     generator = torch.Generator(device).manual_seed(settings.seed + 3)
-    n_scans, draws = len(dataset), settings.head_logit_draws
-    chunks = np.array_split(np.arange(n_scans), -(-n_scans // settings.batch_size))
-    plan = [BatchRequest(int(rng.integers(0, 2**63 - 1)), tuple(int(i) for i in chunk))
+    draws = settings.head_logit_draws
+    chunks = np.array_split(np.arange(len(scans)), -(-len(scans) // settings.batch_size))
+    plan = [BatchRequest(int(rng.integers(0, 2**63 - 1)), tuple(int(scans[i]) for i in chunk))
             for _ in range(draws) for chunk in chunks]
-    bank = torch.empty(n_scans, draws, N_STATIONS)
+    bank = torch.empty(len(scans), draws, N_STATIONS)
     model.classifier.eval()
     batches = loader(dataset, plan, settings.num_workers, pin_memory=device.type == "cuda")
-    for index, (request, batch) in enumerate(zip(plan, batches, strict=True)):
+    for index, (batch, chunk) in enumerate(zip(batches, chunks * draws, strict=True)):
         patches = prepare_patches(batch.crops.to(device, non_blocking=True), settings, generator)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             logits = model.station_logits(patches)
-        bank[list(request.items), index // len(chunks)] = logits.float().cpu()
+        bank[chunk, index // len(chunks)] = logits.float().cpu()
     return bank
 
 
 def cross_fit_bank(model: NStageModel, dataset: ScanBatches, settings: TrainSettings, device: torch.device,
                    part_classifiers: list[tuple[Path, np.ndarray]]) -> torch.Tensor:
-    """TS3 cross-fitted: the logit bank with each training scan's logits from the part run that left it out (the
-    same patch draws as `logit_bank`); the model's own classifier is restored after."""
+    """TS3 cross-fitted: the logit bank with each training scan's logits from the part run that left it out; the
+    model's own classifier is restored after."""
     own = copy.deepcopy(model.classifier.state_dict())
     bank = torch.empty(len(dataset), settings.head_logit_draws, N_STATIONS)
     for path, rows in part_classifiers:
         model.classifier.load_state_dict(load_checkpoint(path, map_location=device)["model"])
-        bank[rows] = logit_bank(model, dataset, settings, device)[rows]
+        bank[rows] = logit_bank(model, dataset, settings, device, rows)
     model.classifier.load_state_dict(own)
     return bank
 
