@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import dataclasses
 import functools
 import json
 import math
@@ -58,7 +59,15 @@ from train.distributed import Ranks, setup, teardown, unwrap, wrap
 from train.folds import fold_file_path, load_or_make_study_folds
 from train.inference import predict, settings_from_checkpoint, write_predictions
 from train.losses import LossWeights, n_stage_loss, station_bce
-from train.model import N_STATIONS, SIDE_CODES, NStageModel, build_model, init_head_at_rule
+from train.model import (
+    N_STATIONS,
+    SIDE_CODES,
+    NStageModel,
+    build_model,
+    fit_output_scale,
+    init_head_at_rule,
+    scale_head_output,
+)
 from train.settings import TrainSettings
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_ce", "train_mse", "train_pseudo", "train_bce",
@@ -107,10 +116,11 @@ def train(settings: TrainSettings, ranks: Ranks, patients: tuple[tuple[str, ...]
     augment_generator = torch.Generator(device).manual_seed(settings.seed + ranks.rank)
 
     model = build_model(settings).to(device)
+    rule_start = False  # the head starts as the rule on a TS1 classifier: its output scale is fitted below
     if settings.stage != "ts1" and not settings.resume:
         if settings.head_init == "rule":
             start_head_at_rule(model, settings, cohort.train.rule_set)
-        init_from_checkpoint(model, settings, device, log)
+        rule_start = init_from_checkpoint(model, settings, device, log) == "ts1" and settings.head_init == "rule"
     if settings.stage == "ts3":
         model.classifier.requires_grad_(False)
     optimizer = torch.optim.Adam(parameter_groups(model, settings), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -153,6 +163,10 @@ def train(settings: TrainSettings, ranks: Ranks, patients: tuple[tuple[str, ...]
         source = f"the {len(part_classifiers)} part runs" if part_classifiers else "the fold's TS1"
         log(f"logit bank: {settings.head_logit_draws} patch draws of each of {len(dataset)} training scans, "
             f"from {source}")
+    if rule_start:
+        logits = bank if bank is not None else logit_bank(
+            model, dataset, dataclasses.replace(settings, head_logit_draws=1), device)
+        calibrate_rule_start(model, logits, cohort.train, device, log)
 
     def record(epoch: int, improved: bool, since_best: int, row: dict) -> None:
         """Checkpoints (best.pt when improved, last.pt) and the metrics row of an epoch, on the main rank."""
@@ -359,6 +373,27 @@ def cross_fit_bank(model: NStageModel, dataset: ScanBatches, settings: TrainSett
     return bank
 
 
+@torch.no_grad()
+def calibrate_rule_start(model: NStageModel, logits: torch.Tensor, part: CohortPart, device: torch.device,
+                         log) -> None:
+    """Scale the rule-started head's N-stage logits so that their cross-entropy on the training scans' station
+    logits (scans, draws, 17) is least: the start still stages as the rule, with a fitted confidence."""
+    labels = scan_batch(part, np.arange(len(part)), torch.empty(0))
+    draws = logits.shape[1]
+    side = labels.side.repeat_interleave(draws, dim=0).to(device)
+    stage_logits = model(None, side, station_logits=logits.flatten(0, 1).to(device))[0].float().cpu()
+    n_stage = labels.n_stage.repeat_interleave(draws)
+    known = n_stage >= 0
+    if not known.any():
+        return
+    scale = fit_output_scale(stage_logits[known], n_stage[known])
+    before = torch.nn.functional.cross_entropy(stage_logits[known], n_stage[known]).item()
+    after = torch.nn.functional.cross_entropy(stage_logits[known] * scale, n_stage[known]).item()
+    scale_head_output(model.head, scale)
+    log(f"head start (the rule): N-stage logits scaled by {scale:.3g}, training cross-entropy {before:.2f} -> "
+        f"{after:.2f} (ln 4 = 1.39)")
+
+
 def bank_batches(bank: torch.Tensor, part: CohortPart, plan: list[BatchRequest]) -> list[LogitBatch]:
     """The batches of an epoch plan from the logit bank: each scan's draw picked by the request's seed."""
     batches = []
@@ -523,9 +558,10 @@ def start_state(settings: TrainSettings, device: torch.device | str = "cpu") -> 
     return state, source, path
 
 
-def init_from_checkpoint(model: NStageModel, settings: TrainSettings, device: torch.device, log) -> None:
+def init_from_checkpoint(model: NStageModel, settings: TrainSettings, device: torch.device, log) -> str:
     """TS2/TS3 start from the TS1 classifier of the same fold; TS2 may also start from a TS3 run of that fold,
-    whose head was already refined on the frozen classifier's logits (classifier and head are both loaded)."""
+    whose head was already refined on the frozen classifier's logits (classifier and head are both loaded).
+    Returns the stage it started from."""
     state, source, path = start_state(settings, device)
     if source.stage == "ts1":
         model.classifier.load_state_dict(state["model"])
@@ -534,6 +570,7 @@ def init_from_checkpoint(model: NStageModel, settings: TrainSettings, device: to
     what = "classifier" if source.stage == "ts1" else "classifier and N-stage head"
     log(f"{what} initialised from {path} ({source.stage.upper()}, epoch {state['epoch']}, "
         f"val metric {state['best_metric']:.3f})")
+    return source.stage
 
 
 def write_config(run_dir: Path, settings: TrainSettings, cohort: TrainingCohort, ranks: Ranks) -> None:

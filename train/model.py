@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy.optimize import minimize_scalar
 from torch import nn
 
 N_STATIONS = 17
@@ -168,6 +170,26 @@ def init_head_at_rule(head: nn.Sequential, group_masks: np.ndarray, cutoff: floa
             first.weight[unit, n_stations + side] = gate
             first.bias[unit] -= gate
         second.weight[:, unit] = (stages.clamp(max=high) - stages.clamp(max=low)).to(second.weight.dtype)
+
+
+@torch.no_grad()
+def fit_output_scale(stage_logits: torch.Tensor, n_stage: torch.Tensor) -> float:
+    """The factor s > 0 that minimises the mean cross-entropy of s * stage_logits (temperature scaling): the
+    argmax stays, the confidence is fitted to how often it is right. The rule-started head's margins grow with the
+    station logits (tens of logits), which would put its training cross-entropy near 10 instead of below ln 4."""
+    logits, target = stage_logits.double(), n_stage.long()
+
+    def cross_entropy(log_scale: float) -> float:
+        return F.cross_entropy(logits * math.exp(log_scale), target).item()
+
+    return math.exp(minimize_scalar(cross_entropy, bounds=(-12.0, 4.0), method="bounded").x)
+
+
+def scale_head_output(head: nn.Sequential, scale: float) -> None:
+    """Multiply the head's N-stage logits by `scale` (its last layer's weights and bias)."""
+    with torch.no_grad():
+        head[2].weight.mul_(scale)
+        head[2].bias.mul_(scale)
 
 
 def build_classifier(settings) -> StationClassifier:

@@ -20,8 +20,10 @@ from train.model import (
     NStageModel,
     StationClassifier,
     encode_side,
+    fit_output_scale,
     init_head_at_rule,
     rule_head_units,
+    scale_head_output,
 )
 
 
@@ -163,3 +165,19 @@ def test_the_rule_needs_fewer_units_than_the_default_head_and_a_narrow_head_is_r
     narrow = NStageModel(StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4), hidden=8)
     with pytest.raises(ValueError, match="needs 27 hidden units; head_hidden is 8"):
         init_head_at_rule(narrow.head, masks)
+
+
+def test_the_output_scale_recovers_the_temperature_of_the_labels_and_keeps_the_argmax():
+    """Labels drawn from softmax(0.2 * logits): the fitted scale is 0.2, and scaling the head keeps its argmax."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(20000, N_STAGES, generator=generator) * 20
+    labels = torch.multinomial(torch.softmax(0.2 * logits, dim=1), 1, generator=generator).squeeze(1)
+    assert fit_output_scale(logits, labels) == pytest.approx(0.2, rel=0.05)
+    model = NStageModel(StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4), hidden=32)
+    init_head_at_rule(model.head, np.stack([group_mask(side, "paper") for side in SIDE_CODES]))
+    station_logits, side = torch.randn(500, N_STATIONS, generator=generator) * 4, encode_side(["R"] * 500)
+    before = model(None, side, station_logits=station_logits)[0]
+    scale_head_output(model.head, 0.05)
+    after = model(None, side, station_logits=station_logits)[0]
+    torch.testing.assert_close(after, before * 0.05)
+    assert after.argmax(1).equal(before.argmax(1))
