@@ -101,7 +101,7 @@ def encode_side(tumor_sides: list[str | None], device: torch.device | str = "cpu
 class NStageModel(nn.Module):
     """TS2/TS3: the shared classifier on all 17 station patches of a scan, then two linear layers -> N0-N3."""
 
-    def __init__(self, classifier: StationClassifier, hidden: int = 32):
+    def __init__(self, classifier: StationClassifier, hidden: int = 64):
         super().__init__()
         self.classifier = classifier
         self.head = nn.Sequential(
@@ -127,16 +127,17 @@ class NStageModel(nn.Module):
 
 
 def rule_head_units(group_masks: np.ndarray) -> list[tuple[int, int | None, int, int]]:
-    """The hidden units a head needs to compute a rule set: (station, side code or None, from group, to group).
+    """The steps a head needs to compute a rule set: (station, side code or None, from group, to group); each step
+    takes two hidden units (`init_head_at_rule`).
 
     `group_masks` (2, 3, 17) is cache.stations' per side (in SIDE_CODES order) and group. Every station gets a
-    unit for its lower group of the two sides (0 to low); a station whose group depends on the side gets a second
-    unit, for that side only, that lifts it to the higher group (low to high).
+    step for its lower group of the two sides (0 to low); a station whose group depends on the side gets a second
+    step, for that side only, that lifts it to the higher group (low to high).
     """
     groups = (group_masks * np.arange(1, group_masks.shape[1] + 1)[None, :, None]).max(axis=1)  # (2, 17)
     low, high = groups.min(axis=0), groups.max(axis=0)
-    units = [(station, None, 0, int(low[station])) for station in range(groups.shape[1]) if low[station]]
-    return units + [(station, int(groups[:, station].argmax()), int(low[station]), int(high[station]))
+    steps = [(station, None, 0, int(low[station])) for station in range(groups.shape[1]) if low[station]]
+    return steps + [(station, int(groups[:, station].argmax()), int(low[station]), int(high[station]))
                     for station in range(groups.shape[1]) if high[station] > low[station]]
 
 
@@ -146,30 +147,35 @@ def init_head_at_rule(head: nn.Sequential, group_masks: np.ndarray, cutoff: floa
     """Set the head's weights so that it computes the rule-based stager on station logits and the side: the
     N-stage is the highest group holding a station with logit above the cutoff's.
 
-    A hidden unit is relu(sharpness * (logit - cut) + 1/2): only stations less than 0.05 (at sharpness 10) below
-    the cut can add up to a call. A unit that lifts a station's group for one side is gated off by `gate` for the
-    other. Output m sums (min(m, to) - min(m, from)) * unit - m/2, so the argmax is the highest group whose units
-    sum above 1/2; with the side unknown each station counts at its lower group. Units the rule does not use keep
-    their random input weights and start with no say in the output. Training then refines the rule instead of
-    learning it from a few dozen scans (benchmarks/README.md, "TS3 starts at the rule").
+    Each step of `rule_head_units` is a pair of hidden units, relu(sharpness * (logit - cut) + 1/2) minus
+    relu(sharpness * (logit - cut) - 1/2): a call between 0 and 1, so a station far above the cut counts no more
+    than one just above it, and the head's outputs stay on the scale of a few calls (a fitted temperature then
+    gives them a confidence). Only stations less than 0.05 (at sharpness 10) below the cut can add up to a call.
+    A step that lifts a station's group for one side is gated off by `gate` for the other. Output m sums
+    (min(m, to) - min(m, from)) * call - m/2, so the argmax is the highest group whose calls sum above 1/2; with
+    the side unknown each station counts at its lower group. Units the rule does not use keep their random input
+    weights and start with no say in the output. Training then refines the rule instead of learning it from a few
+    dozen scans (benchmarks/README.md, "TS3 starts at the rule").
     """
     first, second = head[0], head[2]
-    units = rule_head_units(group_masks)
-    if len(units) > first.out_features:
-        raise ValueError(f"the rule set needs {len(units)} hidden units; head_hidden is {first.out_features}")
+    steps = rule_head_units(group_masks)
+    if 2 * len(steps) > first.out_features:
+        raise ValueError(f"the rule set needs {2 * len(steps)} hidden units; head_hidden is {first.out_features}")
     cut = math.log(cutoff / (1.0 - cutoff))
     n_stations = first.in_features - len(SIDE_CODES)
     stages = torch.arange(second.out_features)
     second.weight.zero_()
     second.bias.copy_(-0.5 * stages)
-    for unit, (station, side, low, high) in enumerate(units):
-        first.weight[unit].zero_()
-        first.weight[unit, station] = sharpness
-        first.bias[unit] = 0.5 - sharpness * cut
-        if side is not None:
-            first.weight[unit, n_stations + side] = gate
-            first.bias[unit] -= gate
-        second.weight[:, unit] = (stages.clamp(max=high) - stages.clamp(max=low)).to(second.weight.dtype)
+    for step, (station, side, low, high) in enumerate(steps):
+        lift = (stages.clamp(max=high) - stages.clamp(max=low)).to(second.weight.dtype)
+        for unit, offset, sign in ((2 * step, 0.5, 1.0), (2 * step + 1, -0.5, -1.0)):
+            first.weight[unit].zero_()
+            first.weight[unit, station] = sharpness
+            first.bias[unit] = offset - sharpness * cut
+            if side is not None:
+                first.weight[unit, n_stations + side] = gate
+                first.bias[unit] -= gate
+            second.weight[:, unit] = sign * lift
 
 
 @torch.no_grad()

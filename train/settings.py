@@ -76,7 +76,10 @@ class TrainSettings:
         metadata={"help": "normalisation in every conv block: instance (the paper's; absolute uptake is seen only "
                           "relative to the patch) or batch (keeps it)"},
     )
-    head_hidden: int = field(default=32, metadata={"help": "TS2/TS3: width of the head's hidden linear layer"})
+    head_hidden: int = field(
+        default=64, metadata={"help": "TS2/TS3: width of the head's hidden linear layer (head_init = rule uses 54 "
+                                      "units for rule set paper, 50 for tnm8)"}
+    )
     head_init: Literal["rule", "random"] = field(
         default="rule",
         metadata={"help": "TS2/TS3: start the N-stage head at the rule-based stager on the station logits (rule) or "

@@ -234,6 +234,6 @@ def test_a_non_finite_loss_stops_the_run_naming_stage_epoch_and_the_scans_with_n
 
 
 def test_a_head_too_narrow_for_the_rule_set_is_refused_with_what_to_do(tiny_dataset, tmp_path):
-    with pytest.raises(TrainingError, match="rule set 'paper': the rule set needs 27 hidden units; head_hidden is 8; "
+    with pytest.raises(TrainingError, match="rule set 'paper': the rule set needs 54 hidden units; head_hidden is 8; "
                                             "raise --head-hidden or pass --head-init random"):
         main(["ts3", *args(tiny_dataset, tmp_path, "--head-hidden", "8")])

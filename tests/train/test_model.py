@@ -140,7 +140,7 @@ def test_a_head_started_at_the_rule_stages_as_the_rule_set_does(rule_set):
     """Random station logits (none within 0.05 of the cutoff) and both sides: the head's argmax is the rule's
     N-stage for every scan; with the side unknown it counts each station at its lower group."""
     torch.manual_seed(0)
-    model = NStageModel(StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4), hidden=32)
+    model = NStageModel(StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4), hidden=64)
     masks = np.stack([group_mask(side, rule_set) for side in SIDE_CODES])
     init_head_at_rule(model.head, masks, STATION_CUTOFF)
     rng = np.random.default_rng(1)
@@ -161,9 +161,9 @@ def test_a_head_started_at_the_rule_stages_as_the_rule_set_does(rule_set):
 
 def test_the_rule_needs_fewer_units_than_the_default_head_and_a_narrow_head_is_refused():
     masks = np.stack([group_mask(side, "paper") for side in SIDE_CODES])
-    assert len(rule_head_units(masks)) == 27  # 17 stations, 10 of them lifted a group for one side
+    assert len(rule_head_units(masks)) == 27  # 17 stations, 10 of them lifted a group for one side: 54 units
     narrow = NStageModel(StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4), hidden=8)
-    with pytest.raises(ValueError, match="needs 27 hidden units; head_hidden is 8"):
+    with pytest.raises(ValueError, match="needs 54 hidden units; head_hidden is 8"):
         init_head_at_rule(narrow.head, masks)
 
 
@@ -173,7 +173,7 @@ def test_the_output_scale_recovers_the_temperature_of_the_labels_and_keeps_the_a
     logits = torch.randn(20000, N_STAGES, generator=generator) * 20
     labels = torch.multinomial(torch.softmax(0.2 * logits, dim=1), 1, generator=generator).squeeze(1)
     assert fit_output_scale(logits, labels) == pytest.approx(0.2, rel=0.05)
-    model = NStageModel(StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4), hidden=32)
+    model = NStageModel(StationClassifier(channels=(4, 8), dropout=(0.0, 0.0), patch_size_vox=4), hidden=64)
     init_head_at_rule(model.head, np.stack([group_mask(side, "paper") for side in SIDE_CODES]))
     station_logits, side = torch.randn(500, N_STATIONS, generator=generator) * 4, encode_side(["R"] * 500)
     before = model(None, side, station_logits=station_logits)[0]
