@@ -390,8 +390,10 @@ def calibrate_rule_start(model: NStageModel, logits: torch.Tensor, part: CohortP
     before = torch.nn.functional.cross_entropy(stage_logits[known], n_stage[known]).item()
     after = torch.nn.functional.cross_entropy(stage_logits[known] * scale, n_stage[known]).item()
     scale_head_output(model.head, scale)
-    log(f"head start (the rule): N-stage logits scaled by {scale:.3g}, training cross-entropy {before:.2f} -> "
-        f"{after:.2f} (ln 4 = 1.39)")
+    floor = (" (the floor: the rule's outputs rank no better than uniform probabilities on these logits, so "
+             "training fits the output layer afresh on the rule's calls)") if scale < 1.01e-3 else ""
+    log(f"head start (the rule): N-stage logits scaled by {scale:.3g}{floor}, training cross-entropy "
+        f"{before:.2f} -> {after:.2f} (ln 4 = 1.39)")
 
 
 def bank_batches(bank: torch.Tensor, part: CohortPart, plan: list[BatchRequest]) -> list[LogitBatch]:
