@@ -97,6 +97,8 @@ def test_a_setting_only_ts2_and_ts3_read_keys_their_runs_and_leaves_ts1_runs_val
         rule, random = (TrainSettings(stage=stage, head_init=init) for init in ("rule", "random"))
         same = run_key(rule, "", "data") == run_key(random, "", "data")
         assert same == (stage == "ts1"), stage
+        narrow, wide = (TrainSettings(stage=stage, head_hidden=width, head_init="random") for width in (32, 64))
+        assert (run_key(narrow, "", "data") == run_key(wide, "", "data")) == (stage == "ts1"), stage
         in_sample, cross_fitted = (TrainSettings(stage=stage, head_cross_fit=k) for k in (0, 3))
         same = run_key(in_sample, "", "data") == run_key(cross_fitted, "", "data")
         assert same == (stage != "ts3"), stage
