@@ -523,19 +523,20 @@ def train_part_classifiers(settings: TrainSettings, cohort: TrainingCohort, rank
     parts = deal_parts(cohort.train, settings.head_cross_fit, settings.seed)
     training, validation = (tuple(dict.fromkeys(part.patient_ids)) for part in (cohort.train, cohort.val))
     inner = part_settings(settings, ts1)
-    for k, left_out in enumerate(parts):
-        run_dir = part_run_dir(settings.run_dir, k, len(parts))
+    run_dirs = [part_run_dir(settings.run_dir, k, len(parts)) for k in range(len(parts))]
+    for k, (left_out, run_dir) in enumerate(zip(parts, run_dirs, strict=True)):
         if part_run_complete(run_dir, inner, left_out):
             log(f"cross-fit part {k + 1}/{len(parts)}: complete in {run_dir}, reused")
             continue
         log(f"cross-fit part {k + 1}/{len(parts)}: TS1 without {len(left_out)} of the fold's {len(training)} "
             f"training patients, in {run_dir}")
-        kept = tuple(p for p in training if p not in set(left_out))
+        leaving = set(left_out)
+        kept = tuple(p for p in training if p not in leaving)
         train(inner, ranks, (kept, validation, left_out), run_dir)
         if ranks.is_main:
             mark_part_run(run_dir, left_out)
     rows = part_rows(cohort.train.patient_ids, parts)
-    return [(part_run_dir(settings.run_dir, k, len(parts)) / "best.pt", rows[k]) for k in range(len(parts))]
+    return [(run_dir / "best.pt", part) for run_dir, part in zip(run_dirs, rows, strict=True)]
 
 
 def start_state(settings: TrainSettings, device: torch.device | str = "cpu") -> tuple[dict, TrainSettings, Path]:
