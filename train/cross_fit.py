@@ -22,7 +22,7 @@ from cache.atomic import write_text_atomic
 from train.checkpoint import load_checkpoint
 from train.data import CohortPart
 from train.inference import settings_from_checkpoint
-from train.settings import RESUMABLE_CHANGES, TrainSettings
+from train.settings import TrainSettings, changed_settings
 
 PARTS_DIR = "cross-fit"
 LEFT_OUT_FILE = "left_out.json"
@@ -49,13 +49,6 @@ def part_settings(ts3: TrainSettings, ts1: TrainSettings) -> TrainSettings:
         ts1, fold=ts3.fold, dataset=ts3.dataset, root=ts3.root, cache_root=ts3.cache_root, runs_dir=ts3.runs_dir,
         run_name="", init_from="", resume=False, overwrite=True, stop_after_epoch=0, device=ts3.device,
         progress=ts3.progress)
-
-
-def changed_settings(saved: TrainSettings, now: TrainSettings) -> list[str]:
-    """'name: saved vs now' of the settings that change what a run computes (RESUMABLE_CHANGES aside)."""
-    return [f"{f.name}: checkpoint {getattr(saved, f.name)!r}, now {getattr(now, f.name)!r}"
-            for f in dataclasses.fields(TrainSettings)
-            if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(now, f.name)]
 
 
 def part_run_complete(run_dir: Path, settings: TrainSettings, left_out: tuple[str, ...]) -> bool:

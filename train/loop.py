@@ -33,7 +33,6 @@ from cache.stations import STATION_CUTOFF, group_mask, station_names
 from train.augment import AugmentSettings, augment, centre_crop
 from train.checkpoint import CheckpointError, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from train.cross_fit import (
-    changed_settings,
     deal_parts,
     mark_part_run,
     part_rows,
@@ -68,7 +67,7 @@ from train.model import (
     init_head_at_rule,
     scale_head_output,
 )
-from train.settings import TrainSettings
+from train.settings import TrainSettings, changed_settings
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_ce", "train_mse", "train_pseudo", "train_bce",
                   "val_station_bacc", "val_station_auc", "val_n_bacc", "val_metric", "best_metric", "seconds")

@@ -4,6 +4,7 @@ Precedence: these defaults < `configs/train/<stage>.toml` < the dataset config's
 FILE` < flags (`cache.cli` builds the command line from the fields).
 """
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,6 +194,13 @@ class TrainSettings:
     def run_dir(self) -> Path:
         dataset = Path(self.dataset).stem
         return Path(self.runs_dir) / dataset / (self.run_name or self.stage) / f"fold{self.fold}"
+
+
+def changed_settings(saved: TrainSettings, now: TrainSettings) -> list[str]:
+    """'name: saved vs now' of the settings that change what a run computes (RESUMABLE_CHANGES aside)."""
+    return [f"{f.name}: checkpoint {getattr(saved, f.name)!r}, now {getattr(now, f.name)!r}"
+            for f in dataclasses.fields(TrainSettings)
+            if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(now, f.name)]
 
 
 def train_presets(given: Mapping[str, Any]) -> list[Preset]:
