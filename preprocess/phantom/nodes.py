@@ -54,7 +54,8 @@ class BenignUptake:
 def draw_benign_uptake(rng: np.random.Generator, present: list[str], positive: tuple[str, ...],
                        settings: PhantomSettings) -> BenignUptake:
     """The patient's benign-uptake state and, for a reactive one, which benign stations of `present` run hot."""
-    state = BENIGN_STATES[int(rng.choice(3, p=np.asarray(settings.benign_state_fractions)))]
+    fractions = settings.benign_state_fractions_node_positive if positive else settings.benign_state_fractions
+    state = BENIGN_STATES[int(rng.choice(3, p=np.asarray(fractions)))]
     if state == "none":
         return BenignUptake(state, frozenset(), 0.0)
     mean = settings.mild_hot_stations if state == "mild" else settings.granulomatous_hot_stations

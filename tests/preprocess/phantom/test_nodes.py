@@ -11,7 +11,8 @@ from cache.stations import station_names
 from preprocess.phantom.nodes import BENIGN_STATES, draw_benign_uptake
 from preprocess.phantom.settings import PhantomSettings
 
-SETTINGS = PhantomSettings(benign_state_fractions=(0.5, 0.3, 0.2), mild_hot_stations=2.0,
+SETTINGS = PhantomSettings(benign_state_fractions=(0.5, 0.3, 0.2),
+                           benign_state_fractions_node_positive=(0.2, 0.3, 0.5), mild_hot_stations=2.0,
                            granulomatous_hot_stations=6.0)
 
 
@@ -31,6 +32,12 @@ def test_states_follow_their_fractions_and_only_reactive_patients_have_hot_stati
     assert abs(mild - 2.0) < 0.15 and abs(granulomatous - 6.0) < 0.3
     assert all(d.hot_suv == SETTINGS.mild_hot_suv for d in draws if d.state == "mild")
     assert all(d.hot_suv == SETTINGS.granulomatous_hot_suv for d in draws if d.state == "granulomatous")
+
+
+def test_node_positive_patients_draw_their_state_from_their_own_fractions():
+    counts = Counter(d.state for d in _draws(4000, positive=("4R",)))
+    for state, fraction in zip(BENIGN_STATES, SETTINGS.benign_state_fractions_node_positive, strict=True):
+        assert abs(counts[state] / 4000 - fraction) < 0.03, state
 
 
 def test_hot_benign_nodes_prefer_hilar_and_subcarinal_stations():
@@ -54,6 +61,7 @@ def test_the_same_generator_state_gives_the_same_uptake():
 @pytest.mark.parametrize("field, value, message", [
     ("benign_state_fractions", (0.5, 0.3, 0.3), "benign_state_fractions must be 3 non-negative values"),
     ("benign_state_fractions", (0.5, 0.5), "benign_state_fractions must be 3"),
+    ("benign_state_fractions_node_positive", (0.5, 0.6, 0.0), "benign_state_fractions_node_positive must be 3"),
     ("mild_hot_stations", -1.0, "mild_hot_stations must be >= 0"),
     ("granulomatous_hot_suv", 0.0, "granulomatous_hot_suv must be > 0"),
     ("malignant_low_uptake_fraction", 1.2, "malignant_low_uptake_fraction must be in"),
