@@ -16,7 +16,7 @@ from cache.dataset import read_study_file, stage_overrides, study_file
 from cache.settings import SettingsError, settings_dict, values_from_mapping
 
 # The registration presets of configs/registration/ (a test checks that this list names exactly those files).
-RegistrationPreset = Literal["full", "demo", "demo-check", "demo-tuned"]
+RegistrationPreset = Literal["full", "demo"]
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,8 @@ class BuildSettings:
     spacing_mm: float = field(default=1.0, metadata={"help": "isotropic voxel size of the cache, in mm"})
     crop_margin_mm: float = field(default=20.0, metadata={"help": "margin around the lungs+trachea box, mm"})
     registration_preset: RegistrationPreset = field(
-        default="full", metadata={"help": "registration settings: full (finest level = data), demo (4 mm), "
-                                          "demo-check (4 mm, three structure groups held out for the check) or "
-                                          "demo-tuned (demo as the tuning command chose it)"}
+        default="full", metadata={"help": "registration settings: full (finest level = data) or demo (coarsest "
+                                          "4 mm, as the tuning command chose it on the demo bank)"}
     )
 
 

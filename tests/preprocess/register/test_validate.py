@@ -25,7 +25,7 @@ from preprocess.register.validate import (
     station_dice,
 )
 
-FAST = ["--preset", "demo-check", "--spacing-mm", "6", "--crop-margin-mm", "12", "--device", "cpu",
+FAST = ["--preset", "demo", "--spacing-mm", "6", "--crop-margin-mm", "12", "--device", "cpu",
         "--linear-iterations", "20", "--deformable-levels-mm", "12", "6", "--deformable-iterations", "15", "10"]
 
 
@@ -65,14 +65,14 @@ def test_table_has_every_station_and_fusion_beats_a_single_atlas(clean_run):
 def test_structures_are_scored_apart_and_the_limits_feed_a_preset(clean_run):
     structures = _rows(clean_run / "loao_structures.csv")
     held_out = {r["group"] for r in structures if r["role"] == "held out"}
-    assert held_out == set(registration_settings("demo-check").qa_held_out_channels)
+    assert held_out == set(registration_settings("demo").qa_held_out_channels)
     assert all(r["registrations"] == "6" for r in structures if r["group"] in ("trachea", "heart", "esophagus"))
     assert "The paper's structure check, reduced to trachea, esophagus, heart" in (clean_run / "loao.md").read_text()
     limits = read_toml(clean_run / "qa_limits.toml")
     assert set(limits) == {"qa_held_out_dice_min", "qa_jacobian_min", "qa_jacobian_max"}
     means = [float(r["dice_mean"]) for r in structures if r["role"] == "held out"]
     assert 0.3 < limits["qa_held_out_dice_min"] <= max(means)  # the worst registration's mean over held-out groups
-    settings = replace(registration_settings("demo-check"), **limits)  # the keys are preset keys
+    settings = replace(registration_settings("demo"), **limits)  # the keys are preset keys
     assert settings.qa_jacobian_min < 1 < settings.qa_jacobian_max
     assert "crosses each limit by chance in 1 scan of 20" in (clean_run / "qa_limits.toml").read_text()
 
@@ -80,7 +80,7 @@ def test_structures_are_scored_apart_and_the_limits_feed_a_preset(clean_run):
 def test_a_scan_as_good_as_the_atlases_crosses_a_limit_by_chance_in_one_scan_of_twenty():
     worst_of_five = np.random.default_rng(0).normal(0.85, 0.01, (100_000, 5)).min(axis=1)
     assert abs(float(np.mean(worst_of_five < 0.85 - chance_z(5) * 0.01)) - 0.05) < 0.003
-    # the extreme of 20 registrations would flag 5 in 25 such scans; the demo bank's check limits (demo-check.toml)
+    # the extreme of 20 registrations would flag 5 in 25 such scans; the demo bank's check limits (demo.toml)
     observed = {"held_out_dice": 0.854, "held_out_dice_sd": 0.013, "jacobian_min_mean": 0.209,
                 "jacobian_min_sd": 0.147, "jacobian_max_mean": 1.725, "jacobian_max_sd": 0.340}
     assert limit_values(observed, 5) == {"qa_held_out_dice_min": 0.823, "qa_jacobian_min": -0.14,

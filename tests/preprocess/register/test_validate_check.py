@@ -24,7 +24,7 @@ from preprocess.register import registration_settings
 from preprocess.register.channels import STRUCTURE_GROUPS
 from preprocess.totalseg_labels import label_ids
 
-HELD_OUT = registration_settings("demo-check").qa_held_out_channels
+HELD_OUT = registration_settings("demo").qa_held_out_channels
 
 
 def _broken_cohort(root: Path) -> Path:
@@ -44,7 +44,7 @@ def _broken_cohort(root: Path) -> Path:
         sitk.WriteImage(out, str(path))
     config = root / "tiny.toml"
     config.write_text(f'root = "{root}"\ncache_root = "{root / "cache"}"\ntotalseg_version = "v2"\n'
-                      '[preprocess]\nspacing_mm = 6.0\nregistration_preset = "demo-check"\n')
+                      '[preprocess]\nspacing_mm = 6.0\nregistration_preset = "demo"\n')
     return config
 
 
@@ -58,8 +58,8 @@ def broken_run(tmp_path_factory) -> tuple[Path, str]:
     return cache_files(config.parent / "cache" / "tiny")[0], buffer.getvalue()
 
 
-def test_the_demo_check_preset_holds_structures_out_of_registration():
-    settings = registration_settings("demo-check")
+def test_the_demo_preset_holds_structures_out_of_registration():
+    settings = registration_settings("demo")
     assert HELD_OUT and not set(HELD_OUT) & set(settings.deformable_channels + settings.linear_channels)
     assert settings.qa_held_out_dice_min > 0.5 and settings.qa_jacobian_max < float("inf")  # limits of the demo bank
 
@@ -73,7 +73,7 @@ def test_a_scan_mapped_from_atlases_with_misplaced_structures_is_flagged(broken_
         assert set(atlas["deformable/dice"].attrs).isdisjoint(HELD_OUT)
     assert check["driving_dice"] > 0.8 and check["held_out_dice"] < check["driving_dice"] - 0.4  # map fine, check not
     assert check["flags"] == "held_out_dice"
-    assert check["limit_held_out_dice_min"] == registration_settings("demo-check").qa_held_out_dice_min
+    assert check["limit_held_out_dice_min"] == registration_settings("demo").qa_held_out_dice_min
     assert "1 flagged by the registration check" in printed and "FLAGGED" in printed
     assert cache_main(["info", str(path)]) == 0
     assert "FLAG held-out Dice below" in capsys.readouterr().out

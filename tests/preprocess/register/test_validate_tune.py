@@ -13,12 +13,12 @@ from preprocess.phantom.settings import PhantomSettings
 from preprocess.register import RegistrationSettings, registration_settings
 from preprocess.register.tune import Candidate, TuneSettings, candidates, choose, main
 
-FAST = ["--preset", "demo-check", "--spacing-mm", "6", "--crop-margin-mm", "12", "--device", "cpu",
+FAST = ["--preset", "demo", "--spacing-mm", "6", "--crop-margin-mm", "12", "--device", "cpu",
         "--linear-iterations", "10", "--deformable-levels-mm", "12", "6", "--deformable-iterations", "8", "5"]
 
 
 def test_the_grid_scales_iterations_and_crosses_every_choice():
-    base = registration_settings("demo-check")
+    base = registration_settings("demo")
     grid = candidates(base, TuneSettings(try_diffusive_alpha_vox2=(0.5, 1.0), try_iteration_scale=(0.5,),
                                          try_ct_channel="both"))
     assert len(grid) == 4 and {c["use_ct_channel"] for c in grid} == {False, True}
