@@ -40,8 +40,8 @@ class PhantomSettings:
     benign_state_fractions_node_positive: tuple[float, ...] = field(
         default=(0.30, 0.45, 0.25),
         metadata={"help": "the same fractions for node-positive patients, where reactive uptake also drains from the "
-                          "tumour and its metastases (over the cN mix about 45/30/25, as before the split); fitted "
-                          "to the N-stage sensitivity 0.51 and accuracy 0.50 of thresholding",
+                          "tumour and its metastases (about 45/30/25 over all patients of the cN mix); fitted to the "
+                          "N-stage sensitivity 0.51 and accuracy 0.50 of thresholding",
                   "nargs": 3, "type": float},
     )
     mild_hot_stations: float = field(
