@@ -25,7 +25,8 @@ NOT_IN_KEY = ("fold", "dataset", "root", "cache_root", "runs_dir", "run_name", "
               "device", "num_workers", "reuse_heap", "stop_after_epoch", "progress")
 # Fields only some stages read: in the key of those stages' runs only, so a field added for TS2/TS3 leaves the TS1
 # runs already trained valid.
-STAGE_ONLY = {"head_init": ("ts2", "ts3"), "head_hidden": ("ts2", "ts3"), "head_cross_fit": ("ts3",)}
+STAGE_ONLY = {"head_init": ("ts2", "ts3"), "head_hidden": ("ts2", "ts3"), "start_margin_se": ("ts2", "ts3"),
+              "head_cross_fit": ("ts3",)}
 
 
 @dataclass(frozen=True)

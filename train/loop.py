@@ -70,7 +70,8 @@ from train.model import (
 from train.settings import TrainSettings, changed_settings
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_ce", "train_mse", "train_pseudo", "train_bce",
-                  "val_station_bacc", "val_station_auc", "val_n_bacc", "val_metric", "best_metric", "seconds")
+                  "val_station_bacc", "val_station_auc", "val_n_bacc", "val_n_bacc_se", "val_metric", "best_metric",
+                  "seconds")
 ARCHITECTURE = ("channels", "patch_size_vox", "station_encoding", "embedding_dim", "station_mask_channel", "norm")
 
 
@@ -181,14 +182,17 @@ def train(settings: TrainSettings, ranks: Ranks, patients: tuple[tuple[str, ...]
                                                  "best_metric": best_metric, **row})
 
     if settings.stage != "ts1" and settings.head_init == "rule" and not settings.resume:
-        # the start (the rule-based stager, or a TS3 head) is the first candidate: an epoch must beat it
+        # the start (the rule-based stager, or a TS3 head) is the first candidate: an epoch must beat it by
+        # start_margin_se standard errors of its validation score
         started = time.monotonic()
         scores = validate(model, cohort.val, settings, device)
-        best_metric, best_epoch = selection_metric(scores, settings), 0
+        metric = selection_metric(scores, settings)
+        best_metric, best_epoch = metric + settings.start_margin_se * scores["n_bacc_se"], 0
         if ranks.is_main:
             record(0, True, 0, {**{f"val_{name}": value for name, value in scores.items()},
-                                "val_metric": best_metric, "seconds": time.monotonic() - started})
-        log(f"epoch 0 (the start, before training): val N bacc {scores['n_bacc']:.3f}")
+                                "val_metric": metric, "seconds": time.monotonic() - started})
+        log(f"epoch 0 (the start, before training): val N bacc {scores['n_bacc']:.3f} (standard error "
+            f"{scores['n_bacc_se']:.3f}); a trained epoch replaces it above {best_metric:.3f}")
 
     for epoch in range(start_epoch, settings.max_epochs + 1):
         started = time.monotonic()
@@ -433,10 +437,23 @@ def validation_scores(part: CohortPart, predictions) -> dict[str, float]:
     station_bacc = balanced_accuracy_score(truth, probability >= 0.5) if known.any() else math.nan
     station_auc = roc_auc_score(truth, probability) if len(np.unique(truth)) == 2 else math.nan
     staged = (part.n_stage >= 0) & (predictions.n_pred >= 0)
-    n_bacc = balanced_accuracy_score(part.n_stage[staged], predictions.n_pred[staged]) if staged.any() else math.nan
-    scores = {"station_bacc": station_bacc, "station_auc": station_auc, "n_bacc": n_bacc}
+    n_truth, n_pred = part.n_stage[staged], predictions.n_pred[staged]
+    n_bacc = balanced_accuracy_score(n_truth, n_pred) if staged.any() else math.nan
+    n_bacc_se = balanced_accuracy_se(n_truth, n_pred) if staged.any() else math.nan
+    scores = {"station_bacc": station_bacc, "station_auc": station_auc, "n_bacc": n_bacc, "n_bacc_se": n_bacc_se}
     # NaN would never count as an improvement; treat an undefined metric as the worst value
     return {name: 0.0 if math.isnan(value) else float(value) for name, value in scores.items()}
+
+
+def balanced_accuracy_se(truth: np.ndarray, prediction: np.ndarray) -> float:
+    """Standard error of the balanced accuracy, its per-class recalls taken as independent binomials with the
+    plus-two estimate (x + 1) / (n + 2), so that a class of a few scans all right or all wrong still counts as
+    uncertain."""
+    classes, index = np.unique(truth, return_inverse=True)
+    n = np.bincount(index)
+    hits = np.bincount(index, weights=prediction == truth, minlength=len(classes))
+    recall = (hits + 1) / (n + 2)
+    return float(np.sqrt(np.sum(recall * (1 - recall) / n)) / len(classes))
 
 
 def selection_metric(scores: dict[str, float], settings: TrainSettings) -> float:

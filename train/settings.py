@@ -87,6 +87,13 @@ class TrainSettings:
                           "at PyTorch's random init (random); benchmarks/README.md, \"TS3 starts at the rule\", "
                           "compares them. A TS3 checkpoint given to TS2 brings its own head"},
     )
+    start_margin_se: float = field(
+        default=1.0,
+        metadata={"help": "TS2/TS3 with head_init = rule: a trained epoch replaces the start as the best checkpoint "
+                          "only if its validation N-stage balanced accuracy beats the start's by this many standard "
+                          "errors (the one-standard-error rule: the best of many noisy scores on a few dozen "
+                          "validation scans is optimistic); 0: any gain"},
+    )
     # patches and augmentation
     patch_size_vox: int = field(default=64, metadata={"help": "edge of the cubic input patch, in voxels"})
     margin_vox: int = field(
@@ -186,6 +193,8 @@ class TrainSettings:
                 f"patch_size_vox={self.patch_size_vox} must be a multiple of 2**{len(self.channels)} "
                 f"({len(self.channels)} max-pooling blocks); use 64 with six blocks or 32 with five"
             )
+        if self.start_margin_se < 0:
+            raise ValueError(f"start_margin_se={self.start_margin_se} must be 0 or more (standard errors)")
         if not 0 <= self.fold < self.n_folds:
             raise ValueError(f"fold={self.fold} is not in 0..{self.n_folds - 1}")
         threads_setting(self.num_workers)

@@ -206,6 +206,18 @@ def test_ts3_starts_as_the_rule_on_ts1s_calls_and_keeps_the_start_unless_an_epoc
     assert rule and ts3 == rule
 
 
+def test_a_trained_epoch_replaces_the_start_only_beyond_start_margin_se_standard_errors(tiny_dataset, tmp_path):
+    assert main(["ts1", *args(tiny_dataset, tmp_path, "--fold", "1", "--max-epochs", "1")]) == 0
+    assert main(["ts3", *args(tiny_dataset, tmp_path, "--fold", "1", "--max-epochs", "2", "--head-lr", "0.05",
+                              "--start-margin-se", "100")]) == 0
+    fold = tmp_path / "tiny" / "ts3" / "fold1"
+    assert load_checkpoint(fold / "best.pt")["epoch"] == 0
+    with open(fold / "metrics.csv") as f:
+        start = next(csv.DictReader(f))
+    se = float(start["val_n_bacc_se"])
+    assert se > 0 and float(start["best_metric"]) == pytest.approx(float(start["val_metric"]) + 100 * se, rel=1e-5)
+
+
 INF_PATIENTS = tuple(i for i, (n, _) in enumerate(LABELS) if n == 0)  # every N0 patient: some train in fold 0
 
 

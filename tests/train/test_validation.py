@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from train.loop import selection_metric, validation_scores
+from train.loop import balanced_accuracy_se, selection_metric, validation_scores
 from train.settings import TrainSettings
 
 
@@ -37,3 +37,9 @@ def test_the_selection_metric_follows_val_metric_for_ts1_and_is_the_n_stage_scor
 def test_an_undefined_auc_counts_as_the_worst_score():
     part, predictions = _part_and_predictions([0, 0, 0], [0.1, 0.6, 0.2])  # no malignant station to rank
     assert validation_scores(part, predictions)["station_auc"] == 0.0
+
+
+def test_the_balanced_accuracy_standard_error_uses_plus_two_recalls_per_class():
+    # class 0: 2 of 3 right, recall estimate 3/5; class 1: 1 of 1, estimate 2/3 (not 1: one scan proves little)
+    expected = np.sqrt(0.6 * 0.4 / 3 + (2 / 3) * (1 / 3) / 1) / 2
+    assert balanced_accuracy_se(np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1])) == pytest.approx(expected)
