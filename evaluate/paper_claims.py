@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from evaluate.baselines.lesion_overlap import BASELINE as LESION_OVERLAP
+from evaluate.baselines.lesion_overlap import LESION_SOURCE_LABELS
 from evaluate.baselines.registry import names_of
 from evaluate.baselines.thresholding import BASELINE as THRESHOLDING
 from evaluate.comparison import MethodResult, PairedTests
@@ -88,14 +89,18 @@ def _ts1_vs_thresholding(results: dict[str, MethodResult], tests: dict[tuple[str
 
 def _ts2_ts3_claims(results: dict[str, MethodResult], tests: dict[tuple[str, str], PairedTests]) -> list[Claim]:
     t4 = "Table 4"
-    others = ["TS1", "TS3", *names_of(results, THRESHOLDING), *names_of(results, LESION_OVERLAP)]
+    # lesion masks given with the data are a reference (manual contours; the truth on the phantom), not one of the
+    # paper's automatic methods
+    segmenters = [n for n in names_of(results, LESION_OVERLAP) if LESION_SOURCE_LABELS["cache"] not in n]
+    others = ["TS1", "TS3", *names_of(results, THRESHOLDING), *segmenters]
     best_other = max(_mean(results[n], "n_stage", "accuracy") for n in others)
     ts2 = _mean(results["TS2"], "n_stage", "accuracy")
     d = abs(_mean(results["TS3"], "station", "balanced_accuracy") - _mean(results["TS1"], "station",
                                                                            "balanced_accuracy"))
     p = tests[("TS3", "TS1")].mcnemar.p_value
     return [
-        Claim(t4, "TS2 has the highest N-stage accuracy of all methods", "0.64 vs at most 0.63",
+        Claim(t4, "TS2 has the highest N-stage accuracy of all methods (lesion masks given with the data aside)",
+              "0.64 vs at most 0.63",
               f"TS2 {ts2:.3f} vs best other {best_other:.3f}", _decide(ts2, best_other, rule=lambda x, y: x > y)),
         _versus(results, "TS2", "TS1", "station", "sensitivity", "0.49 vs 0.72",
                 "TS2 is less sensitive on stations than TS1", t4, lambda x, y: x < y),

@@ -103,3 +103,20 @@ def test_claims_compare_means_over_folds_and_find_the_baseline_by_its_registry_k
     # a method merely named like a baseline is not one: only the registry key counts
     named_only = dataclasses.replace(results[1], name="Thresholding (t = 3)")
     assert paper_claims({"TS1": ts1, named_only.name: named_only}, {}) == []
+
+
+def test_the_ts2_claim_leaves_lesion_masks_given_with_the_data_out_of_the_other_methods():
+    results, tests = _results()
+    ts1, thresholding = results
+    weaker = dataclasses.replace(ts1, n_stage_summary=dataclasses.replace(
+        ts1.n_stage_summary, mean={**ts1.n_stage_summary.mean, "accuracy": 0.4}))
+    ts2 = dataclasses.replace(ts1, name="TS2", n_stage_summary=dataclasses.replace(
+        ts1.n_stage_summary, mean={**ts1.n_stage_summary.mean, "accuracy": 0.6}))
+    given = dataclasses.replace(ts1, name="Lesion overlap, manifest lesion masks (o = 0.05)", baseline="lesion_overlap")
+    built_in = dataclasses.replace(weaker, name="Lesion overlap, built-in PET segmenter (o = 0.05)",
+                                   baseline="lesion_overlap")
+    methods = {"TS1": weaker, "TS2": ts2, "TS3": dataclasses.replace(weaker, name="TS3"), given.name: given,
+               built_in.name: built_in}
+    pairs = {("TS3", "TS1"): tests[0], **{("TS1", name): tests[0] for name in (given.name, built_in.name)}}
+    claim = next(c for c in paper_claims(methods, pairs) if c.statement.startswith("TS2 has the highest"))
+    assert claim.holds is True and claim.here == "TS2 0.600 vs best other 0.400"
