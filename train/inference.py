@@ -135,7 +135,7 @@ def predict_scans(trained: TrainedModel, reader: CacheReader, tumor_sides: Seque
         logits = np.tile(absent_logits, (len(reader), 1))
         logits[scans, stations] = d
         with _autocast(device):
-            stage_logits = model.head(torch.cat([torch.from_numpy(logits).to(device), side], dim=1))
+            stage_logits = model(None, side, station_logits=torch.from_numpy(logits).to(device))[0]
         n_prob.append(stage_logits.float().softmax(dim=1).cpu().numpy())
     n_prob = np.mean(n_prob, axis=0)
     check_finite_outputs(n_prob, "N-stage probabilities", names, np.arange(len(reader)))

@@ -66,6 +66,7 @@ from train.model import (
     fit_output_scale,
     init_head_at_rule,
     scale_head_output,
+    stage_logits_of,
 )
 from train.settings import TrainSettings, changed_settings
 
@@ -383,15 +384,20 @@ def calibrate_rule_start(model: NStageModel, logits: torch.Tensor, part: CohortP
     logits (scans, draws, 17) is least: the start still stages as the rule, with a fitted confidence."""
     labels = scan_batch(part, np.arange(len(part)), torch.empty(0))
     draws = logits.shape[1]
-    side = labels.side.repeat_interleave(draws, dim=0).to(device)
-    stage_logits = model(None, side, station_logits=logits.flatten(0, 1).to(device))[0].float().cpu()
     n_stage = labels.n_stage.repeat_interleave(draws)
     known = n_stage >= 0
     if not known.any():
         return
-    scale = fit_output_scale(stage_logits[known], n_stage[known])
-    before = torch.nn.functional.cross_entropy(stage_logits[known], n_stage[known]).item()
-    after = torch.nn.functional.cross_entropy(stage_logits[known] * scale, n_stage[known]).item()
+    side = labels.side.repeat_interleave(draws, dim=0)[known]
+    with torch.no_grad():
+        outputs = model.head_outputs(logits.flatten(0, 1)[known].to(device), side.to(device)).float().cpu()
+
+    def stage_logits(scale: float) -> torch.Tensor:
+        return stage_logits_of(outputs * scale, side)
+
+    scale = fit_output_scale(stage_logits, n_stage[known])
+    before = torch.nn.functional.cross_entropy(stage_logits(1.0), n_stage[known]).item()
+    after = torch.nn.functional.cross_entropy(stage_logits(scale), n_stage[known]).item()
     scale_head_output(model.head, scale)
     floor = (" (the floor: the rule's outputs rank no better than uniform probabilities on these logits, so "
              "training fits the output layer afresh on the rule's calls)") if scale < 1.01e-3 else ""

@@ -6,6 +6,7 @@ Patches are (batch, channels, z, y, x): CT and SUV windowed to [0, 1], optionall
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 N_STATIONS = 17
 N_STAGES = 4
 SIDE_CODES = {"R": 0, "L": 1}  # tumour side -> index of its one-hot entry; unknown side encodes as (0, 0)
+SIDE_PRIOR = 0.5  # an unknown side is either with equal probability: the head's stage probabilities are averaged
 
 
 NORMS = {"instance": nn.InstanceNorm3d, "batch": nn.BatchNorm3d}
@@ -122,8 +124,23 @@ class NStageModel(nn.Module):
         """
         if station_logits is None:
             station_logits = self.station_logits(patches)
-        stage_logits = self.head(torch.cat([station_logits, side.to(station_logits.dtype)], dim=1))
-        return stage_logits, station_logits
+        return stage_logits_of(self.head_outputs(station_logits, side), side), station_logits
+
+    def head_outputs(self, station_logits: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+        """The head's logits (scans, 3, 4) at the scan's side encoding, with the side right and with it left."""
+        rows = station_logits.shape[0]
+        codes = torch.eye(len(SIDE_CODES), dtype=station_logits.dtype, device=station_logits.device)
+        sides = (side.to(station_logits.dtype), *(code.expand(rows, -1) for code in codes))
+        return torch.stack([self.head(torch.cat([station_logits, s], dim=1)) for s in sides], dim=1)
+
+
+def stage_logits_of(head_outputs: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+    """N-stage logits (scans, 4) from `NStageModel.head_outputs`: the head's at a known side; with the side unknown
+    the log of its stage probabilities averaged over the two sides, so that the start stages such a scan as the
+    rule does wherever the two sides agree (the rule's own condition for staging it)."""
+    known, by_side = head_outputs[:, 0], head_outputs[:, 1:]
+    mixed = torch.logsumexp(F.log_softmax(by_side, dim=2), dim=1) + math.log(SIDE_PRIOR)
+    return torch.where((side.sum(dim=1) > 0)[:, None], known, mixed)
 
 
 def rule_head_units(group_masks: np.ndarray) -> list[tuple[int, int | None, int, int]]:
@@ -152,8 +169,8 @@ def init_head_at_rule(head: nn.Sequential, group_masks: np.ndarray, cutoff: floa
     than one just above it, and the head's outputs stay on the scale of a few calls (a fitted temperature then
     gives them a confidence). Only stations less than 0.05 (at sharpness 10) below the cut can add up to a call.
     A step that lifts a station's group for one side is gated off by `gate` for the other. Output m sums
-    (min(m, to) - min(m, from)) * call - m/2, so the argmax is the highest group whose calls sum above 1/2; with
-    the side unknown each station counts at its lower group. Units the rule does not use keep their random input
+    (min(m, to) - min(m, from)) * call - m/2, so the argmax is the highest group whose calls sum above 1/2
+    (`stage_logits_of` handles an unknown side). Units the rule does not use keep their random input
     weights and start with no say in the output. Training then refines the rule instead of learning it from a few
     dozen scans (benchmarks/README.md, "TS3 starts at the rule").
     """
@@ -179,14 +196,14 @@ def init_head_at_rule(head: nn.Sequential, group_masks: np.ndarray, cutoff: floa
 
 
 @torch.no_grad()
-def fit_output_scale(stage_logits: torch.Tensor, n_stage: torch.Tensor) -> float:
-    """The factor s in [0.001, 100] that minimises the mean cross-entropy of s * stage_logits (temperature
-    scaling): the argmax stays, the confidence is fitted to how often it is right (near 0.001 when the outputs'
-    ordering is on average no better than uniform probabilities)."""
-    logits, target = stage_logits.double(), n_stage.long()
+def fit_output_scale(stage_logits: Callable[[float], torch.Tensor], n_stage: torch.Tensor) -> float:
+    """The factor s in [0.001, 100] on the head's outputs that minimises the mean cross-entropy of
+    `stage_logits(s)` (temperature scaling): the argmax stays, the confidence is fitted to how often it is right
+    (near 0.001 when the outputs' ordering is on average no better than uniform probabilities)."""
+    target = n_stage.long()
 
     def cross_entropy(log_scale: float) -> float:
-        return F.cross_entropy(logits * math.exp(log_scale), target).item()
+        return F.cross_entropy(stage_logits(math.exp(log_scale)).double(), target).item()
 
     return math.exp(minimize_scalar(cross_entropy, bounds=(math.log(1e-3), math.log(1e2)), method="bounded").x)
 
