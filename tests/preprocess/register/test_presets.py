@@ -21,3 +21,9 @@ def test_demo_stops_at_4_mm_with_the_settings_and_limits_the_tuning_command_chos
     demo = registration_settings("demo")
     assert demo.deformable_levels_mm[-1] == 4.0
     assert demo.qa_held_out_dice_min > 0.5 and demo.qa_jacobian_min < 1.0 < demo.qa_jacobian_max < float("inf")
+
+
+def test_full_has_the_tuned_settings_that_do_not_fold_at_1_mm_and_flags_only_folding_until_a_bank_sets_limits():
+    full = registration_settings("full")
+    assert (full.diffusive_alpha_vox2, full.deformable_iterations) == (1.0, (40, 25, 15))
+    assert (full.qa_held_out_dice_min, full.qa_jacobian_min, full.qa_jacobian_max) == (0.0, 0.0, float("inf"))
