@@ -390,7 +390,7 @@ def calibrate_rule_start(model: NStageModel, logits: torch.Tensor, part: CohortP
         return
     side = labels.side.repeat_interleave(draws, dim=0)[known]
     with torch.no_grad():
-        outputs = model.head_outputs(logits.flatten(0, 1)[known].to(device), side.to(device)).float().cpu()
+        outputs = model.head_outputs(logits.flatten(0, 1)[known].to(device)).float().cpu()
 
     def stage_logits(scale: float) -> torch.Tensor:
         return stage_logits_of(outputs * scale, side)

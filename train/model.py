@@ -124,22 +124,22 @@ class NStageModel(nn.Module):
         """
         if station_logits is None:
             station_logits = self.station_logits(patches)
-        return stage_logits_of(self.head_outputs(station_logits, side), side), station_logits
+        return stage_logits_of(self.head_outputs(station_logits), side), station_logits
 
-    def head_outputs(self, station_logits: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
-        """The head's logits (scans, 3, 4) at the scan's side encoding, with the side right and with it left."""
+    def head_outputs(self, station_logits: torch.Tensor) -> torch.Tensor:
+        """The head's logits (scans, 2, 4) with the tumour side right and with it left (SIDE_CODES order)."""
         rows = station_logits.shape[0]
         codes = torch.eye(len(SIDE_CODES), dtype=station_logits.dtype, device=station_logits.device)
-        sides = (side.to(station_logits.dtype), *(code.expand(rows, -1) for code in codes))
-        return torch.stack([self.head(torch.cat([station_logits, s], dim=1)) for s in sides], dim=1)
+        return torch.stack([self.head(torch.cat([station_logits, code.expand(rows, -1)], dim=1)) for code in codes],
+                           dim=1)
 
 
 def stage_logits_of(head_outputs: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
-    """N-stage logits (scans, 4) from `NStageModel.head_outputs`: the head's at a known side; with the side unknown
-    the log of its stage probabilities averaged over the two sides, so that the start stages such a scan as the
-    rule does wherever the two sides agree (the rule's own condition for staging it)."""
-    known, by_side = head_outputs[:, 0], head_outputs[:, 1:]
-    mixed = torch.logsumexp(F.log_softmax(by_side, dim=2), dim=1) + math.log(SIDE_PRIOR)
+    """N-stage logits (scans, 4) from `NStageModel.head_outputs` and encode_side's side: the head's at a known side;
+    with the side unknown the log of its stage probabilities averaged over the two sides, so that the start stages
+    such a scan as the rule does wherever the two sides agree (the rule's own condition for staging it)."""
+    known = head_outputs[torch.arange(len(side), device=side.device), side.argmax(dim=1)]
+    mixed = torch.logsumexp(F.log_softmax(head_outputs, dim=2), dim=1) + math.log(SIDE_PRIOR)
     return torch.where((side.sum(dim=1) > 0)[:, None], known, mixed)
 
 
